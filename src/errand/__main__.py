@@ -1,0 +1,3 @@
+from errand.cli import main
+
+main()

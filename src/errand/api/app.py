@@ -1,0 +1,56 @@
+"""create_app(settings) -> FastAPI: routes, problem handlers, and a lifespan that owns connections."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from errand import __version__
+from errand.api.deps import Services
+from errand.api.events import JobEventHub
+from errand.api.problems import install_problem_handlers
+from errand.api.routes import admin, jobs, notifications, ops, reports
+from errand.queue.connection import connect, redis_url
+from errand.queue.facade import JobQueues
+from errand.settings import Settings
+
+DESCRIPTION = (
+    "Post a job, get `202 Accepted` at once; workers do the slow part. "
+    "Follow it by polling (`Retry-After`, `?wait=`), Server-Sent Events, or a signed webhook."
+)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The errand API. `settings` defaults to the environment (`ERRAND_*`)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = connect(settings)
+        queues = JobQueues(settings, redis)
+        events = JobEventHub(settings, queues, redis_url(settings))
+        await events.start()
+        app.state.services = Services(settings, redis, queues, events)
+        try:
+            yield
+        finally:
+            await events.close()
+            await redis.aclose()
+
+    app = FastAPI(
+        title="errand",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    for module in (reports, notifications, jobs, admin, ops):
+        app.include_router(module.router)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for `uvicorn --factory errand.api.app:app_from_env` (multi-process API)."""
+    return create_app(Settings())

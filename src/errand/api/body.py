@@ -1,0 +1,62 @@
+"""Reading a JSON object body with a hard size limit, before any model validation."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+
+from errand.errors import BodyTooLarge, FieldError, InvalidInput, MalformedBody
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
+    """The body as a JSON object.
+
+    Raises BodyTooLarge over `max_bytes`, MalformedBody for anything that is not
+    UTF-8 JSON whose top level is an object.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise BodyTooLarge(f"the body is over {max_bytes} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise BodyTooLarge(f"the body is over {max_bytes} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        raise MalformedBody(f"the body is not valid UTF-8 JSON: {err}") from err
+    if not isinstance(value, dict):
+        raise MalformedBody("the body must be a JSON object")
+    return value
+
+
+def validate_body(model: type[M], body: dict[str, Any]) -> M:
+    """Validate a body against `model`; a field sent as null counts as absent.
+
+    Raises InvalidInput with one FieldError per broken rule.
+    """
+    present = {key: value for key, value in body.items() if value is not None}
+    try:
+        return model.model_validate(present)
+    except ValidationError as err:
+        raise InvalidInput(
+            "the request breaks the rules below", field_errors(err)
+        ) from err
+
+
+def field_errors(err: ValidationError) -> list[FieldError]:
+    errors = []
+    for item in err.errors(include_url=False):
+        field = ".".join(str(part) for part in item["loc"]) or "body"
+        message = item["msg"].removeprefix("Value error, ")
+        errors.append(FieldError(field, message))
+    return errors

@@ -1,0 +1,158 @@
+"""JobEventHub: one BullMQ QueueEvents reader per queue per API process, fanned out in memory.
+
+Long-polls and SSE streams subscribe here instead of polling Redis. The readers
+consume BullMQ's events streams (Redis streams, not Pub/Sub), so a reader that
+reconnects after an outage resumes from the last entry it saw and loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from bullmq import QueueEvents
+
+from errand.keys import QueueName, queue_of
+from errand.queue.facade import JobQueues
+from errand.queue.status import JobSnapshot
+from errand.settings import Settings
+
+log = logging.getLogger("errand.events")
+
+WATCHED_EVENTS = (
+    "waiting", "active", "progress", "completed", "failed", "delayed", "stalled", "removed",
+)
+RECONNECT_DELAY_S = 0.5
+
+
+class JobEventHub:
+    """Routes each queue event to the in-process subscribers of its job."""
+
+    def __init__(self, settings: Settings, queues: JobQueues, redis_url: str) -> None:
+        self.settings = settings
+        self.queues = queues
+        self.redis_url = redis_url
+        self.last_ids: dict[QueueName, str] = {}
+        self._subscribers: dict[str, set[asyncio.Queue[str]]] = defaultdict(set)
+        self._readers: list[asyncio.Task[None]] = []
+
+    # --- lifecycle -------------------------------------------------------
+    async def start(self) -> None:
+        for queue in QueueName:
+            self.last_ids[queue] = await self._stream_tail(queue)
+            self._readers.append(asyncio.create_task(self._read_forever(queue)))
+
+    async def close(self) -> None:
+        for task in self._readers:
+            task.cancel()
+        for task in self._readers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._readers.clear()
+
+    async def _stream_tail(self, queue: QueueName) -> str:
+        entries = await self.queues.redis.xrevrange(self.queues.keys.events(queue), count=1)
+        return str(entries[0][0]) if entries else "0-0"
+
+    async def _read_forever(self, queue: QueueName) -> None:
+        """Run a QueueEvents reader; when it dies (Redis outage) start another where it stopped."""
+        while True:
+            failed = asyncio.Event()
+            reader = QueueEvents(
+                str(queue),
+                {
+                    "connection": self.redis_url,
+                    "prefix": self.settings.queue_prefix,
+                    "autorun": False,
+                    "lastEventId": self.last_ids[queue],
+                    "blockingTimeout": 5000,
+                    "skipVersionCheck": True,
+                },
+            )
+            for event in WATCHED_EVENTS:
+                reader.on(event, self._listener(queue))
+            reader.on("error", lambda err, *_: failed.set())
+            run = asyncio.ensure_future(reader.run())
+            stop = asyncio.ensure_future(failed.wait())
+            try:
+                await asyncio.wait({run, stop}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop.cancel()
+                await reader.close()
+                if not run.done():
+                    run.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await run
+            log.warning("event reader for %s stopped; reconnecting", queue)
+            await asyncio.sleep(RECONNECT_DELAY_S)
+
+    def _listener(self, queue: QueueName) -> Any:
+        def on_event(args: dict[str, Any], entry_id: str) -> None:
+            # A sync listener, as BullMQ requires: only hand the id over, never await here.
+            self.last_ids[queue] = entry_id
+            job_id = args.get("jobId")
+            for inbox in self._subscribers.get(job_id, ()) if job_id else ():
+                inbox.put_nowait(entry_id)
+
+        return on_event
+
+    # --- subscriptions ---------------------------------------------------
+    @contextlib.contextmanager
+    def subscribe(self, job_id: str) -> Any:
+        """An inbox that receives the stream entry id of every event of `job_id`."""
+        inbox: asyncio.Queue[str] = asyncio.Queue()
+        self._subscribers[job_id].add(inbox)
+        try:
+            yield inbox
+        finally:
+            subs = self._subscribers.get(job_id)
+            if subs is not None:
+                subs.discard(inbox)
+                if not subs:
+                    del self._subscribers[job_id]
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(s) for s in self._subscribers.values())
+
+    def current_id(self, job_id: str) -> str:
+        queue = queue_of(job_id)
+        return self.last_ids.get(queue, "0-0") if queue else "0-0"
+
+    async def wait_until_final(self, job_id: str, timeout_s: float, snap: JobSnapshot) -> JobSnapshot:
+        """The job's snapshot as soon as it is final, or after `timeout_s` as it is then."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        with self.subscribe(job_id) as inbox:
+            snap = await self.queues.snapshot(job_id)  # closes the race with the caller's read
+            while not snap.is_final:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(inbox.get(), remaining)
+                except TimeoutError:
+                    break
+                snap = await self.queues.snapshot(job_id)
+        return snap
+
+    async def changes(self, job_id: str) -> AsyncGenerator[tuple[str, JobSnapshot], None]:
+        """(event id, snapshot) now and after every change of state or progress, until final."""
+        with self.subscribe(job_id) as inbox:
+            snap = await self.queues.snapshot(job_id)
+            yield self.current_id(job_id), snap
+            last = _signature(snap)
+            while not snap.is_final:
+                entry_id = await inbox.get()
+                snap = await self.queues.snapshot(job_id)
+                if _signature(snap) != last:
+                    last = _signature(snap)
+                    yield entry_id, snap
+
+
+def _signature(snap: JobSnapshot) -> tuple[object, ...]:
+    return (snap.status, snap.progress, snap.attempts_made, snap.next_attempt_ms)

@@ -1,0 +1,127 @@
+"""Idempotency-Key for POST routes (IETF draft): claim atomically, store the first answer, replay it.
+
+A record lives at `keys.idempotency(route, key)`:
+- `{"state": "pending", "fp": ...}` with a short lease while the first request runs
+  (a concurrent request with the key gets 409; a crashed handler frees it when the
+  lease ends);
+- `{"state": "done", "fp": ..., "status", "headers", "body"}` for 24 h afterwards.
+Only 2xx answers are stored: a rejected request leaves the key free to use again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from errand.api.deps import Services
+from errand.errors import FieldError, IdempotencyInProgress, IdempotencyMismatch, InvalidInput
+
+HEADER = "idempotency-key"
+PENDING_LEASE_S = 60
+_KEY_RULE = re.compile(r"^[\x20-\x7e]{1,255}$")
+_REPLAYED_HEADERS = ("location", "retry-after", "content-type")
+
+# Delete the claim only if it is still this request's (token match).
+_RELEASE = """
+local raw = redis.call('GET', KEYS[1])
+if raw and string.find(raw, ARGV[1], 1, true) then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def fingerprint(body: dict[str, Any]) -> str:
+    """Digest of the body's canonical JSON value (keys sorted), so key order does not matter."""
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _checked_key(request: Request) -> str | None:
+    key = request.headers.get(HEADER)
+    if key is None:
+        return None
+    if not _KEY_RULE.match(key):
+        raise InvalidInput(
+            "the Idempotency-Key header is not 1-255 printable ASCII characters",
+            [FieldError("Idempotency-Key", "must be 1-255 printable ASCII characters")],
+        )
+    return key
+
+
+async def idempotent(
+    request: Request,
+    svc: Services,
+    route: str,
+    body: dict[str, Any],
+    handle: Callable[[], Awaitable[Response]],
+) -> Response:
+    """Run `handle` at most once per Idempotency-Key and body; replay its stored answer after.
+
+    Raises IdempotencyInProgress (409) while the first request with the key runs,
+    IdempotencyMismatch (422) when the key was used with another body.
+    """
+    key = _checked_key(request)
+    if key is None:
+        return await handle()
+    redis = svc.redis
+    record_key = svc.queues.keys.idempotency(route, key)
+    fp = fingerprint(body)
+    token = secrets.token_hex(8)
+    claim = orjson.dumps({"state": "pending", "fp": fp, "token": token})
+    for _ in range(3):
+        if await redis.set(record_key, claim, nx=True, ex=PENDING_LEASE_S):
+            return await _run_and_store(svc, record_key, token, fp, handle)
+        raw = await redis.get(record_key)
+        if raw is not None:
+            return _answer_from_record(orjson.loads(raw), fp)
+    raise IdempotencyInProgress("the first request with this Idempotency-Key is still running")
+
+
+def _answer_from_record(record: dict[str, Any], fp: str) -> Response:
+    if record.get("fp") != fp:
+        raise IdempotencyMismatch(
+            "this Idempotency-Key was used with a different request body",
+            [FieldError("Idempotency-Key", "already used with a different body")],
+        )
+    if record.get("state") != "done":
+        raise IdempotencyInProgress("the first request with this Idempotency-Key is still running")
+    return Response(
+        record["body"].encode(), record["status"], headers=record["headers"]
+    )
+
+
+async def _run_and_store(
+    svc: Services,
+    record_key: str,
+    token: str,
+    fp: str,
+    handle: Callable[[], Awaitable[Response]],
+) -> Response:
+    redis = svc.redis
+    try:
+        response = await handle()
+    except BaseException:
+        await redis.eval(_RELEASE, 1, record_key, token)
+        raise
+    if not 200 <= response.status_code < 300:
+        await redis.eval(_RELEASE, 1, record_key, token)
+        return response
+    headers = {
+        name: value
+        for name, value in response.headers.items()
+        if name in _REPLAYED_HEADERS
+    }
+    record = {
+        "state": "done",
+        "fp": fp,
+        "status": response.status_code,
+        "headers": headers,
+        "body": bytes(response.body).decode(),
+    }
+    await redis.set(record_key, orjson.dumps(record), ex=svc.settings.idempotency_ttl_seconds)
+    return response

@@ -1,0 +1,61 @@
+"""POST /notifications and GET /notifications/{jobId}."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from starlette.requests import Request
+from starlette.responses import Response
+
+from errand.api.body import read_json_object, validate_body
+from errand.api.deps import Services, services
+from errand.api.idempotency import idempotent
+from errand.api.responses import json_response
+from errand.api.routes._openapi import json_body, problems
+from errand.api.schemas import NotificationAccepted, NotificationCreate, NotificationPublic
+from errand.api.views import notification_view, retry_after_s
+from errand.errors import NotFound
+from errand.keys import QueueName, queue_of
+from errand.queue.producers import enqueue_notification
+
+router = APIRouter(tags=["notifications"])
+
+
+@router.post(
+    "/notifications",
+    status_code=202,
+    response_model=NotificationAccepted,
+    openapi_extra=json_body(NotificationCreate),
+    responses=problems(400, 409, 413, 422, 503),
+)
+async def create_notification(request: Request, svc: Services = Depends(services)) -> Response:
+    """Queue an email; password-reset jumps the queue (priority 1, the others 5)."""
+    body = await read_json_object(request, svc.settings.max_body_bytes)
+
+    async def handle() -> Response:
+        note = validate_body(NotificationCreate, body)
+        enqueued = await enqueue_notification(svc.queues, note.type, note.userId, note.webhookUrl)
+        status_url = f"/notifications/{enqueued.job_id}"
+        headers = {
+            "Location": status_url,
+            "Retry-After": str(retry_after_s(svc.settings, QueueName.NOTIFICATIONS)),
+        }
+        content = {"jobId": enqueued.job_id, "statusUrl": status_url, "status": "waiting"}
+        return json_response(content, 202, headers)
+
+    return await idempotent(request, svc, "notifications", body, handle)
+
+
+@router.get(
+    "/notifications/{job_id}",
+    response_model=NotificationPublic,
+    responses=problems(404),
+)
+async def get_notification(job_id: str, svc: Services = Depends(services)) -> Response:
+    """A notification's status, attempts, dead-letter flag and webhook delivery."""
+    if queue_of(job_id) is not QueueName.NOTIFICATIONS:
+        raise NotFound(f"no notification with id {job_id!r}")
+    snap = await svc.queues.snapshot(job_id)
+    headers = None
+    if not snap.is_final:
+        headers = {"Retry-After": str(retry_after_s(svc.settings, snap.queue, snap))}
+    return json_response(notification_view(snap), 200, headers)

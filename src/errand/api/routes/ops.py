@@ -1,0 +1,35 @@
+"""Operations: liveness and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Depends
+from starlette.responses import Response
+
+from errand.api.deps import Services, services
+from errand.api.responses import json_response, problem
+
+router = APIRouter(tags=["operations"])
+
+READY_TIMEOUT_S = 1.0
+
+
+@router.get("/healthz")
+async def healthz() -> Response:
+    """200 while the process lives."""
+    return json_response({"status": "ok"})
+
+
+@router.get("/readyz")
+async def readyz(svc: Services = Depends(services)) -> Response:
+    """200 when Redis answers within a second, 503 with the reason otherwise."""
+    try:
+        await asyncio.wait_for(svc.redis.ping(), READY_TIMEOUT_S)
+    except TimeoutError:
+        reason = f"redis did not answer within {READY_TIMEOUT_S:g} s"
+    except Exception as err:
+        reason = f"redis is unreachable: {type(err).__name__}"
+    else:
+        return json_response({"status": "ready"})
+    return problem(503, "Service Unavailable", reason, "not-ready")

@@ -1,0 +1,70 @@
+"""POST /reports and GET /reports/{jobId}/result."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from starlette.requests import Request
+from starlette.responses import Response
+
+from errand.api.body import read_json_object, validate_body
+from errand.api.deps import Services, services
+from errand.api.idempotency import idempotent
+from errand.api.responses import json_response
+from errand.api.routes._openapi import json_body, problems
+from errand.api.schemas import ReportAccepted, ReportCreate
+from errand.api.views import retry_after_s
+from errand.errors import Conflict, NotFound
+from errand.keys import QueueName, queue_of
+from errand.queue.producers import enqueue_report
+from errand.queue.status import JobStatus
+
+router = APIRouter(tags=["reports"])
+
+
+@router.post(
+    "/reports",
+    status_code=202,
+    response_model=ReportAccepted,
+    openapi_extra=json_body(ReportCreate),
+    responses=problems(400, 409, 413, 422, 503),
+)
+async def create_report(request: Request, svc: Services = Depends(services)) -> Response:
+    """Queue a report; the same user and report type in flight is deduplicated."""
+    body = await read_json_object(request, svc.settings.max_body_bytes)
+
+    async def handle() -> Response:
+        report = validate_body(ReportCreate, body)
+        enqueued = await enqueue_report(
+            svc.queues, report.userId, report.reportType, report.webhookUrl
+        )
+        status_url = f"/jobs/{enqueued.job_id}"
+        headers = {
+            "Location": status_url,
+            "Retry-After": str(retry_after_s(svc.settings, QueueName.REPORTS)),
+        }
+        content = {
+            "jobId": enqueued.job_id,
+            "statusUrl": status_url,
+            "status": str(enqueued.status),
+            "deduplicated": enqueued.deduplicated,
+        }
+        return json_response(content, 202, headers)
+
+    return await idempotent(request, svc, "reports", body, handle)
+
+
+@router.get(
+    "/reports/{job_id}/result",
+    responses=problems(404, 409),
+)
+async def get_report_result(job_id: str, svc: Services = Depends(services)) -> Response:
+    """The generated report once completed; 409 while it is not; 404 if unknown or expired."""
+    if queue_of(job_id) is not QueueName.REPORTS:
+        raise NotFound(f"no report with id {job_id!r}")
+    raw = await svc.redis.get(svc.queues.keys.report_result(job_id))
+    if raw is not None:
+        return Response(raw, 200, media_type="application/json")
+    snap = await svc.queues.snapshot(job_id)
+    if snap.status is JobStatus.COMPLETED:
+        raise NotFound(f"the result of report {job_id!r} has expired")
+    raise Conflict(f"report {job_id!r} is {snap.status}, not completed", job_status=snap.status)

@@ -1,0 +1,83 @@
+"""Public JSON views of job snapshots (what GET /jobs and GET /notifications return)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from errand.clock import iso_ms, now_ms
+from errand.keys import QueueName
+from errand.queue.status import JobSnapshot, JobStatus
+from errand.settings import Settings
+
+
+def job_view(snap: JobSnapshot) -> dict[str, Any]:
+    """The `GET /jobs/{id}` body: every field from one atomic snapshot."""
+    completed = snap.status is JobStatus.COMPLETED
+    failed = snap.status is JobStatus.FAILED
+    return {
+        "jobId": snap.job_id,
+        "queue": str(snap.queue),
+        "status": str(snap.status),
+        "progress": snap.progress,
+        "attemptsMade": snap.attempts_made,
+        "createdAt": iso_ms(snap.created_ms),
+        "startedAt": iso_ms(snap.started_ms),
+        "finishedAt": iso_ms(snap.finished_ms),
+        "nextAttemptAt": iso_ms(snap.next_attempt_ms) if not snap.is_final else None,
+        "deadLettered": snap.dead_lettered,
+        "resultUrl": f"/reports/{snap.job_id}/result"
+        if completed and snap.queue is QueueName.REPORTS
+        else None,
+        "error": snap.failed_reason if failed else None,
+        "webhook": webhook_view(snap),
+    }
+
+
+def notification_view(snap: JobSnapshot) -> dict[str, Any]:
+    """The `GET /notifications/{id}` body."""
+    return {
+        "jobId": snap.job_id,
+        "type": str(snap.data.get("type", snap.name)),
+        "userId": str(snap.data.get("userId", "")),
+        "priority": snap.priority,
+        "status": str(snap.status),
+        "attemptsMade": snap.attempts_made,
+        "deadLettered": snap.dead_lettered,
+        "error": snap.failed_reason if snap.status is JobStatus.FAILED else None,
+        "createdAt": iso_ms(snap.created_ms),
+        "startedAt": iso_ms(snap.started_ms),
+        "finishedAt": iso_ms(snap.finished_ms),
+        "nextAttemptAt": iso_ms(snap.next_attempt_ms) if not snap.is_final else None,
+        "webhook": webhook_view(snap),
+    }
+
+
+def retry_after_s(settings: Settings, queue: QueueName, snap: JobSnapshot | None = None) -> int:
+    """A polling hint in whole seconds from what the service knows of the job."""
+    if queue is QueueName.REPORTS:
+        typical_s = settings.report_seconds
+        if snap is not None and snap.status is JobStatus.ACTIVE:
+            typical_s *= (100 - snap.progress) / 100
+    else:
+        typical_s = settings.email_send_ms / 1000
+    if snap is not None and snap.next_attempt_ms:
+        typical_s = max(typical_s, (snap.next_attempt_ms - now_ms()) / 1000)
+    return max(1, math.ceil(typical_s))
+
+
+def webhook_view(snap: JobSnapshot) -> dict[str, Any] | None:
+    """The job's webhook delivery state, or None when it has no webhookUrl."""
+    url = snap.data.get("webhookUrl")
+    if not url:
+        return None
+    state = snap.webhook
+    code = state.get("lastStatusCode")
+    return {
+        "url": url,
+        "status": state.get("status", "pending"),
+        "attempts": int(state.get("attempts", 0)),
+        "lastStatusCode": int(code) if code else None,
+        "lastError": state.get("lastError") or None,
+        "deliveredAt": state.get("deliveredAt") or None,
+    }

@@ -1,0 +1,137 @@
+"""The `errand` command: thin, it parses arguments, builds Settings and calls the real code."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Annotated
+
+import typer
+
+from errand import __version__
+from errand.keys import QueueName
+from errand.settings import Settings
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="errand: asynchronous reports and notifications behind an HTTP API.",
+)
+
+HostOpt = Annotated[str, typer.Option("--host", help="Address the API listens on.")]
+PortOpt = Annotated[int, typer.Option("--port", help="Port the API listens on.")]
+
+
+def _settings() -> Settings:
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as err:
+        typer.echo(f"errand: bad configuration:\n{err}", err=True)
+        raise typer.Exit(2) from err
+
+
+def _parse_queues(value: str) -> list[QueueName]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    try:
+        return [QueueName(n) for n in names]
+    except ValueError as err:
+        allowed = ", ".join(q.value for q in QueueName)
+        raise typer.BadParameter(f"queues are {allowed}") from err
+
+
+@app.command()
+def up(
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    api_workers: Annotated[int, typer.Option(help="API processes.")] = 1,
+    concurrency: Annotated[int | None, typer.Option(help="Jobs per queue per worker process.")] = None,
+) -> None:
+    """Everything in one command: embedded Valkey (unless ERRAND_REDIS_URL), the API and workers."""
+    from errand.server.supervisor import Supervisor, UpOptions
+
+    settings = _settings()
+    sup = Supervisor(settings, UpOptions(host, port, api_workers, workers, concurrency))
+    signal.signal(signal.SIGTERM, sup.request_stop)
+    signal.signal(signal.SIGINT, sup.request_stop)
+    try:
+        sup.start()
+        if not sup.wait_ready():
+            typer.echo("errand: the API did not become ready", err=True)
+            raise typer.Exit(1)
+        typer.echo(sup.banner(__version__))
+        sys.stdout.flush()
+        sup.supervise()
+    finally:
+        sup.stop()
+        typer.echo("errand: stopped")
+
+
+@app.command()
+def api(
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8000,
+    workers: Annotated[int, typer.Option(help="API processes.")] = 1,
+) -> None:
+    """Run only the HTTP API against ERRAND_REDIS_URL."""
+    import uvicorn
+
+    settings = _settings()
+    if settings.redis_url is None:
+        typer.echo("errand api needs ERRAND_REDIS_URL (or use `errand up`)", err=True)
+        raise typer.Exit(2)
+    from errand.logs import configure_logging
+
+    configure_logging(settings)
+    uvicorn.run(
+        "errand.api.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level=settings.log_level.lower(),
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+    )
+
+
+@app.command()
+def worker(
+    queues: Annotated[str, typer.Option(help="Comma-separated queues to work on.")] = (
+        "reports,notifications,webhooks"
+    ),
+    concurrency: Annotated[int | None, typer.Option(help="Jobs per queue at once.")] = None,
+) -> None:
+    """Run only workers against ERRAND_REDIS_URL."""
+    import asyncio
+
+    import uvloop
+
+    from errand.logs import configure_logging
+    from errand.workers.runner import run_worker
+
+    settings = _settings()
+    if settings.redis_url is None:
+        typer.echo("errand worker needs ERRAND_REDIS_URL (or use `errand up`)", err=True)
+        raise typer.Exit(2)
+    configure_logging(settings)
+    chosen = _parse_queues(queues)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run_worker(settings, chosen, concurrency))
+
+
+@app.command()
+def version() -> None:
+    """Print errand's version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()

@@ -1,0 +1,77 @@
+"""Domain errors, raised by services and turned into problem documents by the API.
+
+    ErrandError
+    ├── NotFound            unknown or expired job
+    ├── Conflict            the job is not in the state the operation needs
+    │   └── IdempotencyInProgress
+    ├── InvalidInput        a well-formed request that breaks a rule (422)
+    │   └── IdempotencyMismatch
+    ├── MalformedBody       not UTF-8 JSON, or not a JSON object (400)
+    ├── BodyTooLarge        over the size limit (413)
+    └── QueueUnavailable    Redis does not answer (503)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class ErrandError(Exception):
+    """Base of every error errand raises on purpose."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(ErrandError):
+    pass
+
+
+@dataclass
+class FieldError:
+    field: str
+    message: str
+
+
+class Conflict(ErrandError):
+    def __init__(self, detail: str, job_status: str | None = None) -> None:
+        super().__init__(detail)
+        self.job_status = job_status
+
+
+class IdempotencyInProgress(Conflict):
+    pass
+
+
+class InvalidInput(ErrandError):
+    def __init__(self, detail: str, errors: list[FieldError] | None = None) -> None:
+        super().__init__(detail)
+        self.errors = errors or []
+
+
+class IdempotencyMismatch(InvalidInput):
+    pass
+
+
+class MalformedBody(ErrandError):
+    pass
+
+
+class BodyTooLarge(ErrandError):
+    pass
+
+
+class QueueUnavailable(ErrandError):
+    pass
+
+
+@dataclass
+class PermanentFailure(Exception):
+    """A failure that retrying cannot fix (e.g. an SMTP 5xx): skip the remaining attempts."""
+
+    reason: str
+    details: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.reason

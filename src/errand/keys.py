@@ -1,0 +1,95 @@
+"""Every Redis key, queue name and job-id shape errand uses; no key string anywhere else.
+
+BullMQ owns the keys under `{prefix}:{queue}:*`. errand's own keys live under
+`{prefix}:x:*`, so with a hash-tagged prefix such as `{errand}` every key
+errand touches shares one Redis Cluster slot (MULTI and Lua stay legal).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class QueueName(StrEnum):
+    REPORTS = "reports"
+    NOTIFICATIONS = "notifications"
+    WEBHOOKS = "webhooks"
+
+
+# Job ids carry their queue in a short tag so `GET /jobs/{id}` needs no lookup.
+_ID_TAGS: dict[QueueName, str] = {
+    QueueName.REPORTS: "rep",
+    QueueName.NOTIFICATIONS: "ntf",
+    QueueName.WEBHOOKS: "whk",
+}
+_TAG_QUEUES = {tag: queue for queue, tag in _ID_TAGS.items()}
+
+
+def new_job_id(queue: QueueName) -> str:
+    """A fresh job id, unique across queues, that names its queue."""
+    return f"{_ID_TAGS[queue]}_{uuid.uuid4().hex}"
+
+
+def queue_of(job_id: str) -> QueueName | None:
+    """The queue a job id belongs to, or None for an id errand never issued."""
+    tag, sep, rest = job_id.partition("_")
+    if not sep or len(rest) != 32 or not rest.isalnum():
+        return None
+    return _TAG_QUEUES.get(tag)
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key builder bound to one prefix."""
+
+    prefix: str
+
+    # --- BullMQ's keys (read directly for one-round-trip job views) -------
+    def queue(self, queue: QueueName, suffix: str) -> str:
+        return f"{self.prefix}:{queue}:{suffix}"
+
+    def job(self, queue: QueueName, job_id: str) -> str:
+        return f"{self.prefix}:{queue}:{job_id}"
+
+    def events(self, queue: QueueName) -> str:
+        return f"{self.prefix}:{queue}:events"
+
+    # --- errand's own keys -----------------------------------------------
+    def report_result(self, job_id: str) -> str:
+        return f"{self.prefix}:x:result:{job_id}"
+
+    def sent_ledger(self, job_id: str) -> str:
+        """Marks a notification whose email went out (idempotent sending)."""
+        return f"{self.prefix}:x:sent:{job_id}"
+
+    def send_claim(self, job_id: str) -> str:
+        """Short lock held while one worker sends a job's email."""
+        return f"{self.prefix}:x:sending:{job_id}"
+
+    def outbox(self) -> str:
+        """The simulated transport's outbox (a capped list)."""
+        return f"{self.prefix}:x:outbox"
+
+    def outbox_count(self, job_id: str) -> str:
+        return f"{self.prefix}:x:outbox-count:{job_id}"
+
+    def webhook_state(self, job_id: str) -> str:
+        """Delivery status of the webhook of one job (a hash)."""
+        return f"{self.prefix}:x:webhook:{job_id}"
+
+    def idempotency(self, route: str, key: str) -> str:
+        return f"{self.prefix}:x:idem:{route}:{key}"
+
+    def workers(self) -> str:
+        """Heartbeats of live worker processes (a hash: worker id -> JSON)."""
+        return f"{self.prefix}:x:workers"
+
+    def dead_lettered_total(self) -> str:
+        return f"{self.prefix}:x:stats:dead-lettered"
+
+
+def report_dedup_id(user_id: str, report_type: str) -> str:
+    """BullMQ deduplication id of an in-flight report."""
+    return f"report:{user_id}:{report_type}"

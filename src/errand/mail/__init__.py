@@ -1,0 +1,1 @@
+"""Email: templates, and the transports that deliver rendered messages (simulated, SMTP)."""

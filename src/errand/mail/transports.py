@@ -1,0 +1,134 @@
+"""Email transports: `simulated` (an outbox in Redis, with deterministic faults) and `smtp`."""
+
+from __future__ import annotations
+
+import asyncio
+from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
+
+import aiosmtplib
+import orjson
+
+from errand.clock import iso_ms, now_ms
+from errand.errors import PermanentFailure
+from errand.keys import Keys
+from errand.mail.templates import RenderedEmail
+from errand.settings import EmailTransport, Settings
+
+OUTBOX_CAP = 10_000
+FLAKY_FAILURES = 2
+
+
+class TransientFailure(Exception):
+    """A send that may work if tried again."""
+
+
+class EmailSender(Protocol):
+    name: str
+
+    async def send(self, email: RenderedEmail, user_id: str, attempt: int) -> None:
+        """Deliver one email. Raises TransientFailure or PermanentFailure."""
+
+
+def message_id_for(job_id: str, sender: str) -> str:
+    """A Message-ID derived from the job id, so a receiver can drop a redelivered duplicate."""
+    domain = parseaddr(sender)[1].partition("@")[2] or "errand.local"
+    return f"<{job_id}@{domain}>"
+
+
+class SimulatedSender:
+    """Waits ERRAND_EMAIL_SEND_MS and keeps the message in a capped outbox list in Redis.
+
+    `fail-*` users fail every attempt; `flaky-*` users fail their first two attempts.
+    """
+
+    name = "simulated"
+
+    def __init__(self, settings: Settings, redis: Any) -> None:
+        self.delay_s = settings.email_send_ms / 1000
+        self.redis = redis
+        self.keys = Keys(settings.queue_prefix)
+
+    async def send(self, email: RenderedEmail, user_id: str, attempt: int) -> None:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if user_id.startswith("fail-"):
+            raise TransientFailure("simulated: 554 mailbox unavailable")
+        if user_id.startswith("flaky-") and attempt <= FLAKY_FAILURES:
+            raise TransientFailure(f"simulated: 451 try again later (attempt {attempt})")
+        record = {
+            "messageId": email.message_id,
+            "to": email.to,
+            "subject": email.subject,
+            "text": email.text,
+            "html": email.html,
+            "sentAt": iso_ms(now_ms()),
+        }
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(self.keys.outbox(), orjson.dumps(record))
+            pipe.ltrim(self.keys.outbox(), 0, OUTBOX_CAP - 1)
+            await pipe.execute()
+
+
+class SmtpSender:
+    """Real delivery through ERRAND_SMTP_URL (`smtp://user:pass@host:port`, `smtps://` for TLS)."""
+
+    name = "smtp"
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.smtp_url is None:
+            raise ValueError("ERRAND_EMAIL_TRANSPORT=smtp needs ERRAND_SMTP_URL")
+        url = urlsplit(settings.smtp_url.get_secret_value())
+        if url.scheme not in ("smtp", "smtps"):
+            raise ValueError("ERRAND_SMTP_URL must start with smtp:// or smtps://")
+        self.tls = url.scheme == "smtps"
+        self.host = url.hostname or "localhost"
+        self.port = url.port or (465 if self.tls else 25)
+        self.username = unquote(url.username) if url.username else None
+        self.password = unquote(url.password) if url.password else None
+        self.sender = settings.smtp_from
+        self.timeout_s = settings.smtp_timeout_s
+
+    def _message(self, email: RenderedEmail) -> EmailMessage:
+        msg = EmailMessage()
+        msg["From"] = self.sender
+        msg["To"] = email.to
+        msg["Subject"] = email.subject
+        msg["Message-ID"] = email.message_id
+        msg["Date"] = formatdate(usegmt=True)
+        msg.set_content(email.text)
+        msg.add_alternative(email.html, subtype="html")
+        return msg
+
+    async def send(self, email: RenderedEmail, user_id: str, attempt: int) -> None:
+        try:
+            await aiosmtplib.send(
+                self._message(email),
+                hostname=self.host,
+                port=self.port,
+                username=self.username,
+                password=self.password,
+                use_tls=self.tls,
+                timeout=self.timeout_s,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as err:
+            codes = [r.code for r in err.recipients]
+            reason = "smtp: " + "; ".join(f"{r.code} {r.message}" for r in err.recipients)
+            if codes and all(500 <= c < 600 for c in codes):
+                raise PermanentFailure(reason) from err
+            raise TransientFailure(reason) from err
+        except aiosmtplib.SMTPResponseException as err:
+            reason = f"smtp: {err.code} {err.message}"
+            if 500 <= err.code < 600:
+                raise PermanentFailure(reason) from err
+            raise TransientFailure(reason) from err
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as err:
+            raise TransientFailure(f"smtp: {type(err).__name__}: {err}") from err
+
+
+def build_sender(settings: Settings, redis: Any) -> EmailSender:
+    if settings.email_transport is EmailTransport.SMTP:
+        return SmtpSender(settings)
+    return SimulatedSender(settings, redis)

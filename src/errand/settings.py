@@ -1,0 +1,101 @@
+"""Settings: the one reader of the environment (every `ERRAND_*` variable)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class EmailTransport(StrEnum):
+    SIMULATED = "simulated"
+    SMTP = "smtp"
+
+
+class LogFormat(StrEnum):
+    CONSOLE = "console"
+    JSON = "json"
+
+
+class Durability(StrEnum):
+    """`normal` fsyncs the AOF every second; `strict` fsyncs every write."""
+
+    NORMAL = "normal"
+    STRICT = "strict"
+
+
+class Settings(BaseSettings):
+    """Every knob errand has. Built once by the CLI or `create_app`, never at import."""
+
+    model_config = SettingsConfigDict(env_prefix="ERRAND_", extra="ignore")
+
+    # Where the data lives.
+    redis_url: str | None = None
+    redis_cluster: bool = False
+    data_dir: Path = Path(".errand")
+    queue_prefix: str = "{errand}"
+    durability: Durability = Durability.NORMAL
+    embedded_port: int = Field(default=0, ge=0, le=65535)
+
+    # Reports.
+    report_seconds: float = Field(default=3.0, ge=0)
+    result_ttl_seconds: int = Field(default=86400, ge=1)
+
+    # Notifications.
+    email_transport: EmailTransport = EmailTransport.SIMULATED
+    email_send_ms: int = Field(default=500, ge=0)
+    smtp_url: SecretStr | None = None
+    smtp_from: str = "errand <no-reply@errand.local>"
+    smtp_timeout_s: float = Field(default=10.0, gt=0)
+    notify_retries: int = Field(default=3, ge=0, le=100)
+    notify_backoff_ms: int = Field(default=1000, ge=0)
+    sent_ledger_ttl_seconds: int = Field(default=86400, ge=1)
+
+    # Webhooks.
+    webhook_secret: SecretStr | None = None
+    webhook_secret_previous: SecretStr | None = None
+    webhook_retries: int = Field(default=5, ge=0, le=100)
+    webhook_backoff_ms: int = Field(default=1000, ge=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_allow_private: bool = False
+
+    # Admin.
+    admin_token: SecretStr | None = None
+
+    # Workers.
+    report_concurrency: int = Field(default=8, ge=1)
+    notify_concurrency: int = Field(default=32, ge=1)
+    webhook_concurrency: int = Field(default=32, ge=1)
+    lock_duration_ms: int = Field(default=30000, ge=1000)
+    stalled_interval_ms: int = Field(default=30000, ge=500)
+    max_stalled_count: int = Field(default=5, ge=0)
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
+
+    # Retention.
+    keep_completed_seconds: int = Field(default=86400, ge=1)
+    keep_failed_seconds: int = Field(default=7 * 86400, ge=1)
+    idempotency_ttl_seconds: int = Field(default=86400, ge=1)
+
+    # HTTP.
+    max_body_bytes: int = Field(default=65536, ge=1)
+
+    # Fault injection for crash tests: the chance that a worker SIGKILLs itself right
+    # after an email went out and before BullMQ hears about it. Never set in production.
+    fault_crash_after_send_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+
+    # Logs.
+    log_format: LogFormat = LogFormat.CONSOLE
+    log_level: str = "INFO"
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def embedded(self) -> bool:
+        """True when errand should start its own Valkey server."""
+        return self.redis_url is None

@@ -1,0 +1,1 @@
+"""Webhooks: URL rules, signing (pure) and delivery."""

@@ -1,0 +1,102 @@
+"""The notification processor: render, send once, record.
+
+Exactly-once is impossible across a crash, so errand narrows it to a window and
+lets the receiver close it:
+1. a job id in the sent ledger (kept 24 h) is never sent again;
+2. a short claim stops two workers sending the same job at the same time
+   (a stalled job redelivered while its first worker still runs);
+3. the ledger is written right after the send. A crash between the send and
+   that write is the one window left; the Message-ID derived from the job id
+   lets the receiving system drop that duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import secrets
+import signal
+from typing import Any
+
+from bullmq import Job, UnrecoverableError
+
+from errand.errors import PermanentFailure
+from errand.keys import Keys
+from errand.mail.templates import render
+from errand.mail.transports import EmailSender, build_sender, message_id_for
+from errand.settings import Settings
+
+log = logging.getLogger("errand.worker.notifications")
+
+CLAIM_POLL_S = 0.1
+
+# Release the claim only if this worker still holds it.
+_RELEASE_CLAIM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class SendInProgress(Exception):
+    """Another worker holds the send claim of this job (a concurrent redelivery)."""
+
+
+class NotificationProcessor:
+    def __init__(self, settings: Settings, redis: Any, sender: EmailSender | None = None) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.keys = Keys(settings.queue_prefix)
+        self.sender = sender or build_sender(settings, redis)
+        self.claim_ms = settings.lock_duration_ms
+
+    async def __call__(self, job: Job, token: str) -> dict[str, Any]:
+        job_id = str(job.id)
+        kind, user_id = str(job.data["type"]), str(job.data["userId"])
+        attempt = job.attemptsMade + 1
+        if await self.redis.exists(self.keys.sent_ledger(job_id)):
+            return {"sent": False, "reason": "already sent"}
+        claim = secrets.token_hex(8)
+        if not await self._claim(job_id, claim):
+            return {"sent": False, "reason": "already sent"}
+        try:
+            email = render(kind, user_id, message_id_for(job_id, self.settings.smtp_from))
+            try:
+                await self.sender.send(email, user_id, attempt)
+            except PermanentFailure as err:
+                raise UnrecoverableError(str(err)) from err
+            await self.redis.set(
+                self.keys.sent_ledger(job_id), self.sender.name,
+                ex=self.settings.sent_ledger_ttl_seconds,
+            )
+        finally:
+            await self.redis.eval(_RELEASE_CLAIM, 1, self.keys.send_claim(job_id), claim)
+        self._maybe_crash()
+        return {"sent": True, "transport": self.sender.name, "messageId": email.message_id}
+
+    async def _claim(self, job_id: str, claim: str) -> bool:
+        """Take the send claim; if another worker holds it, wait for its outcome.
+
+        Returns False when the other worker sent the email meanwhile.
+        Raises SendInProgress if it still holds the claim after a lock duration.
+        """
+        key, ledger = self.keys.send_claim(job_id), self.keys.sent_ledger(job_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.claim_ms / 1000
+        while not await self.redis.set(key, claim, nx=True, px=self.claim_ms):
+            if await self.redis.exists(ledger):
+                return False
+            if loop.time() > deadline:
+                raise SendInProgress(f"another worker is still sending job {job_id}")
+            await asyncio.sleep(CLAIM_POLL_S)
+        if await self.redis.exists(ledger):  # sent between our first check and the claim
+            await self.redis.eval(_RELEASE_CLAIM, 1, key, claim)
+            return False
+        return True
+
+    def _maybe_crash(self) -> None:
+        rate = self.settings.fault_crash_after_send_rate
+        if rate and random.random() < rate:
+            log.warning("fault injection: crashing after send, before the acknowledgement")
+            os.kill(os.getpid(), signal.SIGKILL)

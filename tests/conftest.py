@@ -1,0 +1,47 @@
+"""Shared fixtures: one embedded Valkey for the session, an isolated errand stack per test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from errand.server.embedded import EmbeddedValkey
+from support.stack import Stack, run_stack, test_settings
+
+
+@pytest.fixture(scope="session")
+def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedValkey]:
+    """The embedded Valkey binary on a free port; every test isolates itself by key prefix."""
+    server = EmbeddedValkey(tmp_path_factory.mktemp("valkey"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def make_settings(valkey: EmbeddedValkey) -> Any:
+    def make(**overrides: Any) -> Any:
+        return test_settings(valkey.url, **overrides)
+
+    return make
+
+
+@pytest.fixture
+async def stack(make_settings: Any, request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
+    """API over real HTTP plus one in-loop worker; `@pytest.mark.settings(...)` overrides."""
+    marker = request.node.get_closest_marker("settings")
+    overrides = marker.kwargs if marker else {}
+    async with run_stack(make_settings(**overrides)) as s:
+        yield s
+
+
+@pytest.fixture
+def artifacts_dir() -> Path:
+    path = Path(__file__).resolve().parent.parent / "test-artifacts"
+    path.mkdir(exist_ok=True)
+    return path

@@ -1,0 +1,1 @@
+"""Test support: real servers (Valkey, uvicorn, workers, SMTP, webhook receivers) and waiting helpers."""
