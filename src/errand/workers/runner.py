@@ -62,6 +62,8 @@ class WorkerProcess:
         self.keys = Keys(settings.queue_prefix)
         self.redis: Any = None
         self.workers: list[Worker] = []
+        self._runs: list[asyncio.Future[Any]] = []
+        self._heartbeat_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
     def _worker_options(self, queue: QueueName) -> dict[str, Any]:
@@ -80,10 +82,14 @@ class WorkerProcess:
         self.redis = connect(self.settings)
         processors = build_processors(self.settings, self.redis)
         for queue in self.queue_names:
-            worker = Worker(str(queue), processors[queue], self._worker_options(queue))
+            options = {**self._worker_options(queue), "autorun": False}
+            worker = Worker(str(queue), processors[queue], options)
             worker.on("failed", _log_failure(queue))
             worker.on("error", _log_error(queue))
+            await _detect_server_capabilities(worker)
+            self._runs.append(asyncio.ensure_future(worker.run()))
             self.workers.append(worker)
+        self._heartbeat_task = asyncio.create_task(self._heartbeat())
         log.info("worker %s started on %s", self.id, ",".join(self.queue_names))
 
     def request_stop(self) -> None:
@@ -92,13 +98,9 @@ class WorkerProcess:
     async def run_until_stopped(self) -> None:
         """Run until `request_stop` (SIGTERM/SIGINT), then stop gracefully."""
         await self.start()
-        heartbeat = asyncio.create_task(self._heartbeat())
         try:
             await self._stop.wait()
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
             await self.stop()
 
     async def stop(self) -> None:
@@ -108,6 +110,10 @@ class WorkerProcess:
         check then hands it to another worker (at-least-once, so processors are
         idempotent).
         """
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat_task
         grace = self.settings.shutdown_grace_seconds
         closing = [asyncio.ensure_future(w.close()) for w in self.workers]
         done, pending = await asyncio.wait(closing, timeout=grace) if closing else (set(), set())
@@ -116,6 +122,11 @@ class WorkerProcess:
             await asyncio.gather(*(w.close(force=True) for w in self.workers), return_exceptions=True)
             for task in pending:
                 task.cancel()
+        for run in self._runs:
+            if not run.done():
+                run.cancel()
+        await asyncio.gather(*self._runs, return_exceptions=True)
+        self._runs.clear()
         if self.redis is not None:
             with contextlib.suppress(Exception):
                 await self.redis.hdel(self.keys.workers(), self.id)
@@ -132,6 +143,21 @@ class WorkerProcess:
             except Exception as err:  # keep beating through Redis outages
                 log.warning("heartbeat failed: %s", err)
             await asyncio.sleep(self.settings.heartbeat_seconds)
+
+
+async def _detect_server_capabilities(worker: Worker) -> None:
+    """Let BullMQ read the server version before it first blocks.
+
+    bullmq-python only learns that the server accepts fractional BZPOPMIN timeouts
+    from INFO; until then it rounds every wait up to whole seconds, which turns a
+    200 ms retry backoff into 1 s.
+    """
+    for connection in (worker.redisConnection, worker.blockingRedisConnection):
+        if connection is not None:
+            try:
+                await connection.getRedisVersion()
+            except Exception as err:  # Redis down at start: BullMQ's defaults still work
+                log.warning("could not read the Redis version: %s", err)
 
 
 def _log_failure(queue: QueueName) -> Callable[[Job, BaseException], None]:
