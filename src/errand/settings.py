@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     queue_prefix: str = "{errand}"
     durability: Durability = Durability.NORMAL
     embedded_port: int = Field(default=0, ge=0, le=65535)
+    redis_pool_size: int = Field(default=32, ge=2, le=10_000)
 
     # Reports.
     report_seconds: float = Field(default=3.0, ge=0)
@@ -72,6 +73,9 @@ class Settings(BaseSettings):
     stalled_interval_ms: int = Field(default=30000, ge=500)
     max_stalled_count: int = Field(default=5, ge=0)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    # `errand worker` serves its own /metrics here when set (`errand up`: port + n per worker).
+    worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
     heartbeat_seconds: float = Field(default=5.0, gt=0)
 
     # Retention.
@@ -90,7 +94,7 @@ class Settings(BaseSettings):
     log_format: LogFormat = LogFormat.CONSOLE
     log_level: str = "INFO"
 
-    @field_validator("redis_url", mode="before")
+    @field_validator("redis_url", "worker_metrics_port", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if value == "" else value

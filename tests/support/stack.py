@@ -48,6 +48,7 @@ class Stack:
     http: httpx.AsyncClient
     redis: Any
     workers: list[WorkerProcess]
+    app: Any = None
 
     @property
     def keys(self) -> Keys:
@@ -74,11 +75,11 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def serve_api(settings: Settings) -> AsyncIterator[str]:
-    """uvicorn serving create_app(settings) on a free loopback port, in this loop."""
+async def serve_api(settings: Settings, app: Any = None) -> AsyncIterator[str]:
+    """uvicorn serving create_app(settings) (or `app`) on a free loopback port, in this loop."""
     port = free_port()
     config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, loop="none",
+        app or create_app(settings), host="127.0.0.1", port=port, loop="none",
         lifespan="on", log_level="warning", access_log=False,
     )
     server = uvicorn.Server(config)
@@ -97,10 +98,11 @@ async def serve_api(settings: Settings) -> AsyncIterator[str]:
 @contextlib.asynccontextmanager
 async def run_stack(settings: Settings, with_worker: bool = True) -> AsyncIterator[Stack]:
     redis = connect(settings)
-    async with serve_api(settings) as base_url, httpx.AsyncClient(
+    app = create_app(settings)
+    async with serve_api(settings, app) as base_url, httpx.AsyncClient(
         base_url=base_url, timeout=30
     ) as http:
-        stack = Stack(settings, base_url, http, redis, [])
+        stack = Stack(settings, base_url, http, redis, [], app)
         if with_worker:
             await stack.start_worker()
         try:

@@ -39,6 +39,7 @@ class JobEventHub:
         self.last_ids: dict[QueueName, str] = {}
         self._subscribers: dict[str, set[asyncio.Queue[str]]] = defaultdict(set)
         self._readers: list[asyncio.Task[None]] = []
+        self._reads: dict[tuple[str, str], asyncio.Future[JobSnapshot]] = {}
 
     # --- lifecycle -------------------------------------------------------
     async def start(self) -> None:
@@ -123,22 +124,36 @@ class JobEventHub:
         queue = queue_of(job_id)
         return self.last_ids.get(queue, "0-0") if queue else "0-0"
 
-    async def wait_until_final(self, job_id: str, timeout_s: float, snap: JobSnapshot) -> JobSnapshot:
-        """The job's snapshot as soon as it is final, or after `timeout_s` as it is then."""
+    async def wait_until_final(self, job_id: str, timeout_s: float) -> JobSnapshot:
+        """The job's snapshot as soon as it is final, or after `timeout_s` as it is then.
+
+        Subscribes before the first read, so no event can slip between the two.
+        Raises NotFound for an unknown job.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         with self.subscribe(job_id) as inbox:
-            snap = await self.queues.snapshot(job_id)  # closes the race with the caller's read
+            snap = await self.queues.snapshot(job_id)
             while not snap.is_final:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
                 try:
-                    await asyncio.wait_for(inbox.get(), remaining)
+                    entry_id = await asyncio.wait_for(inbox.get(), remaining)
                 except TimeoutError:
                     break
-                snap = await self.queues.snapshot(job_id)
+                snap = await self.snapshot_after(job_id, entry_id)
         return snap
+
+    async def snapshot_after(self, job_id: str, entry_id: str) -> JobSnapshot:
+        """One Redis read per job and event, shared by every subscriber woken by that event."""
+        key = (job_id, entry_id)
+        task = self._reads.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self.queues.snapshot(job_id))
+            self._reads[key] = task
+            task.add_done_callback(lambda _: self._reads.pop(key, None))
+        return await asyncio.shield(task)
 
     async def changes(self, job_id: str) -> AsyncGenerator[tuple[str, JobSnapshot], None]:
         """(event id, snapshot) now and after every change of state or progress, until final."""
@@ -148,7 +163,7 @@ class JobEventHub:
             last = _signature(snap)
             while not snap.is_final:
                 entry_id = await inbox.get()
-                snap = await self.queues.snapshot(job_id)
+                snap = await self.snapshot_after(job_id, entry_id)
                 if _signature(snap) != last:
                     last = _signature(snap)
                     yield entry_id, snap

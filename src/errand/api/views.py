@@ -10,6 +10,8 @@ from errand.keys import QueueName
 from errand.queue.status import JobSnapshot, JobStatus
 from errand.settings import Settings
 
+RETRY_AFTER_CAP_S = 30
+
 
 def job_view(snap: JobSnapshot) -> dict[str, Any]:
     """The `GET /jobs/{id}` body: every field from one atomic snapshot."""
@@ -54,16 +56,28 @@ def notification_view(snap: JobSnapshot) -> dict[str, Any]:
 
 
 def retry_after_s(settings: Settings, queue: QueueName, snap: JobSnapshot | None = None) -> int:
-    """A polling hint in whole seconds from what the service knows of the job."""
+    """A polling hint in whole seconds: the job type's typical run time, scaled by the
+    jobs ahead of it when it waits, shortened by its progress when it runs, and never
+    before its next retry is due. Capped so a client never waits blind for long."""
+    typical_s, concurrency = _typical(settings, queue)
+    estimate = typical_s
+    if snap is not None:
+        if snap.status is JobStatus.ACTIVE:
+            estimate = typical_s * (100 - snap.progress) / 100
+        elif snap.status is JobStatus.WAITING and snap.queue_depth:
+            estimate = typical_s * math.ceil((snap.queue_depth + 1) / concurrency)
+        if snap.next_attempt_ms:
+            estimate = max(estimate, (snap.next_attempt_ms - now_ms()) / 1000)
+    return max(1, min(RETRY_AFTER_CAP_S, math.ceil(estimate)))
+
+
+def _typical(settings: Settings, queue: QueueName) -> tuple[float, int]:
+    """(typical run time in s, jobs one worker process runs at once) for a queue."""
     if queue is QueueName.REPORTS:
-        typical_s = settings.report_seconds
-        if snap is not None and snap.status is JobStatus.ACTIVE:
-            typical_s *= (100 - snap.progress) / 100
-    else:
-        typical_s = settings.email_send_ms / 1000
-    if snap is not None and snap.next_attempt_ms:
-        typical_s = max(typical_s, (snap.next_attempt_ms - now_ms()) / 1000)
-    return max(1, math.ceil(typical_s))
+        return settings.report_seconds, settings.report_concurrency
+    if queue is QueueName.NOTIFICATIONS:
+        return settings.email_send_ms / 1000, settings.notify_concurrency
+    return 1.0, settings.webhook_concurrency
 
 
 def webhook_view(snap: JobSnapshot) -> dict[str, Any] | None:

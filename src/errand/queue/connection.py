@@ -47,4 +47,9 @@ def connect(settings: Settings, **overrides: Any) -> Any:
         url = "redis://" + url.removeprefix(CLUSTER_SCHEME)
         options.pop("health_check_interval", None)
         return RedisCluster.from_url(url, **options)
-    return aioredis.from_url(url, **options)
+    # A bounded pool: a burst of 2,000 long-polls queues for connections instead of
+    # opening 2,000 of them.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=settings.redis_pool_size, timeout=20.0, **options
+    )
+    return aioredis.Redis(connection_pool=pool)

@@ -71,11 +71,15 @@ class JobQueues:
             pipe.zscore(keys.queue(queue, "delayed"), job_id)
             pipe.lpos(keys.queue(queue, "active"), job_id)
             pipe.hgetall(keys.webhook_state(job_id))
-            fields, completed, failed, delayed, active_pos, webhook = await pipe.execute()
+            pipe.llen(keys.queue(queue, "wait"))
+            pipe.zcard(keys.queue(queue, "prioritized"))
+            replies = await pipe.execute()
+        fields, completed, failed, delayed, active_pos, webhook, waiting, prioritized = replies
         if not fields:
             raise NotFound(f"no job with id {job_id!r}")
         return snapshot_from(
-            job_id, queue, fields, (completed, failed, delayed, active_pos), webhook
+            job_id, queue, fields, (completed, failed, delayed, active_pos), webhook,
+            queue_depth=int(waiting) + int(prioritized),
         )
 
     async def counts(self, queue: QueueName) -> dict[str, int]:

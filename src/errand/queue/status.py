@@ -59,6 +59,7 @@ class JobSnapshot:
     next_attempt_ms: int
     failed_reason: str | None
     webhook: dict[str, str]
+    queue_depth: int = 0
 
     @property
     def dead_lettered(self) -> bool:
@@ -76,6 +77,7 @@ def snapshot_from(
     fields: dict[str, str],
     state: tuple[float | None, float | None, float | None, int | None],
     webhook: dict[str, str],
+    queue_depth: int = 0,
 ) -> JobSnapshot:
     """Build a snapshot from the raw replies of `JobQueues.snapshot`'s transaction.
 
@@ -113,4 +115,5 @@ def snapshot_from(
         next_attempt_ms=int(delayed) // _DELAY_SCORE_FACTOR if delayed is not None else 0,
         failed_reason=fields.get("failedReason") or None,
         webhook=webhook,
+        queue_depth=queue_depth,
     )

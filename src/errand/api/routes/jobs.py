@@ -44,21 +44,20 @@ async def get_job(
     svc: Services = Depends(services),
 ) -> Response:
     """The job's status; with `?wait=N` a long-poll that answers as soon as it is final."""
-    snap = await svc.queues.snapshot(job_id)
-    if wait is not None and not snap.is_final:
-        waiting = asyncio.ensure_future(svc.events.wait_until_final(job_id, wait, snap))
-        gone = asyncio.ensure_future(_disconnected(request))
-        try:
-            await asyncio.wait({waiting, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-        if not waiting.done():  # the client left: free its subscription at once
-            waiting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiting
-            return Response(status_code=499)
-        snap = waiting.result()
-    return job_response(svc, snap)
+    if wait is None:
+        return job_response(svc, await svc.queues.snapshot(job_id))
+    waiting = asyncio.ensure_future(svc.events.wait_until_final(job_id, wait))
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({waiting, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not waiting.done():  # the client left: free its subscription at once
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        return Response(status_code=499)
+    return job_response(svc, waiting.result())
 
 
 async def _disconnected(request: Request) -> None:
