@@ -33,6 +33,14 @@ def _settings() -> Settings:
         raise typer.Exit(2) from err
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (a container's CPU set, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def _parse_queues(value: str) -> list[QueueName]:
     names = [v.strip() for v in value.split(",") if v.strip()]
     try:
@@ -47,13 +55,14 @@ def up(
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
-    api_workers: Annotated[int, typer.Option(help="API processes.")] = 1,
+    api_workers: Annotated[int, typer.Option(help="API processes; 0 means one per core.")] = 0,
     concurrency: Annotated[int | None, typer.Option(help="Jobs per queue per worker process.")] = None,
 ) -> None:
     """Everything in one command: embedded Valkey (unless ERRAND_REDIS_URL), the API and workers."""
     from errand.server.supervisor import Supervisor, UpOptions
 
     settings = _settings()
+    api_workers = api_workers or usable_cores()
     sup = Supervisor(settings, UpOptions(host, port, api_workers, workers, concurrency))
     signal.signal(signal.SIGTERM, sup.request_stop)
     signal.signal(signal.SIGINT, sup.request_stop)
@@ -74,15 +83,18 @@ def up(
 def api(
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 8000,
-    workers: Annotated[int, typer.Option(help="API processes.")] = 1,
+    workers: Annotated[int, typer.Option(help="API processes; 0 means one per core.")] = 0,
 ) -> None:
     """Run only the HTTP API against ERRAND_REDIS_URL."""
     import uvicorn
+
+    workers = workers or usable_cores()
 
     settings = _settings()
     if settings.redis_url is None:
         typer.echo("errand api needs ERRAND_REDIS_URL (or use `errand up`)", err=True)
         raise typer.Exit(2)
+    from errand.api.http_limits import HeadLimitedHttpToolsProtocol
     from errand.logs import configure_logging
 
     configure_logging(settings)
@@ -93,7 +105,7 @@ def api(
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        http=HeadLimitedHttpToolsProtocol,  # httptools, plus the head-size limit it lacks
         access_log=False,
         log_level=settings.log_level.lower(),
         log_config=None,
@@ -107,6 +119,9 @@ def worker(
         "reports,notifications,webhooks"
     ),
     concurrency: Annotated[int | None, typer.Option(help="Jobs per queue at once.")] = None,
+    metrics_port: Annotated[int | None, typer.Option(
+        help="Serve this worker's /metrics on this port (default: ERRAND_WORKER_METRICS_PORT)."
+    )] = None,
 ) -> None:
     """Run only workers against ERRAND_REDIS_URL."""
     import asyncio
@@ -121,9 +136,30 @@ def worker(
         typer.echo("errand worker needs ERRAND_REDIS_URL (or use `errand up`)", err=True)
         raise typer.Exit(2)
     configure_logging(settings)
+    if metrics_port is not None:
+        settings = settings.model_copy(update={"worker_metrics_port": metrics_port})
     chosen = _parse_queues(queues)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(run_worker(settings, chosen, concurrency))
+
+
+@app.command()
+def demo(
+    url: Annotated[str | None, typer.Option(
+        help="Demonstrate this running errand instead of starting one (it must allow "
+             "private webhook URLs: the demo's receiver listens on 127.0.0.1)."
+    )] = None,
+    admin_token: Annotated[str | None, typer.Option(
+        envvar="ERRAND_ADMIN_TOKEN", help="With --url: that errand's admin token."
+    )] = None,
+    webhook_secret: Annotated[str | None, typer.Option(
+        envvar="ERRAND_WEBHOOK_SECRET", help="With --url: that errand's webhook secret."
+    )] = None,
+) -> None:
+    """A narrated end-to-end tour: reports, signed webhooks, priorities, retries, the DLQ."""
+    from errand.demo import main as run_demo
+
+    raise typer.Exit(run_demo(url, admin_token, webhook_secret))
 
 
 @app.command()

@@ -1,6 +1,7 @@
 """Logging: readable console lines by default, one JSON object per line with ERRAND_LOG_FORMAT=json.
 
-Job lines carry `jobId`, `queue` and `attempt` (passed as `extra=`). Secrets never
+Job lines carry `jobId`, `queue` and `attempt`: passed as `extra=`, or stamped by
+`JobContextFilter` on any line logged while a worker runs a job. Secrets never
 reach a log line: settings hold them as SecretStr, and the redaction filter masks
 anything that looks like one in a message.
 """
@@ -10,7 +11,9 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
@@ -20,8 +23,23 @@ JOB_FIELDS = ("jobId", "queue", "attempt")
 _SECRET_PATTERNS = (
     re.compile(r"whsec_[A-Za-z0-9+/=]+"),
     re.compile(r"(?i)(bearer\s+)[^\s\"']+"),
-    re.compile(r"(?i)(smtps?://[^:/@\s]+:)[^@\s]+(@)"),
+    re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+(@)"),  # smtp://, redis://...
 )
+
+# The job the current asyncio task runs (set by the worker runner around each attempt).
+job_context: ContextVar[dict[str, Any] | None] = ContextVar("errand_job", default=None)
+
+
+class JobContextFilter(logging.Filter):
+    """Stamps jobId, queue and attempt on a line logged while a job runs, unless given."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = job_context.get()
+        if context:
+            for name, value in context.items():
+                if not hasattr(record, name):
+                    setattr(record, name, value)
+        return True
 
 
 def redact(text: str) -> str:
@@ -60,6 +78,7 @@ class ConsoleFormatter(logging.Formatter):
 
 def configure_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(JobContextFilter())
     if settings.log_format is LogFormat.JSON:
         handler.setFormatter(JsonFormatter())
     else:

@@ -26,6 +26,13 @@ class Durability(StrEnum):
     STRICT = "strict"
 
 
+class WorkerEngine(StrEnum):
+    """`bullmq` runs bullmq's Worker; `fast` runs errand's lean loop (workers/fastloop.py)."""
+
+    BULLMQ = "bullmq"
+    FAST = "fast"
+
+
 class Settings(BaseSettings):
     """Every knob errand has. Built once by the CLI or `create_app`, never at import."""
 
@@ -39,6 +46,9 @@ class Settings(BaseSettings):
     durability: Durability = Durability.NORMAL
     embedded_port: int = Field(default=0, ge=0, le=65535)
     redis_pool_size: int = Field(default=32, ge=2, le=10_000)
+    # How long one Redis command may take before errand gives up on it: the API then
+    # answers 503 and a job attempt fails, instead of hanging on a frozen server.
+    redis_timeout_s: float = Field(default=2.0, gt=0, le=60)
 
     # Reports.
     report_seconds: float = Field(default=3.0, ge=0)
@@ -77,6 +87,7 @@ class Settings(BaseSettings):
     worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
     worker_metrics_host: str = "127.0.0.1"
     heartbeat_seconds: float = Field(default=5.0, gt=0)
+    worker_engine: WorkerEngine = WorkerEngine.BULLMQ
 
     # Retention.
     keep_completed_seconds: int = Field(default=86400, ge=1)

@@ -11,7 +11,8 @@ from errand import __version__
 from errand.api.deps import Services
 from errand.api.events import JobEventHub
 from errand.api.problems import install_problem_handlers
-from errand.api.routes import admin, jobs, notifications, ops, reports
+from errand.api.routes import admin, dashboard, jobs, notifications, ops, reports
+from errand.metrics import HttpMetricsMiddleware, QueueGauges
 from errand.queue.connection import connect, redis_url
 from errand.queue.facade import JobQueues
 from errand.settings import Settings
@@ -28,11 +29,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = connect(settings)
+        redis = connect(settings, pipelined=True)  # one pipelined connection per process
         queues = JobQueues(settings, redis)
         events = JobEventHub(settings, queues, redis_url(settings))
         await events.start()
         app.state.services = Services(settings, redis, queues, events)
+        app.state.queue_gauges = QueueGauges(queues.counts)
         try:
             yield
         finally:
@@ -48,6 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     for module in (reports, notifications, jobs, admin, ops):
         app.include_router(module.router)
+    app.include_router(dashboard.router)
+    app.add_middleware(HttpMetricsMiddleware)
     return app
 
 

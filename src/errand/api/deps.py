@@ -20,6 +20,7 @@ class Services:
     events: JobEventHub
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    """`async` on purpose: FastAPI runs a plain `def` dependency in a thread pool, per request."""
     svc: Services = request.app.state.services
     return svc

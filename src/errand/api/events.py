@@ -17,6 +17,7 @@ from typing import Any
 from bullmq import QueueEvents
 
 from errand.keys import QueueName, queue_of
+from errand.queue.connection import bullmq_connection
 from errand.queue.facade import JobQueues
 from errand.queue.status import JobSnapshot
 from errand.settings import Settings
@@ -66,7 +67,7 @@ class JobEventHub:
             reader = QueueEvents(
                 str(queue),
                 {
-                    "connection": self.redis_url,
+                    "connection": bullmq_connection(self.settings),
                     "prefix": self.settings.queue_prefix,
                     "autorun": False,
                     "lastEventId": self.last_ids[queue],

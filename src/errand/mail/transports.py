@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
+from functools import cache
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -32,10 +34,36 @@ class EmailSender(Protocol):
         """Deliver one email. Raises TransientFailure or PermanentFailure."""
 
 
+@dataclass(frozen=True, slots=True)
+class SentMark:
+    """The sent-ledger entry of one job, for a sender that can write it with the delivery."""
+
+    key: str
+    value: str
+    ttl_s: int
+
+
+# The simulated delivery is a Redis write, so it can be one atomic step with the sent
+# ledger: no crash can fall between them, and a job already marked sent is not delivered
+# again (not even by a worker whose lock expired while it was still running).
+_DELIVER_ONCE = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+redis.call('SET', KEYS[2], ARGV[3], 'EX', tonumber(ARGV[4]))
+return 1
+"""
+
+
 def message_id_for(job_id: str, sender: str) -> str:
     """A Message-ID derived from the job id, so a receiver can drop a redelivered duplicate."""
-    domain = parseaddr(sender)[1].partition("@")[2] or "errand.local"
-    return f"<{job_id}@{domain}>"
+    return f"<{job_id}@{_domain_of(sender)}>"
+
+
+@cache
+def _domain_of(sender: str) -> str:
+    """The sender's mail domain (parsing the address costs more than sending, simulated)."""
+    return parseaddr(sender)[1].partition("@")[2] or "errand.local"
 
 
 class SimulatedSender:
@@ -45,13 +73,16 @@ class SimulatedSender:
     """
 
     name = "simulated"
+    marks_sent = True  # `send(..., mark=)` writes the sent ledger atomically with the outbox
 
     def __init__(self, settings: Settings, redis: Any) -> None:
         self.delay_s = settings.email_send_ms / 1000
         self.redis = redis
         self.keys = Keys(settings.queue_prefix)
 
-    async def send(self, email: RenderedEmail, user_id: str, attempt: int) -> None:
+    async def send(
+        self, email: RenderedEmail, user_id: str, attempt: int, mark: SentMark | None = None
+    ) -> None:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if user_id.startswith("fail-"):
@@ -66,6 +97,12 @@ class SimulatedSender:
             "html": email.html,
             "sentAt": iso_ms(now_ms()),
         }
+        if mark is not None:
+            await self.redis.eval(
+                _DELIVER_ONCE, 2, self.keys.outbox(), mark.key,
+                orjson.dumps(record), OUTBOX_CAP, mark.value, mark.ttl_s,
+            )
+            return
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.lpush(self.keys.outbox(), orjson.dumps(record))
             pipe.ltrim(self.keys.outbox(), 0, OUTBOX_CAP - 1)

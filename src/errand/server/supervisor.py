@@ -13,9 +13,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from errand.logs import redact
 from errand.secrets_store import LocalSecrets, load_or_create
 from errand.server.embedded import EmbeddedValkey
-from errand.settings import Settings
+from errand.settings import Durability, Settings
 
 RESTART_DELAY_S = 1.0
 READY_TIMEOUT_S = 60.0
@@ -87,13 +88,15 @@ class Supervisor:
             argv = [*py, "worker"]
             if o.concurrency:
                 argv += ["--concurrency", str(o.concurrency)]
+            if self.settings.worker_metrics_port:  # one port per worker process
+                argv += ["--metrics-port", str(self.settings.worker_metrics_port + n)]
             workers.append(Child(f"worker-{n + 1}", argv))
         return [api, *workers]
 
     # --- lifecycle ------------------------------------------------------
     def start(self) -> None:
         data_dir = self.settings.data_dir.resolve()
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # job data: owner only
         if self.settings.embedded:
             self.valkey = EmbeddedValkey(
                 data_dir / "valkey", self.settings.embedded_port, self.settings.durability
@@ -103,6 +106,11 @@ class Supervisor:
         else:
             assert self.settings.redis_url is not None
             redis_url = self.settings.redis_url
+            if self.settings.durability is Durability.STRICT:
+                self.notes.append(
+                    "ERRAND_DURABILITY=strict cannot reach an external Redis: configure it "
+                    "with appendonly yes and appendfsync always (docs/scaling.md)"
+                )
         self.redis_url = redis_url
         self.env = self._child_env(redis_url)
         self.children = self._children()
@@ -164,7 +172,7 @@ class Supervisor:
         base = f"http://{o.host}:{o.port}"
         store = (
             f"{self.redis_url} (embedded Valkey, AOF {'always' if s.durability == 'strict' else 'everysec'})"
-            if self.valkey else f"{self.redis_url}"
+            if self.valkey else redact(self.redis_url)  # never print a password
         )
         lines = [
             f"errand {version} is up",

@@ -7,7 +7,8 @@ lets the receiver close it:
    (a stalled job redelivered while its first worker still runs);
 3. the ledger is written right after the send. A crash between the send and
    that write is the one window left; the Message-ID derived from the job id
-   lets the receiving system drop that duplicate.
+   lets the receiving system drop that duplicate. The simulated transport has no
+   such window: its outbox write and the ledger entry are one Lua script.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from bullmq import Job, UnrecoverableError
 
 from errand.errors import PermanentFailure
 from errand.keys import Keys
-from errand.mail.templates import render
-from errand.mail.transports import EmailSender, build_sender, message_id_for
+from errand.mail.templates import RenderedEmail, render
+from errand.mail.transports import EmailSender, SentMark, build_sender, message_id_for
 from errand.settings import Settings
 
 log = logging.getLogger("errand.worker.notifications")
@@ -36,6 +37,13 @@ CLAIM_POLL_S = 0.1
 _RELEASE_CLAIM = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+"""
+
+# One round trip for "not sent yet? then claim it": 0 already sent, 1 claimed, -1 held by another.
+_TAKE_CLAIM = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return -1
 """
 
 
@@ -55,25 +63,36 @@ class NotificationProcessor:
         job_id = str(job.id)
         kind, user_id = str(job.data["type"]), str(job.data["userId"])
         attempt = job.attemptsMade + 1
-        if await self.redis.exists(self.keys.sent_ledger(job_id)):
-            return {"sent": False, "reason": "already sent"}
         claim = secrets.token_hex(8)
         if not await self._claim(job_id, claim):
             return {"sent": False, "reason": "already sent"}
         try:
             email = render(kind, user_id, message_id_for(job_id, self.settings.smtp_from))
             try:
-                await self.sender.send(email, user_id, attempt)
+                await self._send_and_mark(email, user_id, attempt, job_id)
             except PermanentFailure as err:
                 raise UnrecoverableError(str(err)) from err
-            await self.redis.set(
-                self.keys.sent_ledger(job_id), self.sender.name,
-                ex=self.settings.sent_ledger_ttl_seconds,
-            )
         finally:
             await self.redis.eval(_RELEASE_CLAIM, 1, self.keys.send_claim(job_id), claim)
         self._maybe_crash()
         return {"sent": True, "transport": self.sender.name, "messageId": email.message_id}
+
+    async def _send_and_mark(
+        self, email: RenderedEmail, user_id: str, attempt: int, job_id: str
+    ) -> None:
+        """Send, then record the job in the sent ledger.
+
+        A sender that can (the simulated outbox) writes the ledger in the same atomic
+        step as the delivery, which closes the crash window for it entirely.
+        """
+        mark = SentMark(
+            self.keys.sent_ledger(job_id), self.sender.name, self.settings.sent_ledger_ttl_seconds
+        )
+        if getattr(self.sender, "marks_sent", False):
+            await self.sender.send(email, user_id, attempt, mark=mark)  # type: ignore[call-arg]
+            return
+        await self.sender.send(email, user_id, attempt)
+        await self.redis.set(mark.key, mark.value, ex=mark.ttl_s)
 
     async def _claim(self, job_id: str, claim: str) -> bool:
         """Take the send claim; if another worker holds it, wait for its outcome.
@@ -84,16 +103,12 @@ class NotificationProcessor:
         key, ledger = self.keys.send_claim(job_id), self.keys.sent_ledger(job_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.claim_ms / 1000
-        while not await self.redis.set(key, claim, nx=True, px=self.claim_ms):
-            if await self.redis.exists(ledger):
-                return False
+        # The ledger check and the claim are one script, so no send can slip between them.
+        while (taken := await self.redis.eval(_TAKE_CLAIM, 2, ledger, key, claim, self.claim_ms)) < 0:
             if loop.time() > deadline:
                 raise SendInProgress(f"another worker is still sending job {job_id}")
             await asyncio.sleep(CLAIM_POLL_S)
-        if await self.redis.exists(ledger):  # sent between our first check and the claim
-            await self.redis.eval(_RELEASE_CLAIM, 1, key, claim)
-            return False
-        return True
+        return bool(taken)
 
     def _maybe_crash(self) -> None:
         rate = self.settings.fault_crash_after_send_rate

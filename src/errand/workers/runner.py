@@ -13,12 +13,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
-from bullmq import Job, Worker
+from bullmq import Job, UnrecoverableError, Worker
 
 from errand.clock import now_ms
 from errand.keys import Keys, QueueName
-from errand.queue.connection import connect, redis_url
+from errand.logs import job_context
+from errand.metrics import JobMetrics, WorkerMetricsServer
+from errand.queue.connection import bullmq_connection, connect
+from errand.queue.handback import HeldJob, hand_back
 from errand.settings import Settings
+from errand.workers.fastloop import build_worker, uses_fast_engine
 from errand.workers.reports import ReportProcessor
 
 log = logging.getLogger("errand.worker")
@@ -29,11 +33,15 @@ Processor = Callable[[Job, str], Awaitable[Any]]
 def build_processors(settings: Settings, redis: Any) -> dict[QueueName, Processor]:
     """One processor per queue. Imports are local so each queue's deps load only when run."""
     from errand.workers.notifications import NotificationProcessor
-    from errand.workers.webhooks import WebhookProcessor
+    from errand.workers.webhooks import WebhookEvents, WebhookProcessor
 
+    # A job with a webhookUrl emits its final outcome as a webhook event.
+    events = WebhookEvents(settings, redis)
     return {
-        QueueName.REPORTS: ReportProcessor(settings, redis),
-        QueueName.NOTIFICATIONS: NotificationProcessor(settings, redis),
+        QueueName.REPORTS: events.wrap(QueueName.REPORTS, ReportProcessor(settings, redis)),
+        QueueName.NOTIFICATIONS: events.wrap(
+            QueueName.NOTIFICATIONS, NotificationProcessor(settings, redis)
+        ),
         QueueName.WEBHOOKS: WebhookProcessor(settings, redis),
     }
 
@@ -69,7 +77,7 @@ class WorkerProcess:
     def _worker_options(self, queue: QueueName) -> dict[str, Any]:
         s = self.settings
         return {
-            "connection": redis_url(s),
+            "connection": bullmq_connection(s),
             "prefix": s.queue_prefix,
             "concurrency": self.concurrency or concurrency_for(s, queue),
             "lockDuration": s.lock_duration_ms,
@@ -79,13 +87,17 @@ class WorkerProcess:
         }
 
     async def start(self) -> None:
-        self.redis = connect(self.settings)
+        self.redis = connect(self.settings, pipelined=uses_fast_engine(self.settings))
         processors = build_processors(self.settings, self.redis)
         for queue in self.queue_names:
             options = {**self._worker_options(queue), "autorun": False}
-            worker = Worker(str(queue), processors[queue], options)
-            worker.on("failed", _log_failure(queue))
+            metrics = JobMetrics(queue)
+            observed = _observed(queue, processors[queue], metrics)
+            worker = build_worker(self.settings, str(queue), observed, options, self.redis)
+            worker.on("completed", _on_completed(queue, metrics))
+            worker.on("failed", _on_failed(queue, metrics))
             worker.on("error", _log_error(queue))
+            worker.on("lockRenewalFailed", _on_lock_renewal_failed(queue, worker))
             await _detect_server_capabilities(worker)
             self._runs.append(asyncio.ensure_future(worker.run()))
             self.workers.append(worker)
@@ -104,24 +116,19 @@ class WorkerProcess:
             await self.stop()
 
     async def stop(self) -> None:
-        """Finish active jobs within the grace period; force-close the rest.
+        """Take no new jobs; let active ones finish within the grace period.
 
-        A force-closed job keeps its lock until it expires; BullMQ's stalled-job
-        check then hands it to another worker (at-least-once, so processors are
-        idempotent).
+        After the grace the workers are force-closed and the jobs still running are
+        handed straight back to `wait` (queue/handback.py), so another worker takes
+        them now instead of after the lock expires and a stalled check finds them.
         """
         if self._heartbeat_task is not None:
-            self._heartbeat_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat_task
+            await _cancel_and_wait(self._heartbeat_task)
         grace = self.settings.shutdown_grace_seconds
         closing = [asyncio.ensure_future(w.close()) for w in self.workers]
-        done, pending = await asyncio.wait(closing, timeout=grace) if closing else (set(), set())
+        _, pending = await asyncio.wait(closing, timeout=grace) if closing else (set(), set())
         if pending:
-            log.warning("grace period over: force-closing %d worker(s)", len(pending))
-            await asyncio.gather(*(w.close(force=True) for w in self.workers), return_exceptions=True)
-            for task in pending:
-                task.cancel()
+            await self._force_close(pending)
         for run in self._runs:
             if not run.done():
                 run.cancel()
@@ -133,6 +140,20 @@ class WorkerProcess:
             await self.redis.aclose()
         log.info("worker %s stopped", self.id)
 
+    async def _force_close(self, pending: set[asyncio.Future[None]]) -> None:
+        held = [
+            HeldJob(QueueName(w.name), str(job.id), token, job.attemptsMade + 1)
+            for w in self.workers for job, token in list(w.jobs)
+        ]
+        log.warning("grace period over: force-closing, handing back %d active job(s)", len(held))
+        await asyncio.gather(*(w.close(force=True) for w in self.workers), return_exceptions=True)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for job in await hand_back(self.redis, self.keys, held):
+            log.info("job handed back to wait",
+                     extra=job_fields(job.job_id, job.queue, job.attempt))
+
     async def _heartbeat(self) -> None:
         """Publish this process's liveness so `/admin/queues` can list live workers."""
         record = {"pid": os.getpid(), "host": socket.gethostname(), "queues": self.queue_names}
@@ -143,6 +164,20 @@ class WorkerProcess:
             except Exception as err:  # keep beating through Redis outages
                 log.warning("heartbeat failed: %s", err)
             await asyncio.sleep(self.settings.heartbeat_seconds)
+
+
+async def _cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel `task` and wait until it ends, cancelling again if the request was lost.
+
+    Python 3.11's `asyncio.wait_for` (used inside redis-py's connect) drops a
+    cancellation that lands as the awaited call finishes; the heartbeat loop would
+    then beat on forever and the worker would never stop.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        task.result()
 
 
 async def _detect_server_capabilities(worker: Worker) -> None:
@@ -160,22 +195,88 @@ async def _detect_server_capabilities(worker: Worker) -> None:
                 log.warning("could not read the Redis version: %s", err)
 
 
-def _log_failure(queue: QueueName) -> Callable[[Job, BaseException], None]:
+def job_fields(job_id: Any, queue: QueueName, attempt: int) -> dict[str, Any]:
+    """The `extra=` of a log line about one attempt of a job."""
+    return {"jobId": str(job_id), "queue": str(queue), "attempt": attempt}
+
+
+def _observed(queue: QueueName, processor: Processor, metrics: JobMetrics) -> Processor:
+    """`processor` with metrics and the job's log context around each attempt."""
+
+    async def observed(job: Job, token: str) -> Any:
+        context = job_context.set(job_fields(job.id, queue, job.attemptsMade + 1))
+        first = job.attemptsMade == 0 and job.attemptsStarted <= 1
+        started = metrics.started(job.timestamp + (job.delay or 0), first)
+        try:
+            return await processor(job, token)
+        finally:
+            metrics.finished(started)
+            job_context.reset(context)
+
+    return observed
+
+
+# BullMQ calls listeners synchronously inside its own try: one that raised would send a
+# completed job down the failure path, so these never let an exception out.
+def _on_completed(queue: QueueName, metrics: JobMetrics) -> Callable[[Job, Any], None]:
+    def on_completed(job: Job, result: Any) -> None:
+        try:
+            metrics.completed(result)
+            if log.isEnabledFor(logging.DEBUG):  # one line per job is too dear at INFO
+                took_ms = now_ms() - job.processedOn if job.processedOn else 0
+                log.debug("job completed in %d ms", took_ms,
+                          extra=job_fields(job.id, queue, job.attemptsMade))
+        except Exception:
+            log.exception("could not record a completed job")
+
+    return on_completed
+
+
+def _on_failed(queue: QueueName, metrics: JobMetrics) -> Callable[[Job, BaseException], None]:
     def on_failed(job: Job, err: BaseException) -> None:
-        log.info(
-            "job attempt failed: %s",
-            err,
-            extra={"jobId": job.id, "queue": str(queue), "attempt": job.attemptsMade},
-        )
+        try:
+            attempts = int(job.opts.get("attempts") or 1)
+            dead = isinstance(err, UnrecoverableError) or job.attemptsMade >= attempts
+            metrics.failed(dead)
+            fields = job_fields(job.id, queue, job.attemptsMade)
+            if dead:
+                log.warning("job dead-lettered after %d attempt(s): %s", job.attemptsMade, err,
+                            extra=fields)
+            else:
+                log.info("job attempt failed, will retry: %s", err, extra=fields)
+        except Exception:
+            log.exception("could not record a failed job")
 
     return on_failed
 
 
+LOCK_RENEWAL_ERROR = "could not renew lock for job "
+
+
 def _log_error(queue: QueueName) -> Callable[..., None]:
     def on_error(err: BaseException, *args: Any) -> None:
-        log.warning("worker error on %s: %s", queue, err)
+        if str(err).startswith(LOCK_RENEWAL_ERROR):
+            return  # reported, with the job's fields, by the lockRenewalFailed listener
+        job = next((a for a in args if isinstance(a, Job)), None)
+        extra = job_fields(job.id, queue, job.attemptsMade + 1) if job is not None else None
+        log.warning("worker error on %s: %s", queue, err, extra=extra)
 
     return on_error
+
+
+def _on_lock_renewal_failed(queue: QueueName, worker: Any) -> Callable[[list[str]], None]:
+    """A renewal that lost the race with the job's own completion is harmless; one for a
+    job this worker still runs means another worker may take that job over."""
+
+    def on_lock_renewal_failed(job_ids: list[str]) -> None:
+        running = {str(job.id): job for job, _ in list(worker.jobs)}
+        for job_id in job_ids:
+            job = running.get(str(job_id))
+            if job is not None:
+                log.warning("lost the lock of a running job; it may run again elsewhere",
+                            extra=job_fields(job_id, queue, job.attemptsMade + 1))
+
+    return on_lock_renewal_failed
 
 
 async def run_worker(
@@ -186,4 +287,13 @@ async def run_worker(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, process.request_stop)
-    await process.run_until_stopped()
+    metrics_server = None
+    if settings.worker_metrics_port is not None:
+        metrics_server = WorkerMetricsServer(settings.worker_metrics_host,
+                                             settings.worker_metrics_port)
+        metrics_server.start()
+    try:
+        await process.run_until_stopped()
+    finally:
+        if metrics_server is not None:
+            metrics_server.stop()

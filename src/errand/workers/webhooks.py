@@ -1,18 +1,204 @@
-"""The webhook delivery processor (filled in by the webhooks capability)."""
+"""Webhooks on the worker side: emitting events for finished jobs, and the delivery processor.
+
+`WebhookEvents.wrap` wraps the report and notification processors. When the
+wrapped processor succeeds, or fails on its last attempt, it enqueues one
+delivery job on the `webhooks` queue before BullMQ records the outcome: a crash
+in between redelivers the job, which emits the same event again, and the
+deterministic delivery job id makes BullMQ ignore that second add.
+
+`WebhookProcessor` runs one delivery attempt per job attempt; BullMQ's retry
+policy for the `webhooks` queue supplies the backoff and the dead-lettering.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bullmq import Job
+import orjson
+from bullmq import Job, UnrecoverableError
+from bullmq.custom_errors import DelayedError, WaitingChildrenError
 
+from errand.clock import iso_ms, now_ms
+from errand.errors import NotFound
+from errand.keys import Keys, QueueName
+from errand.queue.facade import JobQueues
 from errand.settings import Settings
+from errand.webhooks.delivery import DeliveryOutcome, DeliveryRequest, deliver
+from errand.webhooks.events import (
+    delivery_job_id,
+    event_payload,
+    event_type_for,
+    final_snapshot,
+    webhook_id_for,
+)
+from errand.webhooks.signing import InvalidWebhookSecret, Signer
+from errand.webhooks.state import WebhookStates
+
+log = logging.getLogger("errand.worker.webhooks")
+
+Processor = Callable[[Job, str], Awaitable[Any]]
+
+_NOT_FAILURES = (DelayedError, WaitingChildrenError)
+
+# A delivery waits (without spending an attempt) until BullMQ has recorded the outcome
+# of its source job, so a receiver that reads the job back sees it finished; at most
+# this long, in case the source job's worker died in between.
+SETTLE_POLL_MS = 50
+SETTLE_LIMIT_MS = 10_000
+
+
+class WebhookDeliveryFailed(Exception):
+    """One delivery attempt did not get a 2xx; BullMQ retries it with backoff."""
+
+
+def _is_last_attempt(job: Job) -> bool:
+    return int(job.attemptsMade) + 1 >= int(job.opts.get("attempts") or 1)
+
+
+def _states(settings: Settings, redis: Any) -> WebhookStates:
+    ttl_s = max(settings.keep_completed_seconds, settings.keep_failed_seconds)
+    return WebhookStates(redis, Keys(settings.queue_prefix), ttl_s)
+
+
+class WebhookEvents:
+    """Emits the webhook event of a job's final outcome (see the module docstring)."""
+
+    def __init__(self, settings: Settings, redis: Any) -> None:
+        self.queues = JobQueues(settings, redis)
+        self.states = _states(settings, redis)
+
+    def wrap(self, queue: QueueName, processor: Processor) -> Processor:
+        """`processor`, emitting an event when a job with a webhookUrl reaches a final outcome."""
+
+        async def process(job: Job, token: str) -> Any:
+            if not job.data.get("webhookUrl"):
+                return await processor(job, token)
+            if job.attemptsMade == 0 and job.attemptsStarted <= 1:
+                await self.states.start_round(str(job.id))
+            try:
+                result = await processor(job, token)
+            except _NOT_FAILURES:
+                raise
+            except Exception as err:
+                if isinstance(err, UnrecoverableError) or job.discarded or _is_last_attempt(job):
+                    await self._emit_quietly(queue, job, str(err))
+                raise
+            await self.emit(queue, job, None)
+            return result
+
+        return process
+
+    async def emit(self, queue: QueueName, job: Job, error: str | None) -> str | None:
+        """Enqueue the delivery of the job's event (once per round); its delivery job id."""
+        event = event_type_for(queue, succeeded=error is None)
+        if event is None:
+            return None
+        job_id = str(job.id)
+        round_no = await self.states.current_round(job_id)
+        delivery_id = delivery_job_id(job_id, event, round_no)
+        webhook_id = webhook_id_for(delivery_id)
+        finished_ms = now_ms()
+        snap = final_snapshot(await self.queues.snapshot(job_id), finished_ms, error)
+        data = {
+            "sourceJobId": job_id,
+            "event": str(event),
+            "url": str(job.data["webhookUrl"]),
+            "webhookId": webhook_id,
+            "emittedAt": finished_ms,
+            "payload": event_payload(event, snap, finished_ms),
+        }
+        # Pending first: the delivery may run (and record its outcome) right after the add.
+        await self.states.mark_pending(job_id, delivery_id, str(event), webhook_id)
+        await self.queues.add(QueueName.WEBHOOKS, str(event), data, delivery_id)
+        return delivery_id
+
+    async def _emit_quietly(self, queue: QueueName, job: Job, error: str) -> None:
+        """Emit a failure event; a failure to emit must not mask the job's own error."""
+        try:
+            await self.emit(queue, job, error)
+        except Exception:
+            log.exception("could not emit the webhook event of a failed job",
+                          extra={"jobId": job.id, "queue": str(queue)})
 
 
 class WebhookProcessor:
+    """Delivers one event per job: parse -> POST -> record on the source job's state."""
+
     def __init__(self, settings: Settings, redis: Any) -> None:
         self.settings = settings
-        self.redis = redis
+        self.queues = JobQueues(settings, redis)
+        self.states = _states(settings, redis)
+        self._signer: Signer | None = None
+
+    def signer(self) -> Signer:
+        """Raises InvalidWebhookSecret when no usable ERRAND_WEBHOOK_SECRET is set."""
+        if self._signer is None:
+            current, previous = self.settings.webhook_secret, self.settings.webhook_secret_previous
+            if current is None or not current.get_secret_value():
+                raise InvalidWebhookSecret("ERRAND_WEBHOOK_SECRET is not set")
+            self._signer = Signer.from_secrets(
+                current.get_secret_value(), previous.get_secret_value() if previous else None
+            )
+        return self._signer
 
     async def __call__(self, job: Job, token: str) -> dict[str, Any]:
-        return {"delivered": False}
+        data = job.data
+        try:
+            source_id, event_job_id = str(data["sourceJobId"]), str(job.id)
+            request = DeliveryRequest(
+                str(data["url"]), str(data["webhookId"]), _body(data["payload"])
+            )
+        except (KeyError, TypeError) as err:
+            raise UnrecoverableError(f"malformed delivery job: {err!r}") from err
+        if job.attemptsMade == 0:
+            await self._wait_for_source(job, token, source_id)
+        await self.states.record(source_id, event_job_id, {"status": "pending"}, attempt=True)
+        try:
+            outcome = await deliver(
+                request, self.signer(),
+                timeout_s=self.settings.webhook_timeout_s,
+                allow_private=self.settings.webhook_allow_private,
+            )
+        except InvalidWebhookSecret as err:
+            outcome = DeliveryOutcome(False, error=f"cannot sign: {err}", permanent=True)
+        await self._record(source_id, event_job_id, outcome, final=_is_last_attempt(job))
+        if outcome.delivered:
+            return {"delivered": True, "statusCode": outcome.status_code}
+        if outcome.permanent:
+            raise UnrecoverableError(outcome.error or "refused")
+        raise WebhookDeliveryFailed(outcome.error or "not delivered")
+
+    async def _wait_for_source(self, job: Job, token: str, source_id: str) -> None:
+        """Return once the source job is recorded final; else put this job back for a moment.
+
+        Raises DelayedError (BullMQ's "not now, and no attempt spent") to put it back.
+        """
+        if now_ms() - int(job.data.get("emittedAt") or 0) > SETTLE_LIMIT_MS:
+            return
+        try:
+            if (await self.queues.snapshot(source_id)).is_final:
+                return
+        except NotFound:
+            return
+        await job.moveToDelayed(now_ms() + SETTLE_POLL_MS, token)
+        raise DelayedError()
+
+    async def _record(
+        self, source_id: str, event_job_id: str, outcome: DeliveryOutcome, *, final: bool
+    ) -> None:
+        code = str(outcome.status_code) if outcome.status_code is not None else ""
+        if outcome.delivered:
+            fields = {"status": "delivered", "lastStatusCode": code, "lastError": "",
+                      "deliveredAt": iso_ms(now_ms()) or ""}
+        else:
+            status = "failed" if final or outcome.permanent else "pending"
+            fields = {"status": status, "lastStatusCode": code, "lastError": outcome.error or ""}
+        await self.states.record(source_id, event_job_id, fields)
+
+
+def _body(payload: Any) -> bytes:
+    if not isinstance(payload, dict):
+        raise TypeError("payload must be an object")
+    return orjson.dumps(payload)

@@ -14,6 +14,7 @@ from errand.api.routes._openapi import problems
 from errand.api.schemas import DeadLetterPage
 from errand.clock import iso_ms
 from errand.keys import QueueName
+from errand.metrics import record_dlq_retry
 from errand.queue.dlq import delete_dead_letter, list_dead_letters, retry_dead_letter
 from errand.queue.workers_registry import live_workers
 
@@ -73,6 +74,7 @@ async def get_dlq(
 async def post_dlq_retry(job_id: str, svc: Services = Depends(services)) -> Response:
     """Run a dead-lettered job again with a fresh set of attempts."""
     await retry_dead_letter(svc.queues, job_id)
+    record_dlq_retry(job_id)
     return json_response(
         {"jobId": job_id, "status": "waiting", "statusUrl": f"/jobs/{job_id}"}, 202
     )

@@ -16,6 +16,7 @@ from errand.api.views import notification_view, retry_after_s
 from errand.errors import NotFound
 from errand.keys import QueueName, queue_of
 from errand.queue.producers import enqueue_notification
+from errand.webhooks.ssrf import check_webhook_destination
 
 router = APIRouter(tags=["notifications"])
 
@@ -33,6 +34,9 @@ async def create_notification(request: Request, svc: Services = Depends(services
 
     async def handle() -> Response:
         note = validate_body(NotificationCreate, body)
+        await check_webhook_destination(
+            note.webhookUrl, allow_private=svc.settings.webhook_allow_private
+        )
         enqueued = await enqueue_notification(svc.queues, note.type, note.userId, note.webhookUrl)
         status_url = f"/notifications/{enqueued.job_id}"
         headers = {

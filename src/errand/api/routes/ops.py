@@ -1,14 +1,16 @@
-"""Operations: liveness and readiness."""
+"""Operations: liveness, readiness and Prometheus metrics."""
 
 from __future__ import annotations
 
 import asyncio
 
 from fastapi import APIRouter, Depends
-from starlette.responses import Response
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 
 from errand.api.deps import Services, services
 from errand.api.responses import json_response, problem
+from errand.metrics import CONTENT_TYPE, QueueGauges
 
 router = APIRouter(tags=["operations"])
 
@@ -33,3 +35,11 @@ async def readyz(svc: Services = Depends(services)) -> Response:
     else:
         return json_response({"status": "ready"})
     return problem(503, "Service Unavailable", reason, "not-ready")
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(request: Request) -> Response:
+    """Prometheus text: jobs by queue and state, job counters and histograms, webhook
+    deliveries, emails sent and HTTP requests (see docs/operations.md)."""
+    gauges: QueueGauges = request.app.state.queue_gauges
+    return Response(await gauges.render(), media_type=CONTENT_TYPE)

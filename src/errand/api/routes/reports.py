@@ -17,6 +17,7 @@ from errand.errors import Conflict, NotFound
 from errand.keys import QueueName, queue_of
 from errand.queue.producers import enqueue_report
 from errand.queue.status import JobStatus
+from errand.webhooks.ssrf import check_webhook_destination
 
 router = APIRouter(tags=["reports"])
 
@@ -34,6 +35,9 @@ async def create_report(request: Request, svc: Services = Depends(services)) -> 
 
     async def handle() -> Response:
         report = validate_body(ReportCreate, body)
+        await check_webhook_destination(
+            report.webhookUrl, allow_private=svc.settings.webhook_allow_private
+        )
         enqueued = await enqueue_report(
             svc.queues, report.userId, report.reportType, report.webhookUrl
         )

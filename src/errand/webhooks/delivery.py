@@ -1,0 +1,123 @@
+"""One webhook delivery attempt over HTTP: resolve and check, sign, POST to the checked address.
+
+The request goes to the exact address the SSRF guard approved: the URL's host is
+replaced by that address while the `Host` header keeps the original name and,
+for https, TLS uses it as SNI and checks the certificate against it. There is
+no second DNS lookup, so no rebinding window, and no connection is reused
+across deliveries (keep-alive off), so a TLS session set up for one name never
+carries a request for another. Redirects are not followed and proxies from the
+environment are ignored: either could send the request somewhere unchecked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ssl
+from dataclasses import dataclass
+
+import certifi
+import httpx
+
+from errand import __version__
+from errand.clock import now_ms
+from errand.webhooks.signing import Signer
+from errand.webhooks.ssrf import (
+    IPAddress,
+    UnresolvableWebhookHost,
+    UnsafeWebhookUrl,
+    WebhookTarget,
+    resolve_webhook_url,
+)
+
+USER_AGENT = f"errand-webhooks/{__version__}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryOutcome:
+    """What one attempt achieved. `permanent` failures are not worth retrying."""
+
+    delivered: bool
+    status_code: int | None = None
+    error: str | None = None
+    permanent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRequest:
+    url: str
+    webhook_id: str
+    body: bytes
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+async def deliver(
+    request: DeliveryRequest, signer: Signer, *, timeout_s: float, allow_private: bool
+) -> DeliveryOutcome:
+    """Make one attempt; never raises for a network or receiver problem (see the outcome)."""
+    try:
+        target = await resolve_webhook_url(request.url, allow_private=allow_private)
+    except UnsafeWebhookUrl as err:
+        return DeliveryOutcome(False, error=f"refused: {err}", permanent=True)
+    except UnresolvableWebhookHost as err:
+        return DeliveryOutcome(False, error=str(err))
+    headers = {
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+        **signer.headers(request.webhook_id, now_ms() // 1000, request.body),
+    }
+    try:
+        async with asyncio.timeout(timeout_s):
+            code = await _post_pinned(target, headers, request.body, timeout_s)
+    except (TimeoutError, httpx.TimeoutException):
+        return DeliveryOutcome(False, error=f"no answer within {timeout_s:g} s")
+    except httpx.HTTPError as err:
+        return DeliveryOutcome(False, error=_describe(err))
+    if 200 <= code < 300:
+        return DeliveryOutcome(True, code)
+    hint = " (redirects are not followed)" if 300 <= code < 400 else ""
+    return DeliveryOutcome(False, code, f"the receiver answered {code}{hint}")
+
+
+async def _post_pinned(
+    target: WebhookTarget, headers: dict[str, str], body: bytes, timeout_s: float
+) -> int:
+    """POST to each checked address in turn until one accepts the connection; its status."""
+    original = httpx.URL(target.url)
+    headers = {**headers, "host": original.netloc.decode("ascii")}
+    extensions = {}
+    if target.scheme == "https" and not target.host_is_address:
+        extensions["sni_hostname"] = original.raw_host.decode("ascii")
+    async with httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout_s),
+        follow_redirects=False,
+        trust_env=False,
+        verify=_tls_context(),
+        limits=httpx.Limits(max_keepalive_connections=0),
+    ) as client:
+        last_error: httpx.ConnectError | None = None
+        for address in target.addresses:
+            url = _pinned_url(original, address, target.port)
+            try:
+                async with client.stream(
+                    "POST", url, content=body, headers=headers, extensions=extensions
+                ) as response:
+                    return response.status_code
+            except httpx.ConnectError as err:
+                last_error = err
+        assert last_error is not None  # addresses is never empty
+        raise last_error
+
+
+def _pinned_url(original: httpx.URL, address: IPAddress, port: int) -> httpx.URL:
+    return original.copy_with(host=str(address), port=port)
+
+
+def _describe(err: httpx.HTTPError) -> str:
+    if isinstance(err, httpx.ConnectError):
+        return f"could not connect: {err}" if str(err) else "could not connect"
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__

@@ -1,0 +1,97 @@
+"""Webhook events: which final outcome becomes which event, its deterministic ids and its payload.
+
+One event is emitted per final outcome of a job per "round" (a round is the run
+from the first attempt to completion or dead-lettering; a DLQ retry starts a new
+round). Its delivery job id and its `webhook-id` are derived from
+(source job id, event type, round), so a worker that emits the same event twice
+(a job redelivered after a crash between the emit and BullMQ's acknowledgement)
+adds the same delivery job twice, which BullMQ ignores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from enum import StrEnum
+from typing import Any
+
+from errand.api.views import job_view, notification_view
+from errand.clock import iso_ms
+from errand.keys import QueueName
+from errand.queue.status import JobSnapshot, JobStatus
+
+WEBHOOK_ID_PREFIX = "msg_"
+_DELIVERY_TAG = "whk_"
+
+
+class EventType(StrEnum):
+    NOTIFICATION_SENT = "notification.sent"
+    NOTIFICATION_FAILED = "notification.failed"
+    REPORT_COMPLETED = "report.completed"
+    REPORT_FAILED = "report.failed"
+
+
+_EVENTS: dict[tuple[QueueName, bool], EventType] = {
+    (QueueName.NOTIFICATIONS, True): EventType.NOTIFICATION_SENT,
+    (QueueName.NOTIFICATIONS, False): EventType.NOTIFICATION_FAILED,
+    (QueueName.REPORTS, True): EventType.REPORT_COMPLETED,
+    (QueueName.REPORTS, False): EventType.REPORT_FAILED,
+}
+
+# Fields of the job views that describe the webhook itself or a retry still to come.
+_OMITTED_FIELDS = ("webhook", "nextAttemptAt")
+
+
+def event_type_for(queue: QueueName, succeeded: bool) -> EventType | None:
+    """The event a final outcome of a job of `queue` emits; None for a queue without events."""
+    return _EVENTS.get((queue, succeeded))
+
+
+def _event_digest(source_job_id: str, event: EventType, round_no: int) -> str:
+    return hashlib.sha256(f"{source_job_id}|{event}|{round_no}".encode()).hexdigest()[:32]
+
+
+def delivery_job_id(source_job_id: str, event: EventType, round_no: int) -> str:
+    """The id of the delivery job of one event: `whk_<32 hex>`, the same every time."""
+    return _DELIVERY_TAG + _event_digest(source_job_id, event, round_no)
+
+
+def webhook_id_for(delivery_id: str) -> str:
+    """The `webhook-id` header of an event: `msg_<32 hex>`, shared by all its attempts."""
+    return WEBHOOK_ID_PREFIX + delivery_id.removeprefix(_DELIVERY_TAG)
+
+
+def final_snapshot(
+    active: JobSnapshot, finished_ms: int, error: str | None
+) -> JobSnapshot:
+    """The job as it will look once BullMQ records the outcome the processor just reached.
+
+    `active` is read while the job is still active, so this is the one place that
+    predicts the final fields: one more attempt made, finished now, and either
+    completed (progress 100) or failed with `error`.
+    """
+    completed = error is None
+    return dataclasses.replace(
+        active,
+        status=JobStatus.COMPLETED if completed else JobStatus.FAILED,
+        progress=100 if completed else active.progress,
+        attempts_made=active.attempts_made + 1,
+        finished_ms=finished_ms,
+        next_attempt_ms=0,
+        failed_reason=error,
+        webhook={},
+    )
+
+
+def event_payload(event: EventType, snap: JobSnapshot, timestamp_ms: int) -> dict[str, Any]:
+    """`{type, timestamp, data}` where data holds the job's public fields, as the API shows them."""
+    if snap.queue is QueueName.NOTIFICATIONS:
+        data = notification_view(snap)
+        data["queue"] = str(snap.queue)
+    else:
+        data = job_view(snap)
+        data["userId"] = str(snap.data.get("userId", ""))
+        data["reportType"] = str(snap.data.get("reportType", ""))
+    for name in _OMITTED_FIELDS:
+        data.pop(name, None)
+    return {"type": str(event), "timestamp": iso_ms(timestamp_ms), "data": data}

@@ -1,0 +1,381 @@
+"""FastWorker: errand's lean BullMQ worker loop (ERRAND_WORKER_ENGINE=fast).
+
+It drives BullMQ's own Lua scripts, so the jobs stay BullMQ jobs, but spends far
+less Python per job than bullmq's `Worker`:
+
+- one EVALSHA per job: `moveToFinished` with fetchNext hands the slot its next job
+  (bullmq-python sends moveToActive and moveToFinished separately);
+- `concurrency` long-lived slot coroutines instead of a task per job and an
+  `asyncio.wait` over the whole in-flight set on every completion;
+- every command goes over one pipelined connection (queue/pipelined.py);
+- one shared BZPOPMIN on the queue's marker wakes idle slots one at a time.
+
+Semantics follow bullmq's Worker and Job: locks taken by the scripts and renewed
+with extendLocks, stalled jobs recovered with moveStalledJobsToWait, failures
+retried with the job's backoff through moveToDelayed/retryJob or finalised through
+moveToFinished (UnrecoverableError goes straight to failed), and the same events
+("active", "completed", "failed", "error", "stalled", "closed") for listeners.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import deque
+from typing import Any
+
+import redis.asyncio as aioredis
+from bullmq import UnrecoverableError, Worker
+from bullmq.backends import RedisBackend
+from bullmq.backoffs import Backoffs
+from bullmq.custom_errors import DelayedError, WaitingChildrenError
+from bullmq.event_emitter import EventEmitter
+from bullmq.redis_connection import RedisConnection, loadScript
+from bullmq.scripts import Scripts
+
+from errand.queue.connection import is_cluster
+from errand.queue.pipelined import PipelinedRedis, pipelined_from_url
+from errand.settings import Settings, WorkerEngine
+from errand.workers.fastjob import FastJob, ScriptArgs, dumps, failure_fields, now_ms
+
+log = logging.getLogger("errand.worker.fast")
+
+SCRIPTS = {
+    "moveToActive": "moveToActive-11.lua",
+    "moveToFinished": "moveToFinished-14.lua",
+    "moveToDelayed": "moveToDelayed-11.lua",
+    "retryJob": "retryJob-11.lua",
+    "extendLocks": "extendLocks-1.lua",
+    "moveStalledJobsToWait": "moveStalledJobsToWait-9.lua",
+}
+MAX_BLOCK_S = 10.0  # bullmq caps BZPOPMIN so a dropped connection is noticed
+MIN_BLOCK_S = 0.001
+ERROR_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
+
+
+class FastWorker(EventEmitter):
+    """A drop-in for `bullmq.Worker(name, processor, opts)` on the options errand uses."""
+
+    def __init__(self, name: str, processor: Any, opts: dict[str, Any], client: Any = None) -> None:
+        super().__init__()
+        self.name = name
+        self.processor = processor
+        self.opts = {"drainDelay": 5, "concurrency": 1, "lockDuration": 30000,
+                     "maxStalledCount": 1, "stalledInterval": 30000, **opts}
+        self.id = uuid.uuid4().hex
+        self.prefix = self.opts.get("prefix", "bull")
+        self._owns_client = client is None
+        self.client = client or pipelined_from_url(self.opts["connection"], decode_responses=True)
+        self.bclient: Any = None
+        self.backend = RedisBackend(name, RedisConnection(self.client), None, self.prefix,
+                                    owns_connection=False)
+        self.qualifiedName = self.backend.qualifiedName
+        self.scripts: Scripts = self.backend.scripts
+        self.args = ScriptArgs(self.scripts.keys, self.opts["lockDuration"], self.opts.get("name"))
+        self._lua = {n: self.client.register_script(loadScript(f)) for n, f in SCRIPTS.items()}
+        # Compatibility with code written against bullmq's Worker.
+        self.redisConnection = None
+        self.blockingRedisConnection = None
+        self.jobs: set[tuple[FastJob, str]] = set()
+        self._locks: dict[str, list[Any]] = {}  # job id -> [token, last renewal ms]
+        self.closing = self.closed = self.running = False
+        self._idle: deque[asyncio.Future[None]] = deque()
+        self._idle_event = asyncio.Event()
+        self._block_until = 0
+        self._slots: list[asyncio.Task[None]] = []
+        self._background: list[asyncio.Task[None]] = []
+        self._done = asyncio.Event()
+        if processor and self.opts.get("autorun", True):
+            asyncio.ensure_future(self.run())
+
+    # --- lifecycle ---------------------------------------------------------
+    async def run(self) -> None:
+        """Run the slots until close(); returns at once if close() came first."""
+        if self.running:
+            raise RuntimeError("Worker is already running")
+        if self.closing:
+            return
+        self.running = True
+        url = self.opts["connection"]
+        self.bclient = aioredis.from_url(
+            url if isinstance(url, str) else _url_of(self.client),
+            decode_responses=True, single_connection_client=True,
+        )
+        name = self.opts.get("name")
+        self._slots = [asyncio.create_task(self._slot(n))
+                       for n in range(1, int(self.opts["concurrency"]) + 1)]
+        self._background = [
+            asyncio.create_task(self._wake_idle_slots()),
+            asyncio.create_task(self._renew_locks()),
+            asyncio.create_task(self._check_stalled()),
+        ]
+        try:
+            with contextlib.suppress(Exception):  # a name only helps `CLIENT LIST` readers
+                await self.bclient.client_setname(
+                    f"{self.qualifiedName}:w:{name}" if name else self.qualifiedName)
+            await asyncio.gather(*self._slots, return_exceptions=True)
+        finally:
+            for task in self._background:
+                task.cancel()
+            await asyncio.gather(*self._background, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self.bclient.aclose()
+            self.running = False
+            self._done.set()
+
+    async def close(self, force: bool = False) -> None:
+        """Stop taking jobs; let active ones finish (or cancel them with `force`)."""
+        self.closing = True
+        for waiter in self._idle:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._idle_event.set()
+        if force:
+            for slot in self._slots:
+                slot.cancel()
+        if self.running:
+            await asyncio.shield(self._done.wait())
+        if self._owns_client:
+            with contextlib.suppress(Exception):
+                await self.client.aclose()
+        self.closed = True
+        self.emit("closed")
+
+    def emit(self, event_name: str, *args: Any, **kwargs: Any) -> None:
+        """Listeners run synchronously; one that raises becomes an "error" event, never a crash."""
+        for listener in self._callbacks.get(event_name, ()):
+            try:
+                listener(*args, **kwargs)
+            except Exception as err:
+                if event_name == "error":
+                    log.exception("an 'error' listener raised")
+                else:
+                    self.emit("error", err)
+
+    # --- the slots ---------------------------------------------------------
+    async def _slot(self, n: int) -> None:
+        """One unit of concurrency: take a job, run it, finish it and take the next one."""
+        token = f"{self.id}:{n}"
+        next_job: FastJob | None = None
+        while not self.closing:
+            try:
+                job = next_job or await self._acquire(token)
+                next_job = None
+                if job is not None:
+                    next_job = await self._process(job, token)
+            except Exception as err:  # never lose a slot; its job's lock expires -> stalled
+                next_job = None
+                self.emit("error", err)
+                await asyncio.sleep(ERROR_BACKOFF_S[0])
+
+    async def _acquire(self, token: str) -> FastJob | None:
+        """moveToActive; with nothing to take, wait until the marker says there may be work."""
+        errors = 0
+        while not self.closing:
+            try:
+                reply = await self._lua["moveToActive"](*self.args.move_to_active(token))
+                errors = 0
+            except Exception as err:
+                self.emit("error", err)
+                await asyncio.sleep(ERROR_BACKOFF_S[min(errors, len(ERROR_BACKOFF_S) - 1)])
+                errors += 1
+                continue
+            try:
+                job = self._next_job(reply, token)
+            except Exception as err:  # an unreadable job: its lock expires, then it is stalled
+                self.emit("error", err)
+                continue
+            if job is not None:
+                return job
+            if self.closing:  # close() already woke the idle slots; do not start waiting now
+                break
+            waiter = asyncio.get_running_loop().create_future()
+            self._idle.append(waiter)
+            self._idle_event.set()
+            await waiter
+        return None
+
+    def _next_job(self, reply: Any, token: str) -> FastJob | None:
+        """A job from a script's [hash, id, limitUntil, delayUntil] reply, or None."""
+        if not isinstance(reply, list):
+            if isinstance(reply, int) and reply < 0:
+                raise self.scripts.finishedErrors({"code": reply, "command": "fetchNext"})
+            return None
+        flat, job_id, limit_until, delay_until = reply
+        if limit_until:
+            self._block_until = now_ms() + int(limit_until)
+        elif delay_until:
+            self._block_until = int(delay_until)
+        if not flat:
+            return None
+        job = FastJob.from_reply(self, flat, str(job_id), token)
+        self.emit("active", job, "waiting")
+        return job
+
+    async def _wake_idle_slots(self) -> None:
+        """While slots are idle, block on the marker and wake one slot per marker."""
+        errors = 0
+        while not self.closing:
+            if not self._idle:
+                self._idle_event.clear()
+                await self._idle_event.wait()
+                continue
+            try:
+                popped = await self.bclient.bzpopmin(self.scripts.keys["marker"], self._block_timeout())
+                errors = 0
+            except Exception as err:
+                if self.closing:
+                    return
+                self.emit("error", err)
+                await asyncio.sleep(ERROR_BACKOFF_S[min(errors, len(ERROR_BACKOFF_S) - 1)])
+                errors += 1
+                continue
+            if popped:
+                score = int(float(popped[2]))
+                if score > now_ms():  # a delayed job's marker: sleep until it is due
+                    self._block_until = score
+                    continue
+            self._block_until = 0
+            while self._idle:
+                waiter = self._idle.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    break
+
+    def _block_timeout(self) -> float:
+        if self._block_until:
+            delay_s = (self._block_until - now_ms()) / 1000
+            return MIN_BLOCK_S if delay_s < MIN_BLOCK_S else min(delay_s, MAX_BLOCK_S)
+        return max(float(self.opts["drainDelay"]), MIN_BLOCK_S)
+
+    # --- one job -----------------------------------------------------------
+    async def _process(self, job: FastJob, token: str) -> FastJob | None:
+        """Run the processor, then complete or fail the job; returns the next job fetched."""
+        entry = (job, token)
+        self.jobs.add(entry)
+        self._locks[job.id] = [token, now_ms()]
+        try:
+            try:
+                if job.deferredFailure:
+                    raise UnrecoverableError(job.deferredFailure)
+                result = await self.processor(job, token)
+            except (DelayedError, WaitingChildrenError):
+                return None  # the processor moved the job itself
+            except Exception as err:
+                return await self._fail(job, token, err)
+            return await self._complete(job, token, result)
+        finally:
+            self.jobs.discard(entry)
+            self._locks.pop(job.id, None)
+
+    async def _complete(self, job: FastJob, token: str, result: Any) -> FastJob | None:
+        fetch = not self.closing
+        try:
+            keys, args = self.args.move_to_finished(job, token, "completed", dumps(result), fetch)
+            reply = await self._lua["moveToFinished"](keys, args)
+            if isinstance(reply, int) and reply < 0:
+                raise self.scripts.finishedErrors(
+                    {"code": reply, "jobId": job.id, "command": "moveToFinished", "state": "active"}
+                )
+            job.returnvalue, job.finishedOn = result, int(args[1])
+            job.attemptsMade += 1
+            self.emit("completed", job, result)
+            return self._next_job(reply, token) if fetch else None
+        except Exception as err:
+            self.emit("error", err, job)
+            return None
+
+    async def _fail(self, job: FastJob, token: str, err: BaseException) -> FastJob | None:
+        """Job.moveToFailed: retry with the job's backoff, or finalise as failed."""
+        fetch = not self.closing
+        try:
+            fields = failure_fields(job, err)
+            reply = await self._move_failed(job, token, err, fields, fetch)
+            if isinstance(reply, int) and reply < 0:
+                raise self.scripts.finishedErrors(
+                    {"code": reply, "jobId": job.id, "command": "moveToFailed", "state": "active"}
+                )
+            job.failedReason = fields["failedReason"]
+            job.attemptsMade += 1
+            self.emit("failed", job, err)
+            return self._next_job(reply, token) if fetch else None
+        except Exception as move_err:
+            self.emit("error", move_err, job)
+            return None
+
+    async def _move_failed(self, job: FastJob, token: str, err: BaseException,
+                           fields: dict[str, Any], fetch: bool) -> Any:
+        attempts = job.opts.get("attempts") or 0
+        if job.attemptsMade + 1 < attempts and not isinstance(err, UnrecoverableError):
+            delay = await Backoffs.calculate(job.opts.get("backoff"), job.attemptsMade + 1, err, job, None)
+            if delay and delay != -1:
+                job.delay = int(delay)
+                keys, args = self.args.move_to_delayed(job, token, int(delay), fields, fetch)
+                return await self._lua["moveToDelayed"](keys, args)
+            if delay != -1:
+                keys, args = self.args.retry_job(job, token, fields)
+                await self._lua["retryJob"](keys, args)
+                return None
+        keys, args = self.args.move_to_finished(job, token, "failed", fields["failedReason"], fetch, fields)
+        job.finishedOn = int(args[1])
+        return await self._lua["moveToFinished"](keys, args)
+
+    # --- locks and stalled jobs ---------------------------------------------
+    async def _renew_locks(self) -> None:
+        """extendLocks for jobs whose lock is a quarter of its duration old (bullmq's cadence)."""
+        quarter_ms = self.opts["lockDuration"] / 4
+        while True:
+            await asyncio.sleep(quarter_ms / 1000)
+            now = now_ms()
+            due = [(job_id, lock) for job_id, lock in self._locks.items() if lock[1] + quarter_ms <= now]
+            if not due:
+                continue
+            for _, lock in due:
+                lock[1] = now
+            ids, tokens = [job_id for job_id, _ in due], [lock[0] for _, lock in due]
+            try:
+                failed = await self._lua["extendLocks"](*self.args.extend_locks(ids, tokens))
+            except Exception as err:
+                self.emit("error", err)
+                continue
+            for job_id in failed or ():
+                self.emit("error", RuntimeError(f"could not renew lock for job {job_id}"))
+            if failed:
+                self.emit("lockRenewalFailed", list(failed))
+
+    async def _check_stalled(self) -> None:
+        """moveStalledJobsToWait now and every stalledInterval (one worker per interval runs it)."""
+        interval_ms = int(self.opts["stalledInterval"])
+        while True:
+            try:
+                keys, args = self.args.move_stalled(int(self.opts["maxStalledCount"]), interval_ms)
+                for job_id in await self._lua["moveStalledJobsToWait"](keys, args) or ():
+                    self.emit("stalled", job_id, "active")
+            except Exception as err:
+                self.emit("error", err)
+            await asyncio.sleep(interval_ms / 1000)
+
+
+def _url_of(client: Any) -> str:
+    kw = client.connection_pool.connection_kwargs
+    auth = f"{kw.get('username') or ''}:{kw['password']}@" if kw.get("password") else ""
+    return f"redis://{auth}{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db') or 0}"
+
+
+def uses_fast_engine(settings: Settings) -> bool:
+    """ERRAND_WORKER_ENGINE=fast on a single server (a cluster keeps bullmq's Worker)."""
+    return settings.worker_engine is WorkerEngine.FAST and not is_cluster(settings)
+
+
+def build_worker(settings: Settings, name: str, processor: Any, opts: dict[str, Any],
+                 client: Any) -> Any:
+    """The worker for one queue: errand's FastWorker or bullmq's Worker, per the settings.
+
+    `client` is the process's Redis client; the fast engine sends its scripts through it
+    when it is a PipelinedRedis (see `connect(settings, pipelined=True)`).
+    """
+    if uses_fast_engine(settings) and isinstance(client, PipelinedRedis):
+        return FastWorker(name, processor, opts, client)
+    return Worker(name, processor, opts)

@@ -1,0 +1,136 @@
+// Node's BullMQ and bull-board against errand's queues (tests/e2e/test_interop.py).
+//
+//   node interop.js read  <redisUrl> <prefix> <jobId>...   Queue.getJobCounts() per queue and getJob(id)
+//   node interop.js work  <redisUrl> <prefix> <queue>      a Node Worker processes one job, then exits
+//   node interop.js board <redisUrl> <prefix>              bull-board's GET /api/queues, via express
+//
+// Each prints one JSON object on stdout and exits 0, or prints {"error": ...} and exits 1.
+"use strict";
+
+const http = require("http");
+const { Queue, Worker } = require("bullmq");
+
+const QUEUES = ["reports", "notifications", "webhooks"];
+const WORK_TIMEOUT_MS = 20000;
+
+function connection(redisUrl) {
+  const url = new URL(redisUrl);
+  return {
+    host: url.hostname,
+    port: Number(url.port || 6379),
+    db: Number(url.pathname.slice(1) || 0),
+    maxRetriesPerRequest: null,
+  };
+}
+
+function queuesOf(redisUrl, prefix) {
+  return Object.fromEntries(
+    QUEUES.map((name) => [name, new Queue(name, { connection: connection(redisUrl), prefix })]),
+  );
+}
+
+async function closeAll(queues) {
+  await Promise.all(Object.values(queues).map((q) => q.close()));
+}
+
+async function read(redisUrl, prefix, jobIds) {
+  const queues = queuesOf(redisUrl, prefix);
+  try {
+    const counts = {};
+    for (const [name, queue] of Object.entries(queues)) counts[name] = await queue.getJobCounts();
+    const jobs = {};
+    for (const id of jobIds) {
+      for (const queue of Object.values(queues)) {
+        const job = await queue.getJob(id);
+        if (!job) continue;
+        jobs[id] = {
+          queue: queue.name, name: job.name, data: job.data, attemptsMade: job.attemptsMade,
+          state: await job.getState(), priority: job.opts.priority || 0,
+          failedReason: job.failedReason || null,
+        };
+      }
+    }
+    return { counts, jobs };
+  } finally {
+    await closeAll(queues);
+  }
+}
+
+async function work(redisUrl, prefix, queueName) {
+  let resolveDone;
+  const done = new Promise((resolve) => { resolveDone = resolve; });
+  const worker = new Worker(queueName, async (job) => {
+    await job.updateProgress(50);
+    return { processedBy: "node-bullmq", echo: job.data };
+  }, { connection: connection(redisUrl), prefix, autorun: false });
+  worker.on("completed", (job, result) => resolveDone({ jobId: job.id, name: job.name, data: job.data, result }));
+  worker.on("failed", (job, err) => resolveDone({ jobId: job && job.id, error: String(err) }));
+  worker.run();
+  const timer = setTimeout(() => resolveDone({ error: "no job within the timeout" }), WORK_TIMEOUT_MS);
+  try {
+    return await done;
+  } finally {
+    clearTimeout(timer);
+    await worker.close();
+  }
+}
+
+function getJson(port, path) {
+  return new Promise((resolve, reject) => {
+    http.get({ host: "127.0.0.1", port, path }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk) => { body += chunk; });
+      res.on("end", () => {
+        try { resolve({ status: res.statusCode, body: JSON.parse(body) }); } catch (err) { reject(err); }
+      });
+    }).on("error", reject);
+  });
+}
+
+async function board(redisUrl, prefix) {
+  const express = require("express");
+  const { createBullBoard } = require("@bull-board/api");
+  const { BullMQAdapter } = require("@bull-board/api/bullMQAdapter");
+  const { ExpressAdapter } = require("@bull-board/express");
+
+  const queues = queuesOf(redisUrl, prefix);
+  const serverAdapter = new ExpressAdapter();
+  serverAdapter.setBasePath("/board");
+  createBullBoard({
+    queues: Object.values(queues).map((q) => new BullMQAdapter(q, { readOnlyMode: true })),
+    serverAdapter,
+  });
+  const app = express();
+  app.use("/board", serverAdapter.getRouter());
+  const server = await new Promise((resolve) => {
+    const s = app.listen(0, "127.0.0.1", () => resolve(s));
+  });
+  try {
+    const { port } = server.address();
+    const reply = await getJson(port, "/board/api/queues?activeQueue=notifications&status=failed");
+    return { status: reply.status, queues: reply.body.queues };
+  } finally {
+    await new Promise((resolve) => server.close(resolve));
+    await closeAll(queues);
+  }
+}
+
+async function main() {
+  const [mode, redisUrl, prefix, ...rest] = process.argv.slice(2);
+  if (mode === "read") return read(redisUrl, prefix, rest);
+  if (mode === "work") return work(redisUrl, prefix, rest[0]);
+  if (mode === "board") return board(redisUrl, prefix);
+  throw new Error(`unknown mode ${mode}`);
+}
+
+main().then(
+  (result) => {
+    process.stdout.write(JSON.stringify(result) + "\n");
+    process.exit(result && result.error ? 1 : 0);
+  },
+  (err) => {
+    process.stdout.write(JSON.stringify({ error: String(err && err.stack ? err.stack : err) }) + "\n");
+    process.exit(1);
+  },
+);

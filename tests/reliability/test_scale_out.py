@@ -1,0 +1,48 @@
+"""Scale-out knobs: `errand worker --queues ... --concurrency N` runs exactly those queues
+at that concurrency, and dedicated worker pools per queue share the work."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from support.processes import Processes, env_for, wait_log
+from support.stack import Stack
+from support.waiting import wait_for
+
+
+async def admin_queues(stack: Stack) -> dict[str, Any]:
+    reply = await stack.http.get("/admin/queues", headers=stack.admin)
+    assert reply.status_code == 200
+    return dict(reply.json())
+
+
+@pytest.mark.settings(report_seconds=1.0)
+async def test_dedicated_worker_pools_per_queue(api: Stack, procs: Processes) -> None:
+    env = env_for(api.settings)
+    reports = procs.worker(env, "--queues", "reports", "--concurrency", "3", name="reports")
+    mail = procs.worker(env, "--queues", "notifications,webhooks", name="mail")
+    for proc in (reports, mail):
+        wait_log(proc, " started on ", timeout_s=30)
+    body = await wait_for(lambda: admin_queues(api), lambda b: len(b["workers"]) == 2,
+                          timeout_s=15, what="two worker heartbeats")
+    assert {q["name"]: q["workers"] for q in body["queues"]} == {
+        "reports": 1, "notifications": 1, "webhooks": 1}
+
+    posted = await asyncio.gather(*(
+        api.http.post("/reports", json={"userId": f"u-scale-{n}", "reportType": "activity"})
+        for n in range(6)
+    ))
+    ids = [r.json()["jobId"] for r in posted]
+
+    # Concurrency 3: three of the six one-second reports run at once, never more.
+    async def active() -> int:
+        return int((await admin_queues(api))["queues"][0]["active"])
+
+    assert await wait_for(active, lambda n: n == 3, timeout_s=10, what="three active") == 3
+    finals = await asyncio.gather(*(api.http.get(f"/jobs/{i}", params={"wait": 20}) for i in ids))
+    assert {f.json()["status"] for f in finals} == {"completed"}
+    assert "reports" in reports.log() and "rep_" not in mail.log()
+    assert reports.terminate() == 0 and mail.terminate() == 0
