@@ -21,10 +21,11 @@ THREADS = 2
 
 _WRK_SCRIPT = r"""
 local counter = 0
-local tid = 0
+local threads = 0
 local ids = {}
 local route = "%(route)s"
-setup = function(thread) thread:set("tid", tid); tid = tid + 1 end
+tid = 0  -- a global: setup() sets it per thread, so userIds differ across threads too
+setup = function(thread) thread:set("tid", threads); threads = threads + 1 end
 init = function(args)
   if args[1] then for line in io.lines(args[1]) do ids[#ids + 1] = line end end
 end

@@ -63,7 +63,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             notify_retries=0, log_format="json", log_level="DEBUG",
         )
         port = free_port()
-        api = procs.api(port, env)
+        api = procs.api(port, env, "--workers", "1")  # one process: its pid is the server
         worker = procs.worker(env)
         base = f"http://127.0.0.1:{port}"
         wait_ready(base, api)

@@ -135,7 +135,7 @@ async def test_soak_memory_stays_flat_and_redis_is_bounded_by_retention(
     )
     env = env_for(settings)
     port = free_port()
-    api = procs.api(port, env)
+    api = procs.api(port, env, "--workers", "1")  # one process: its pid is the server
     workers = [procs.worker(env, name=f"worker{n}") for n in range(2)]
     base = f"http://127.0.0.1:{port}"
     wait_ready(base, api)

@@ -331,5 +331,12 @@ class WorkerPool:
         return replaced
 
     def stop(self, timeout_s: float = 30.0) -> list[int]:
-        """SIGTERM every worker; their exit codes."""
-        return [w.terminate(timeout_s) for w in self.workers if w.alive]
+        """SIGTERM every worker once it runs (a restarted one may still be importing and
+        would die of the signal before its handler exists); their exit codes."""
+        codes = []
+        for worker in self.workers:
+            wait_sync(lambda w=worker: READY_LINE in w.log() or not w.alive, timeout_s=timeout_s,
+                      what=f"{worker.name} to finish starting")
+            if worker.alive:
+                codes.append(worker.terminate(timeout_s))
+        return codes

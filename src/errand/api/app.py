@@ -56,5 +56,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def app_from_env() -> FastAPI:
-    """Factory for `uvicorn --factory errand.api.app:app_from_env` (multi-process API)."""
-    return create_app(Settings())
+    """Factory for `uvicorn --factory errand.api.app:app_from_env` (multi-process API).
+
+    Each API process configures logging itself: with `--workers N` uvicorn spawns fresh
+    interpreters that do not inherit the CLI's logging setup.
+    """
+    from errand.logs import configure_logging
+
+    settings = Settings()
+    configure_logging(settings)
+    return create_app(settings)

@@ -104,6 +104,7 @@ class FastWorker(EventEmitter):
             decode_responses=True, single_connection_client=True,
         )
         name = self.opts.get("name")
+        await self._load_scripts()
         self._slots = [asyncio.create_task(self._slot(n))
                        for n in range(1, int(self.opts["concurrency"]) + 1)]
         self._background = [
@@ -124,6 +125,16 @@ class FastWorker(EventEmitter):
                 await self.bclient.aclose()
             self.running = False
             self._done.set()
+
+    async def _load_scripts(self) -> None:
+        """SCRIPT LOAD once up front: otherwise every slot's first EVALSHA meets NOSCRIPT and
+        loads the same 50 KB of Lua again, and the timestamps in their arguments go stale."""
+        for script in self._lua.values():
+            try:
+                script.sha = await self.client.script_load(script.script)
+            except Exception as err:  # Redis not up yet: the EVALSHA path loads them later
+                self.emit("error", err)
+                return
 
     async def close(self, force: bool = False) -> None:
         """Stop taking jobs; let active ones finish (or cancel them with `force`)."""
@@ -159,6 +170,8 @@ class FastWorker(EventEmitter):
         """One unit of concurrency: take a job, run it, finish it and take the next one."""
         token = f"{self.id}:{n}"
         next_job: FastJob | None = None
+        if n > 1:  # one slot looks for work at start; the marker wakes the others as needed
+            await self._wait_idle()
         while not self.closing:
             try:
                 job = next_job or await self._acquire(token)
@@ -189,13 +202,17 @@ class FastWorker(EventEmitter):
                 continue
             if job is not None:
                 return job
-            if self.closing:  # close() already woke the idle slots; do not start waiting now
-                break
-            waiter = asyncio.get_running_loop().create_future()
-            self._idle.append(waiter)
-            self._idle_event.set()
-            await waiter
+            await self._wait_idle()
         return None
+
+    async def _wait_idle(self) -> None:
+        """Park this slot until the marker wakes it (or close() does)."""
+        if self.closing:  # close() already woke the idle slots; do not start waiting now
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._idle.append(waiter)
+        self._idle_event.set()
+        await waiter
 
     def _next_job(self, reply: Any, token: str) -> FastJob | None:
         """A job from a script's [hash, id, limitUntil, delayUntil] reply, or None."""

@@ -1,0 +1,189 @@
+"""The fast worker engine and its pipelined client, against real Valkey.
+
+The whole integration suite also runs with ERRAND_WORKER_ENGINE=fast; these tests
+pin what is specific to the engine: BullMQ's own bookkeeping as other BullMQ
+clients read it, stalled-job recovery, permanent failures, shutdown, and that the
+pipelined client answers exactly like redis-py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgpack
+import pytest
+import redis.asyncio as aioredis
+from bullmq import Job, Queue, UnrecoverableError
+
+from errand.queue.pipelined import pipelined_from_url
+from errand.settings import Settings
+from errand.workers.fastloop import FastWorker
+from support.waiting import wait_for
+
+QUEUE = "notifications"
+
+
+@pytest.fixture
+async def env(make_settings: Any) -> Any:
+    settings: Settings = make_settings()
+    url = settings.redis_url
+    client = pipelined_from_url(url, decode_responses=True)
+    plain = aioredis.from_url(url, decode_responses=True)
+    queue = Queue(QUEUE, {"connection": plain, "prefix": settings.queue_prefix})
+    workers: list[FastWorker] = []
+
+    def worker(processor: Any, **opts: Any) -> FastWorker:
+        w = FastWorker(QUEUE, processor, {"connection": url, "prefix": settings.queue_prefix,
+                                          "concurrency": 4, "lockDuration": 1000,
+                                          "stalledInterval": 500, "name": "t", "autorun": False,
+                                          **opts}, client)
+        workers.append(w)
+        return w
+
+    yield settings, client, plain, queue, worker
+    for w in workers:
+        await w.close(force=True)
+    await client.aclose()
+    await plain.aclose()
+
+
+def key(settings: Settings, suffix: str) -> str:
+    return f"{settings.queue_prefix}:{QUEUE}:{suffix}"
+
+
+async def test_pipelined_client_answers_like_redis_py(env: Any) -> None:
+    settings, client, plain, _, _ = env
+    k = settings.queue_prefix + ":x:parity"
+    for c in (plain, client):
+        await c.delete(k + ":h", k + ":z", k + ":s")
+        assert await c.set(k + ":s", "v", nx=True, px=5000) is True
+        assert await c.set(k + ":s", "v", nx=True, px=5000) is None
+        assert await c.hset(k + ":h", mapping={"a": 1, "b": "x"}) == 2
+        assert await c.hgetall(k + ":h") == {"a": "1", "b": "x"}
+        assert await c.zadd(k + ":z", {"m": 1.5}) == 1
+        assert await c.zscore(k + ":z", "m") == 1.5
+        assert await c.eval("return {1, 'a', KEYS[1]}", 1, "x") == [1, "a", "x"]
+        with pytest.raises(Exception, match="WRONGTYPE"):
+            await c.incr(k + ":h")
+        async with c.pipeline(transaction=True) as pipe:
+            pipe.hgetall(k + ":h")
+            pipe.zscore(k + ":z", "m")
+            pipe.lpos(k + ":none", "x")
+            assert await pipe.execute() == [{"a": "1", "b": "x"}, 1.5, None]
+        await c.delete(k + ":h", k + ":z", k + ":s")
+    # Many coroutines at once share the one connection; replies match their commands.
+    values = await asyncio.gather(*(client.echo(f"n{i}") for i in range(500)))
+    assert values == [f"n{i}" for i in range(500)]
+
+
+async def test_cancelled_command_does_not_shift_replies(env: Any) -> None:
+    _, client, _, _, _ = env
+    await client.set("{x}:cancel", "kept")
+    doomed = asyncio.ensure_future(client.get("{x}:cancel"))
+    await asyncio.sleep(0)
+    doomed.cancel()
+    assert await client.echo("next") == "next"
+    assert await client.get("{x}:cancel") == "kept"
+
+
+async def test_completed_job_is_bullmq_state_other_clients_read(env: Any) -> None:
+    settings, _, plain, queue, worker = env
+    job = await queue.add("welcome", {"userId": "u1"}, {"jobId": "j1", "attempts": 2,
+                                                        "deduplication": {"id": "d1"}})
+    assert await plain.exists(key(settings, "de:d1"))
+    w = worker(lambda job, token: asyncio.sleep(0, {"echo": job.data["userId"]}))
+    asyncio.ensure_future(w.run())
+    await wait_for(lambda: queue.getJobState("j1"), lambda s: s == "completed", what="completed")
+    done = await Job.fromId(queue, job.id)
+    assert done.returnvalue == {"echo": "u1"}
+    assert done.attemptsMade == 1 and done.finishedOn >= done.processedOn > 0
+    assert not await plain.exists(key(settings, "de:d1")), "dedup key removed on finalization"
+    assert not await plain.exists(key(settings, "j1:lock"))
+    assert await plain.llen(key(settings, "active")) == 0
+
+
+async def test_unrecoverable_error_skips_the_remaining_attempts(env: Any) -> None:
+    _, _, _, queue, worker = env
+    await queue.add("x", {}, {"jobId": "j2", "attempts": 5,
+                              "backoff": {"type": "exponential", "delay": 1000}})
+
+    async def refuse(job: Any, token: str) -> None:
+        raise UnrecoverableError("no such mailbox")
+
+    failed: list[Any] = []
+    w = worker(refuse)
+    w.on("failed", lambda job, err: failed.append((job.id, job.attemptsMade, str(err))))
+    asyncio.ensure_future(w.run())
+    await wait_for(lambda: queue.getJobState("j2"), lambda s: s == "failed", what="failed")
+    assert failed == [("j2", 1, "no such mailbox")]
+    assert (await Job.fromId(queue, "j2")).failedReason == "no such mailbox"
+
+
+async def test_transient_failure_is_delayed_by_the_jobs_backoff(env: Any) -> None:
+    settings, _, plain, queue, worker = env
+    await queue.add("x", {}, {"jobId": "j3", "attempts": 3,
+                              "backoff": {"type": "exponential", "delay": 5000}})
+
+    async def flaky(job: Any, token: str) -> None:
+        raise RuntimeError("try later")
+
+    w = worker(flaky)
+    asyncio.ensure_future(w.run())
+    await wait_for(lambda: queue.getJobState("j3"), lambda s: s == "delayed", what="delayed")
+    score = await plain.zscore(key(settings, "delayed"), "j3")
+    job = await Job.fromId(queue, "j3")
+    assert job.attemptsMade == 1 and job.failedReason == "try later" and job.stacktrace
+    assert 4000 < int(score) // 0x1000 - job.processedOn <= 6000  # 5 s from the first attempt
+
+
+async def test_stalled_job_is_recovered_and_run_again(env: Any) -> None:
+    settings, client, plain, queue, worker = env
+    await queue.add("x", {"n": 1}, {"jobId": "j4", "attempts": 2})
+    # A worker that died mid-job: moveToActive took it with a short lock, nothing renews it.
+    w0 = worker(None)
+    keys, args = w0.args.move_to_active("dead-token")
+    args[2] = msgpack.packb({"token": "dead-token", "lockDuration": 300, "limiter": None})
+    reply = await w0._lua["moveToActive"](keys, args)
+    assert reply[1] == "j4"
+    runs: list[int] = []
+
+    async def record(job: Any, token: str) -> str:
+        runs.append(job.attemptsStarted)
+        return "ok"
+
+    w = worker(record)
+    stalled: list[str] = []
+    w.on("stalled", lambda job_id, prev: stalled.append(job_id))
+    asyncio.ensure_future(w.run())
+    await wait_for(lambda: queue.getJobState("j4"), lambda s: s == "completed",
+                   timeout_s=10, what="recovered")
+    assert stalled == ["j4"] and runs == [2]
+
+
+async def test_graceful_close_finishes_the_active_job(env: Any) -> None:
+    _, _, _, queue, worker = env
+    await queue.add("x", {}, {"jobId": "j5"})
+    started = asyncio.Event()
+
+    async def slow(job: Any, token: str) -> str:
+        started.set()
+        await asyncio.sleep(0.3)
+        return "done"
+
+    w = worker(slow)
+    run = asyncio.ensure_future(w.run())
+    await asyncio.wait_for(started.wait(), 5)
+    assert len(w.jobs) == 1
+    await w.close()
+    await run
+    assert await queue.getJobState("j5") == "completed"
+
+
+async def test_close_before_run_starts_nothing(env: Any) -> None:
+    _, _, _, queue, worker = env
+    await queue.add("x", {}, {"jobId": "j6"})
+    w = worker(lambda job, token: asyncio.sleep(0))
+    await w.close()
+    await w.run()
+    assert await queue.getJobState("j6") in ("waiting", "prioritized")
