@@ -18,11 +18,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from bullmq import Queue
+from harness import PY, ROOT, cpu_seconds, errand_env, rss_mib, scratch_dir, spawn, stop
 
 from errand.keys import Keys, QueueName, new_job_id
 from errand.queue.policies import NOTIFICATION_PRIORITIES, retry_policies
 from errand.settings import Settings
-from harness import PY, ROOT, cpu_seconds, errand_env, rss_mib, scratch_dir, spawn, stop
 
 FILL_CHUNK = 500
 DRAIN_TIMEOUT_S = 90.0
@@ -75,8 +75,11 @@ def errand_jobs(n: int, prefix: str) -> list[dict[str, Any]]:
 def reference_jobs(n: int) -> list[dict[str, Any]]:
     """The same notifications in the Node reference's job shape (see its POST /notifications)."""
     opts = {
-        "priority": 5, "attempts": 4, "backoff": {"type": "exponential", "delay": 1000},
-        "removeOnComplete": {"age": 86400}, "removeOnFail": False,
+        "priority": 5,
+        "attempts": 4,
+        "backoff": {"type": "exponential", "delay": 1000},
+        "removeOnComplete": {"age": 86400},
+        "removeOnFail": False,
     }
     return [
         {
@@ -101,7 +104,7 @@ async def fill(redis_url: str, prefix: str, jobs: list[dict[str, Any]]) -> tuple
         await queue.pause()
         before = await used_memory(client)
         for start in range(0, len(jobs), FILL_CHUNK):
-            await queue.addBulk(jobs[start:start + FILL_CHUNK])
+            await queue.addBulk(jobs[start : start + FILL_CHUNK])
         after = await used_memory(client)
         sample = jobs[len(jobs) // 2]["opts"]["jobId"]
         job_bytes = await client.memory_usage(f"{prefix}:notifications:{sample}") or 0
@@ -111,7 +114,7 @@ async def fill(redis_url: str, prefix: str, jobs: list[dict[str, Any]]) -> tuple
 
 
 async def release_and_time(redis_url: str, prefix: str, n: int) -> tuple[float, int, int, int]:
-    """Resume the queue; wait until n jobs finished. Returns (seconds, completed, failed, memory)."""
+    """Resume the queue; wait until n jobs finished: (seconds, completed, failed, memory)."""
     client = aioredis.from_url(redis_url, decode_responses=True)
     queue = Queue("notifications", {"connection": client, "prefix": prefix})
     completed_key = f"{prefix}:notifications:completed"
@@ -156,27 +159,47 @@ async def wait_ready(redis_url: str, prefix: str, log: Path, proc: Any, kind: st
     await asyncio.sleep(0.5)  # let every queue's worker reach its blocking wait
 
 
-def worker_command(kind: str, redis_url: str, prefix: str, concurrency: int,
-                   reference_dir: Path | None, extra_env: dict[str, str]) -> tuple[list[str], dict[str, str], Path | None]:
+def worker_command(
+    kind: str,
+    redis_url: str,
+    prefix: str,
+    concurrency: int,
+    reference_dir: Path | None,
+    extra_env: dict[str, str],
+) -> tuple[list[str], dict[str, str], Path | None]:
     env = errand_env(redis_url, prefix, ERRAND_EMAIL_SEND_MS="0", **extra_env)
     if kind == "errand":
         return [PY, "-m", "errand", "worker"], env, None
     if kind == "bare":
-        return [PY, str(ROOT / "bench" / "bare_worker.py"), redis_url, prefix, str(concurrency)], env, None
+        return (
+            [PY, str(ROOT / "bench" / "bare_worker.py"), redis_url, prefix, str(concurrency)],
+            env,
+            None,
+        )
     assert reference_dir is not None
     env.update({"REDIS_URL": redis_url, "ERRAND_WORKER_CONCURRENCY": str(concurrency)})
     return ["node", "server.js", "worker"], env, reference_dir
 
 
-async def drain(kind: str, name: str, redis_url: str, valkey_pid: int, n: int, concurrency: int,
-                reference_dir: Path | None = None, extra_env: dict[str, str] | None = None) -> DrainResult:
+async def drain(
+    kind: str,
+    name: str,
+    redis_url: str,
+    valkey_pid: int,
+    n: int,
+    concurrency: int,
+    reference_dir: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> DrainResult:
     """Fill, start one worker process, release, time, stop. `kind` is errand, bare or reference."""
     prefix = "bull" if kind == "reference" else "{b" + uuid.uuid4().hex[:8] + "}"
     jobs = reference_jobs(n) if kind == "reference" else errand_jobs(n, prefix)
     result = DrainResult(name, n)
     before, filled, result.job_hash_bytes = await fill(redis_url, prefix, jobs)
     result.bytes_per_waiting = (filled - before) / n
-    argv, env, cwd = worker_command(kind, redis_url, prefix, concurrency, reference_dir, extra_env or {})
+    argv, env, cwd = worker_command(
+        kind, redis_url, prefix, concurrency, reference_dir, extra_env or {}
+    )
     log = scratch_dir("drain") / f"{kind}.log"
     proc = spawn(argv, env, log, cwd)
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,10 +30,14 @@ PY = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 _STARTED: list[subprocess.Popen[bytes]] = []
 _SERVERS: list[EmbeddedValkey] = []
+_SCRATCH: list[Path] = []
 
 
 def scratch_dir(name: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=f"errand-bench-{name}-"))
+    """A fresh directory under /tmp, removed when the bench ends."""
+    path = Path(tempfile.mkdtemp(prefix=f"errand-bench-{name}-"))
+    _SCRATCH.append(path)
+    return path
 
 
 def loadavg() -> str:
@@ -87,12 +92,19 @@ def start_valkey(name: str) -> EmbeddedValkey:
     return server
 
 
-def spawn(argv: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    argv: list[str], env: dict[str, str], log: Path, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
     """A child process whose output goes to `log`; stopped at exit if still running."""
     out = log.open("wb")
     proc = subprocess.Popen(
-        argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-        cwd=cwd, start_new_session=True,
+        argv,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        cwd=cwd,
+        start_new_session=True,
     )
     _STARTED.append(proc)
     return proc
@@ -119,16 +131,21 @@ def stop_everything() -> None:
     for server in _SERVERS:
         with contextlib.suppress(Exception):
             server.stop()
+    for path in _SCRATCH:  # Valkey data (AOF) and logs: tens of MB a run
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def errand_env(redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
+    """The environment of an errand process: errand's defaults (log level included) unless
+    `extra` says otherwise; the caller's own ERRAND_* variables never leak in."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ERRAND_")}
-    env.update({
-        "ERRAND_REDIS_URL": redis_url,
-        "ERRAND_QUEUE_PREFIX": prefix,
-        "ERRAND_LOG_LEVEL": "WARNING",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "ERRAND_REDIS_URL": redis_url,
+            "ERRAND_QUEUE_PREFIX": prefix,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(extra)
     return env
 
@@ -136,10 +153,9 @@ def errand_env(redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
 def wait_http(url: str, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=1) as reply:
-                if reply.status == 200:
-                    return
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as reply:
+            if reply.status == 200:
+                return
         time.sleep(0.1)
     raise RuntimeError(f"{url} did not answer 200 within {timeout_s:g} s")
 
@@ -177,7 +193,20 @@ class Service:
 
 
 __all__ = [
-    "PY", "ROOT", "Service", "children_of", "cpu_seconds", "errand_env", "free_port",
-    "loadavg", "loadavg_1m", "rss_mib", "scratch_dir", "spawn", "start_valkey", "stop",
-    "wait_http", "wait_port",
+    "PY",
+    "ROOT",
+    "Service",
+    "children_of",
+    "cpu_seconds",
+    "errand_env",
+    "free_port",
+    "loadavg",
+    "loadavg_1m",
+    "rss_mib",
+    "scratch_dir",
+    "spawn",
+    "start_valkey",
+    "stop",
+    "wait_http",
+    "wait_port",
 ]

@@ -69,16 +69,34 @@ def ensure_wrk() -> str | None:
         return found
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, check=False)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], env=env, capture_output=True, check=False)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "wrk"], env=env, capture_output=True, check=False
+    )
     return shutil.which("wrk")
 
 
-def run_wrk(wrk: str, port: int, route: str, seconds: float, connections: int,
-            scratch: Path, ids_file: Path | None = None) -> HttpResult:
+def run_wrk(
+    wrk: str,
+    port: int,
+    route: str,
+    seconds: float,
+    connections: int,
+    scratch: Path,
+    ids_file: Path | None = None,
+) -> HttpResult:
     script = scratch / f"wrk-{route}.lua"
     script.write_text(_WRK_SCRIPT % {"route": route})
-    argv = [wrk, f"-t{THREADS}", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s",
-            "-s", str(script), f"http://127.0.0.1:{port}"]
+    argv = [
+        wrk,
+        f"-t{THREADS}",
+        f"-c{connections}",
+        f"-d{seconds:g}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        f"http://127.0.0.1:{port}",
+    ]
     if ids_file is not None:
         argv += ["--", str(ids_file)]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30).stdout
@@ -98,8 +116,9 @@ def run_wrk(wrk: str, port: int, route: str, seconds: float, connections: int,
     )
 
 
-def run_python_load(port: int, route: str, seconds: float, connections: int,
-                    ids: list[str] | None = None) -> HttpResult:
+def run_python_load(
+    port: int, route: str, seconds: float, connections: int, ids: list[str] | None = None
+) -> HttpResult:
     def make(n: int) -> tuple[str, str, object | None]:
         if route == "notifications":
             return "POST", "/notifications", {"type": "welcome", "userId": f"py-{n}"}
@@ -121,8 +140,15 @@ def run_python_load(port: int, route: str, seconds: float, connections: int,
     )
 
 
-def load(wrk: str | None, port: int, route: str, seconds: float, connections: int,
-         scratch: Path, ids: list[str] | None = None) -> HttpResult:
+def load(
+    wrk: str | None,
+    port: int,
+    route: str,
+    seconds: float,
+    connections: int,
+    scratch: Path,
+    ids: list[str] | None = None,
+) -> HttpResult:
     ids_file = None
     if ids:
         ids_file = scratch / f"ids-{port}.txt"

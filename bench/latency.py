@@ -19,7 +19,6 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-
 from rawhttp import RawHttp
 
 FINAL = ("completed", "failed")
@@ -57,14 +56,18 @@ class WaitResult:
         return self.requests / self.jobs if self.jobs else float("nan")
 
 
-async def start_and_longpoll(port: int, redis_url: str, prefix: str, n: int) -> tuple[Percentiles, Percentiles]:
+async def start_and_longpoll(
+    port: int, redis_url: str, prefix: str, n: int
+) -> tuple[Percentiles, Percentiles]:
     """(POST -> worker start, POST -> long-poll answered) in ms over n sequential jobs."""
     start, answered = Percentiles(), Percentiles()
     http, poll = RawHttp(port), RawHttp(port)
     client = aioredis.from_url(redis_url, decode_responses=True)
     try:
         for i in range(n):
-            posted = await http.request("POST", "/notifications", {"type": "welcome", "userId": f"lat-{i}"})
+            posted = await http.request(
+                "POST", "/notifications", {"type": "welcome", "userId": f"lat-{i}"}
+            )
             job_id = str(posted.json()["jobId"])  # type: ignore[index]
             done = await poll.request("GET", f"/jobs/{job_id}?wait=10")
             answered.samples.append((done.received_at - posted.sent_at) * 1000)
@@ -170,7 +173,9 @@ async def _sse(port: int, user: str) -> tuple[str, float, int]:
         await stream.close()
 
 
-async def _webhook(port: int, user: str, receiver: WebhookReceiver, timeout_s: float) -> tuple[str, float, int]:
+async def _webhook(
+    port: int, user: str, receiver: WebhookReceiver, timeout_s: float
+) -> tuple[str, float, int]:
     http = RawHttp(port)
     try:
         job_id = await _post_report(http, user, f"http://127.0.0.1:{receiver.port}/hook")
@@ -184,8 +189,9 @@ async def _webhook(port: int, user: str, receiver: WebhookReceiver, timeout_s: f
     return job_id, receiver.arrived[job_id], 0
 
 
-async def waiting_strategies(port: int, redis_url: str, prefix: str, jobs: int,
-                             report_s: float) -> list[WaitResult]:
+async def waiting_strategies(
+    port: int, redis_url: str, prefix: str, jobs: int, report_s: float
+) -> list[WaitResult]:
     """Each strategy on `jobs` concurrent report jobs; webhook last, n/a if none arrives."""
     client = aioredis.from_url(redis_url, decode_responses=True)
     receiver = WebhookReceiver()
@@ -196,7 +202,9 @@ async def waiting_strategies(port: int, redis_url: str, prefix: str, jobs: int,
             result = WaitResult(method)
             stamp = f"{method.split()[0]}-{time.time_ns()}"
 
-            async def one(i: int, method: str = method, stamp: str = stamp) -> tuple[str, float, int]:
+            async def one(
+                i: int, method: str = method, stamp: str = stamp
+            ) -> tuple[str, float, int]:
                 user = f"{stamp}-{i}"
                 if method == "long-poll":
                     return await _long_poll(port, user)

@@ -8,6 +8,7 @@ chunked bodies (SSE streams) are all it understands.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -43,10 +44,8 @@ class RawHttp:
     async def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-            try:
+            with contextlib.suppress(OSError):
                 await self.writer.wait_closed()
-            except OSError:
-                pass
             self.writer = None
 
     def _head(self, method: str, path: str, body: bytes | None) -> bytes:
@@ -78,7 +77,7 @@ class RawHttp:
             await self.connect()
         assert self.writer is not None
         self.writer.write(self._head("GET", path, None))
-        status, headers = await self._read_head()
+        status, _ = await self._read_head()
         if status != 200:
             raise RuntimeError(f"GET {path} answered {status}")
         async for chunk in self._chunks():
@@ -114,7 +113,9 @@ class LoadResult:
     latencies_us: list[float] = field(default_factory=list)
 
 
-async def python_load(port: int, make_request: object, connections: int, seconds: float) -> LoadResult:
+async def python_load(
+    port: int, make_request: object, connections: int, seconds: float
+) -> LoadResult:
     """Closed-loop load from this process: `connections` keep-alive clients, `seconds` long.
 
     `make_request(n)` returns (method, path, payload) for the n-th request of a client.

@@ -34,8 +34,13 @@ def prepare() -> Path | None:
     shutil.rmtree(COPY, ignore_errors=True)
     shutil.copytree(SOURCE, COPY, ignore=shutil.ignore_patterns("node_modules"))
     print("[bench] npm ci for the reference (first run only)", flush=True)
-    done = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=COPY,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund", "--silent"],
+        cwd=COPY,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if done.returncode != 0:
         print(f"[bench] npm ci failed, skipping the reference:\n{done.stderr[-1500:]}")
         return None
@@ -45,8 +50,14 @@ def prepare() -> Path | None:
 
 def start_api(directory: Path, redis_url: str) -> Service:
     port = free_port()
-    env = errand_env(redis_url, "bull", REDIS_URL=redis_url, PORT=str(port),
-                     ERRAND_EMAIL_SEND_MS="0", ERRAND_ADMIN_TOKEN="bench")
+    env = errand_env(
+        redis_url,
+        "bull",
+        REDIS_URL=redis_url,
+        PORT=str(port),
+        ERRAND_EMAIL_SEND_MS="0",
+        ERRAND_ADMIN_TOKEN="bench",
+    )
     log = scratch_dir("reference") / "api.log"
     proc = spawn(["node", "server.js", "api"], env, log, cwd=directory)
     wait_http(f"http://127.0.0.1:{port}/readyz", 30)

@@ -56,7 +56,9 @@ def up(
     port: PortOpt = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
     api_workers: Annotated[int, typer.Option(help="API processes; 0 means one per core.")] = 0,
-    concurrency: Annotated[int | None, typer.Option(help="Jobs per queue per worker process.")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Jobs per queue per worker process.")
+    ] = None,
 ) -> None:
     """Everything in one command: embedded Valkey (unless ERRAND_REDIS_URL), the API and workers."""
     from errand.server.supervisor import Supervisor, UpOptions

@@ -185,9 +185,11 @@ class QueueGauges:
         self,
         read_counts: Callable[[QueueName], Awaitable[dict[str, int]]],
         ttl_s: float = COUNTS_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._read_counts = read_counts
         self._ttl_s = ttl_s
+        self._clock = clock
         self._lock = asyncio.Lock()
         self._read_at = -ttl_s
         self._counts: dict[QueueName, dict[str, int]] = {}
@@ -196,7 +198,7 @@ class QueueGauges:
 
     async def refresh(self) -> None:
         async with self._lock:
-            if time.monotonic() - self._read_at < self._ttl_s:
+            if self._clock() - self._read_at < self._ttl_s:
                 return
             try:
                 replies = await asyncio.gather(*(self._read_counts(q) for q in QueueName))
@@ -205,7 +207,7 @@ class QueueGauges:
                 self._counts = {}
             else:
                 self._counts = dict(zip(QueueName, replies, strict=True))
-            self._read_at = time.monotonic()
+            self._read_at = self._clock()
 
     def collect(self) -> Any:
         up = GaugeMetricFamily("errand_redis_up", "1 when the last queue count read worked.")

@@ -8,8 +8,8 @@ ERRAND_UPDATE_DOCS_SCREENSHOT=1).
 
 from __future__ import annotations
 
-import re
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path

@@ -65,7 +65,8 @@ async def test_dlq_delete_and_conflicts(stack: Stack) -> None:
     assert (await stack.http.get(f"/jobs/{job_id}")).status_code == 404
     assert (await stack.http.delete(f"/admin/dlq/{job_id}", headers=stack.admin)).status_code == 404
     unknown = "ntf_" + "0" * 32
-    assert (await stack.http.post(f"/admin/dlq/{unknown}/retry", headers=stack.admin)).status_code == 404
+    missing = await stack.http.post(f"/admin/dlq/{unknown}/retry", headers=stack.admin)
+    assert missing.status_code == 404
 
     ok = await stack.http.post("/notifications", json={"type": "welcome", "userId": "u-ok"})
     ok_id = ok.json()["jobId"]

@@ -47,7 +47,9 @@ async def test_malformed_body_is_400(stack: Stack, route: str, raw: bytes) -> No
 
 
 @pytest.mark.parametrize("route", ["/reports", "/notifications"])
-async def test_body_over_64_kib_is_413_and_at_the_limit_is_accepted(stack: Stack, route: str) -> None:
+async def test_body_over_64_kib_is_413_and_at_the_limit_is_accepted(
+    stack: Stack, route: str
+) -> None:
     base = {"userId": "u-1", "reportType": "activity", "type": "welcome", "pad": ""}
     import orjson
 

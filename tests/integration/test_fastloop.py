@@ -32,18 +32,35 @@ async def env(make_settings: Any) -> Any:
     plain = aioredis.from_url(url, decode_responses=True)
     queue = Queue(QUEUE, {"connection": plain, "prefix": settings.queue_prefix})
     workers: list[FastWorker] = []
+    runs: list[asyncio.Future[None]] = []
 
     def worker(processor: Any, **opts: Any) -> FastWorker:
-        w = FastWorker(QUEUE, processor, {"connection": url, "prefix": settings.queue_prefix,
-                                          "concurrency": 4, "lockDuration": 1000,
-                                          "stalledInterval": 500, "name": "t", "autorun": False,
-                                          **opts}, client)
+        w = FastWorker(
+            QUEUE,
+            processor,
+            {
+                "connection": url,
+                "prefix": settings.queue_prefix,
+                "concurrency": 4,
+                "lockDuration": 1000,
+                "stalledInterval": 500,
+                "name": "t",
+                "autorun": False,
+                **opts,
+            },
+            client,
+        )
         workers.append(w)
         return w
 
-    yield settings, client, plain, queue, worker
+    def start(w: FastWorker) -> asyncio.Future[None]:
+        runs.append(asyncio.ensure_future(w.run()))
+        return runs[-1]
+
+    yield settings, client, plain, queue, worker, start
     for w in workers:
         await w.close(force=True)
+    await asyncio.gather(*runs, return_exceptions=True)
     await client.aclose()
     await plain.aclose()
 
@@ -53,7 +70,7 @@ def key(settings: Settings, suffix: str) -> str:
 
 
 async def test_pipelined_client_answers_like_redis_py(env: Any) -> None:
-    settings, client, plain, _, _ = env
+    settings, client, plain, _, _, _ = env
     k = settings.queue_prefix + ":x:parity"
     for c in (plain, client):
         await c.delete(k + ":h", k + ":z", k + ":s")
@@ -78,7 +95,7 @@ async def test_pipelined_client_answers_like_redis_py(env: Any) -> None:
 
 
 async def test_cancelled_command_does_not_shift_replies(env: Any) -> None:
-    _, client, _, _, _ = env
+    _, client, _, _, _, _ = env
     await client.set("{x}:cancel", "kept")
     doomed = asyncio.ensure_future(client.get("{x}:cancel"))
     await asyncio.sleep(0)
@@ -88,12 +105,13 @@ async def test_cancelled_command_does_not_shift_replies(env: Any) -> None:
 
 
 async def test_completed_job_is_bullmq_state_other_clients_read(env: Any) -> None:
-    settings, _, plain, queue, worker = env
-    job = await queue.add("welcome", {"userId": "u1"}, {"jobId": "j1", "attempts": 2,
-                                                        "deduplication": {"id": "d1"}})
+    settings, _, plain, queue, worker, start = env
+    job = await queue.add(
+        "welcome", {"userId": "u1"}, {"jobId": "j1", "attempts": 2, "deduplication": {"id": "d1"}}
+    )
     assert await plain.exists(key(settings, "de:d1"))
     w = worker(lambda job, token: asyncio.sleep(0, {"echo": job.data["userId"]}))
-    asyncio.ensure_future(w.run())
+    start(w)
     await wait_for(lambda: queue.getJobState("j1"), lambda s: s == "completed", what="completed")
     done = await Job.fromId(queue, job.id)
     assert done.returnvalue == {"echo": "u1"}
@@ -104,9 +122,10 @@ async def test_completed_job_is_bullmq_state_other_clients_read(env: Any) -> Non
 
 
 async def test_unrecoverable_error_skips_the_remaining_attempts(env: Any) -> None:
-    _, _, _, queue, worker = env
-    await queue.add("x", {}, {"jobId": "j2", "attempts": 5,
-                              "backoff": {"type": "exponential", "delay": 1000}})
+    _, _, _, queue, worker, start = env
+    await queue.add(
+        "x", {}, {"jobId": "j2", "attempts": 5, "backoff": {"type": "exponential", "delay": 1000}}
+    )
 
     async def refuse(job: Any, token: str) -> None:
         raise UnrecoverableError("no such mailbox")
@@ -114,22 +133,23 @@ async def test_unrecoverable_error_skips_the_remaining_attempts(env: Any) -> Non
     failed: list[Any] = []
     w = worker(refuse)
     w.on("failed", lambda job, err: failed.append((job.id, job.attemptsMade, str(err))))
-    asyncio.ensure_future(w.run())
+    start(w)
     await wait_for(lambda: queue.getJobState("j2"), lambda s: s == "failed", what="failed")
     assert failed == [("j2", 1, "no such mailbox")]
     assert (await Job.fromId(queue, "j2")).failedReason == "no such mailbox"
 
 
 async def test_transient_failure_is_delayed_by_the_jobs_backoff(env: Any) -> None:
-    settings, _, plain, queue, worker = env
-    await queue.add("x", {}, {"jobId": "j3", "attempts": 3,
-                              "backoff": {"type": "exponential", "delay": 5000}})
+    settings, _, plain, queue, worker, start = env
+    await queue.add(
+        "x", {}, {"jobId": "j3", "attempts": 3, "backoff": {"type": "exponential", "delay": 5000}}
+    )
 
     async def flaky(job: Any, token: str) -> None:
         raise RuntimeError("try later")
 
     w = worker(flaky)
-    asyncio.ensure_future(w.run())
+    start(w)
     await wait_for(lambda: queue.getJobState("j3"), lambda s: s == "delayed", what="delayed")
     score = await plain.zscore(key(settings, "delayed"), "j3")
     job = await Job.fromId(queue, "j3")
@@ -138,7 +158,7 @@ async def test_transient_failure_is_delayed_by_the_jobs_backoff(env: Any) -> Non
 
 
 async def test_stalled_job_is_recovered_and_run_again(env: Any) -> None:
-    settings, client, plain, queue, worker = env
+    _, _, _, queue, worker, start = env
     await queue.add("x", {"n": 1}, {"jobId": "j4", "attempts": 2})
     # A worker that died mid-job: moveToActive took it with a short lock, nothing renews it.
     w0 = worker(None)
@@ -155,14 +175,15 @@ async def test_stalled_job_is_recovered_and_run_again(env: Any) -> None:
     w = worker(record)
     stalled: list[str] = []
     w.on("stalled", lambda job_id, prev: stalled.append(job_id))
-    asyncio.ensure_future(w.run())
-    await wait_for(lambda: queue.getJobState("j4"), lambda s: s == "completed",
-                   timeout_s=10, what="recovered")
+    start(w)
+    await wait_for(
+        lambda: queue.getJobState("j4"), lambda s: s == "completed", timeout_s=10, what="recovered"
+    )
     assert stalled == ["j4"] and runs == [2]
 
 
 async def test_graceful_close_finishes_the_active_job(env: Any) -> None:
-    _, _, _, queue, worker = env
+    _, _, _, queue, worker, start = env
     await queue.add("x", {}, {"jobId": "j5"})
     started = asyncio.Event()
 
@@ -172,7 +193,7 @@ async def test_graceful_close_finishes_the_active_job(env: Any) -> None:
         return "done"
 
     w = worker(slow)
-    run = asyncio.ensure_future(w.run())
+    run = start(w)
     await asyncio.wait_for(started.wait(), 5)
     assert len(w.jobs) == 1
     await w.close()
@@ -181,7 +202,7 @@ async def test_graceful_close_finishes_the_active_job(env: Any) -> None:
 
 
 async def test_close_before_run_starts_nothing(env: Any) -> None:
-    _, _, _, queue, worker = env
+    _, _, _, queue, worker, _ = env
     await queue.add("x", {}, {"jobId": "j6"})
     w = worker(lambda job, token: asyncio.sleep(0))
     await w.close()

@@ -1,4 +1,4 @@
-"""Idempotency-Key on both POST routes: replay byte for byte, 422 on a new body, 409 while running."""
+"""Idempotency-Key on both POST routes: byte-for-byte replay, 422 on a new body, 409 meanwhile."""
 
 from __future__ import annotations
 

@@ -213,14 +213,16 @@ async def test_queue_counts_are_read_at_most_once_per_ttl() -> None:
         await asyncio.sleep(0.01)
         return {"waiting": 2, "prioritized": 1, "active": 1}
 
-    gauges = QueueGauges(read_counts, ttl_s=0.3)
+    now = [1000.0]
+    gauges = QueueGauges(read_counts, ttl_s=1.0, clock=lambda: now[0])
     bodies = await asyncio.gather(*(gauges.render() for _ in range(20)))
     assert reads == 3  # one read per queue, shared by twenty concurrent scrapes
     samples = parse(bodies[-1].decode())
     assert value(samples, "errand_jobs", queue="reports", state="waiting") == 3
+    now[0] += 0.9
     await gauges.render()
     assert reads == 3
-    await asyncio.sleep(0.35)
+    now[0] += 0.2  # the cache is 1.1 s old: the next scrape reads again
     await gauges.render()
     assert reads == 6
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import orjson
@@ -109,9 +110,9 @@ async def test_fail_user_is_dead_lettered_after_four_attempts_with_growing_backo
     from datetime import datetime
 
     times = [datetime.fromisoformat(s.replace("Z", "+00:00")) for s in starts]
-    gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
     assert len(gaps) >= 2, starts
-    assert all(later > earlier for earlier, later in zip(gaps, gaps[1:], strict=False)), gaps
+    assert all(later > earlier for earlier, later in itertools.pairwise(gaps)), gaps
     assert gaps[0] >= 0.2
 
     dlq = (await stack.http.get("/admin/dlq", headers=stack.admin)).json()

@@ -122,7 +122,5 @@ async def test_fifty_concurrent_identical_posts_create_one_job(stack: Stack) -> 
     ids = {r.json()["jobId"] for r in replies}
     assert len(ids) == 1
     assert sum(not r.json()["deduplicated"] for r in replies) == 1
-    counts = await stack.redis.zcard(stack.keys.queue("reports", "wait")) if False else None
-    del counts
     waiting = await stack.redis.llen(stack.keys.queue("reports", "wait"))
     assert waiting == 1

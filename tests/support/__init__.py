@@ -1,1 +1,1 @@
-"""Test support: real servers (Valkey, uvicorn, workers, SMTP, webhook receivers) and waiting helpers."""
+"""Test support: real servers (Valkey, uvicorn, workers, SMTP, webhooks) and waiting helpers."""

@@ -23,7 +23,9 @@ async def wait_for(
     result = await probe()
     while not until(result):
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}; last: {result!r}")
+            raise AssertionError(
+                f"timed out after {timeout_s:g} s waiting for {what}; last: {result!r}"
+            )
         await asyncio.sleep(POLL_S)
         result = await probe()
     return result
@@ -35,7 +37,9 @@ def wait_sync(probe: Callable[[], T], until: Callable[[T], bool] = bool, timeout
     result = probe()
     while not until(result):
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}; last: {result!r}")
+            raise AssertionError(
+                f"timed out after {timeout_s:g} s waiting for {what}; last: {result!r}"
+            )
         time.sleep(POLL_S)
         result = probe()
     return result

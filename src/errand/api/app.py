@@ -1,4 +1,4 @@
-"""create_app(settings) -> FastAPI: routes, problem handlers, and a lifespan that owns connections."""
+"""create_app(settings) -> FastAPI: routes, problem handlers, a lifespan that owns connections."""
 
 from __future__ import annotations
 

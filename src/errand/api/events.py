@@ -77,7 +77,7 @@ class JobEventHub:
             )
             for event in WATCHED_EVENTS:
                 reader.on(event, self._listener(queue))
-            reader.on("error", lambda err, *_: failed.set())
+            reader.on("error", lambda *_, failed=failed: failed.set())
             run = asyncio.ensure_future(reader.run())
             stop = asyncio.ensure_future(failed.wait())
             try:

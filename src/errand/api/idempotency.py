@@ -1,4 +1,4 @@
-"""Idempotency-Key for POST routes (IETF draft): claim atomically, store the first answer, replay it.
+"""Idempotency-Key for POST routes (IETF draft): claim atomically, store the answer, replay it.
 
 A record lives at `keys.idempotency(route, key)`:
 - `{"state": "pending", "fp": ...}` with a short lease while the first request runs

@@ -8,7 +8,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 
 from errand.webhooks.urls import check_webhook_url_syntax
 
-
 USER_ID_MAX = 128
 
 

@@ -84,4 +84,4 @@ def connect(settings: Settings, *, pipelined: bool = False, **overrides: Any) ->
         url, max_connections=settings.redis_pool_size, timeout=20.0, **options
     )
     client_class = PipelinedRedis if pipelined else aioredis.Redis
-    return client_class(connection_pool=pool)
+    return client_class.from_pool(pool)  # the client owns the pool: aclose() closes it

@@ -61,7 +61,9 @@ async def list_dead_letters(
     return total, items
 
 
-def _dead_letter(job_id: str, queue: QueueName, failed_ms: int, fields: dict[str, str]) -> DeadLetter:
+def _dead_letter(
+    job_id: str, queue: QueueName, failed_ms: int, fields: dict[str, str]
+) -> DeadLetter:
     try:
         data = orjson.loads(fields.get("data", "{}"))
     except orjson.JSONDecodeError:
@@ -83,7 +85,9 @@ async def _dead_lettered_job(queues: JobQueues, job_id: str) -> Job:
         raise NotFound(f"no job with id {job_id!r}")
     snap = await queues.snapshot(job_id)
     if snap.status is not JobStatus.FAILED:
-        raise Conflict(f"job {job_id!r} is {snap.status}, not dead-lettered", job_status=snap.status)
+        raise Conflict(
+            f"job {job_id!r} is {snap.status}, not dead-lettered", job_status=snap.status
+        )
     job = await Job.fromId(queues.bullmq(queue), job_id)
     if job is None:
         raise NotFound(f"no job with id {job_id!r}")

@@ -127,10 +127,9 @@ class Supervisor:
         url = f"http://{self.options.host}:{self.options.port}/readyz"
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline and not self.stopping:
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(url, timeout=1) as reply:
-                    if reply.status == 200:
-                        return True
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as reply:
+                if reply.status == 200:
+                    return True
             time.sleep(0.1)
         return False
 
@@ -170,8 +169,9 @@ class Supervisor:
     def banner(self, version: str) -> str:
         o, s = self.options, self.settings
         base = f"http://{o.host}:{o.port}"
+        fsync = "always" if s.durability == "strict" else "everysec"
         store = (
-            f"{self.redis_url} (embedded Valkey, AOF {'always' if s.durability == 'strict' else 'everysec'})"
+            f"{self.redis_url} (embedded Valkey, AOF {fsync})"
             if self.valkey else redact(self.redis_url)  # never print a password
         )
         lines = [
@@ -181,7 +181,8 @@ class Supervisor:
             f"  dashboard        {base}/admin/ui",
             f"  redis            {store}",
             f"  data             {Path(s.data_dir).resolve()}",
-            f"  workers          {o.worker_processes} process(es): reports, notifications, webhooks",
+            f"  workers          {o.worker_processes} process(es): "
+            "reports, notifications, webhooks",
             *(f"  {note}" for note in self.notes),
             "Press Ctrl-C to stop.",
         ]

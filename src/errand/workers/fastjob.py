@@ -44,7 +44,7 @@ def dumps(value: Any) -> str:
         return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
-class FastJob(Job):
+class FastJob(Job):  # type: ignore[misc]  # bullmq is untyped
     """A bullmq `Job` built straight from the flat HGETALL a script returned.
 
     It skips `Job.__init__` (option validation for jobs that are already stored) but
@@ -68,7 +68,12 @@ class FastJob(Job):
         job.id = job_id
         job.token = token
         job.data = _loads(fields.get("data"), {})
-        job.opts = {"attempts": 0, "delay": 0, **opts, "backoff": Backoffs.normalize(opts.get("backoff"))}
+        job.opts = {
+            "attempts": 0,
+            "delay": 0,
+            **opts,
+            "backoff": Backoffs.normalize(opts.get("backoff")),
+        }
         job.attempts = opts.get("attempts", 1)
         job.progress = _loads(fields.get("progress"), 0)
         for attr, key in _INT_FIELDS:
@@ -111,23 +116,57 @@ def keep_jobs(should_remove: Any) -> dict[str, Any]:
 class ScriptArgs:
     """Keys and ARGV of moveToActive, moveToFinished, moveToDelayed, retryJob and friends."""
 
-    def __init__(self, keys: dict[str, str], lock_duration_ms: int, worker_name: str | None) -> None:
+    def __init__(
+        self, keys: dict[str, str], lock_duration_ms: int, worker_name: str | None
+    ) -> None:
         self.keys = keys
         self.prefix = keys[""]
         self.lock_duration_ms = lock_duration_ms
         self.worker_name = worker_name
         k = keys
-        self._active_keys = [k[n] for n in ("wait", "active", "prioritized", "events", "stalled",
-                                            "limiter", "delayed", "paused", "meta", "pc", "marker")]
-        base = [k[n] for n in ("wait", "active", "prioritized", "events", "stalled", "limiter",
-                               "delayed", "paused", "meta", "pc")]
+        self._active_keys = [
+            k[n]
+            for n in (
+                "wait",
+                "active",
+                "prioritized",
+                "events",
+                "stalled",
+                "limiter",
+                "delayed",
+                "paused",
+                "meta",
+                "pc",
+                "marker",
+            )
+        ]
+        base = [
+            k[n]
+            for n in (
+                "wait",
+                "active",
+                "prioritized",
+                "events",
+                "stalled",
+                "limiter",
+                "delayed",
+                "paused",
+                "meta",
+                "pc",
+            )
+        ]
         self._finish_keys = {
-            target: ([*base, k[target]], f"{self.prefix}metrics:{target}") for target in ("completed", "failed")
+            target: ([*base, k[target]], f"{self.prefix}metrics:{target}")
+            for target in ("completed", "failed")
         }
         self._fetch_opts = self.fetch_opts("")
 
     def fetch_opts(self, token: str) -> dict[str, Any]:
-        opts: dict[str, Any] = {"token": token, "lockDuration": self.lock_duration_ms, "limiter": None}
+        opts: dict[str, Any] = {
+            "token": token,
+            "lockDuration": self.lock_duration_ms,
+            "limiter": None,
+        }
         if self.worker_name:
             opts["name"] = self.worker_name
         return opts
@@ -137,13 +176,20 @@ class ScriptArgs:
         return self._active_keys, [self.prefix, now_ms(), packed]
 
     def move_to_finished(
-        self, job: FastJob, token: str, target: str, value: str, fetch_next: bool,
+        self,
+        job: FastJob,
+        token: str,
+        target: str,
+        value: str,
+        fetch_next: bool,
         fields: dict[str, Any] | None = None,
     ) -> tuple[list[str], list[Any]]:
         """moveToFinished-14: `target` is completed (value: JSON) or failed (value: reason)."""
         base, metrics_key = self._finish_keys[target]
         keys = [*base, self.prefix + str(job.id), metrics_key, self.keys["marker"]]
-        remove = job.opts.get("removeOnComplete" if target == "completed" else "removeOnFail", False)
+        remove = job.opts.get(
+            "removeOnComplete" if target == "completed" else "removeOnFail", False
+        )
         opts = {
             "token": token,
             "keepJobs": keep_jobs(remove),
@@ -160,8 +206,16 @@ class ScriptArgs:
         if self.worker_name:
             opts["name"] = self.worker_name
         prop = "returnvalue" if target == "completed" else "failedReason"
-        args = [job.id, now_ms(), prop, value or "", target, "1" if fetch_next else "",
-                self.prefix, msgpack.packb(opts, use_bin_type=True)]
+        args = [
+            job.id,
+            now_ms(),
+            prop,
+            value or "",
+            target,
+            "1" if fetch_next else "",
+            self.prefix,
+            msgpack.packb(opts, use_bin_type=True),
+        ]
         if fields:
             args.append(msgpack.packb(object_to_flat_array(fields), use_bin_type=True))
         return keys, args
@@ -171,35 +225,86 @@ class ScriptArgs:
     ) -> tuple[list[str], list[Any]]:
         """moveToDelayed-11, as Job.moveToFailed calls it for a retry with backoff."""
         k = self.keys
-        keys = [k["marker"], k["active"], k["prioritized"], k["delayed"], self.prefix + str(job.id),
-                k["events"], k["meta"], k["stalled"], k["wait"], k["limiter"], k["pc"]]
-        args: list[Any] = [self.prefix, str(now_ms()), job.id, token, delay_ms, "0",
-                           msgpack.packb(object_to_flat_array(fields), use_bin_type=True),
-                           "1" if fetch_next else "0"]
+        keys = [
+            k["marker"],
+            k["active"],
+            k["prioritized"],
+            k["delayed"],
+            self.prefix + str(job.id),
+            k["events"],
+            k["meta"],
+            k["stalled"],
+            k["wait"],
+            k["limiter"],
+            k["pc"],
+        ]
+        args: list[Any] = [
+            self.prefix,
+            str(now_ms()),
+            job.id,
+            token,
+            delay_ms,
+            "0",
+            msgpack.packb(object_to_flat_array(fields), use_bin_type=True),
+            "1" if fetch_next else "0",
+        ]
         if fetch_next:
             args.append(msgpack.packb(self.fetch_opts(token), use_bin_type=True))
         return keys, args
 
-    def retry_job(self, job: FastJob, token: str, fields: dict[str, Any]) -> tuple[list[str], list[Any]]:
+    def retry_job(
+        self, job: FastJob, token: str, fields: dict[str, Any]
+    ) -> tuple[list[str], list[Any]]:
         """retryJob-11, as Job.moveToFailed calls it for a retry without delay."""
         k = self.keys
-        keys = [k["active"], k["wait"], k["paused"], self.prefix + str(job.id), k["meta"],
-                k["events"], k["delayed"], k["prioritized"], k["pc"], k["marker"], k["stalled"]]
+        keys = [
+            k["active"],
+            k["wait"],
+            k["paused"],
+            self.prefix + str(job.id),
+            k["meta"],
+            k["events"],
+            k["delayed"],
+            k["prioritized"],
+            k["pc"],
+            k["marker"],
+            k["stalled"],
+        ]
         push = "RPUSH" if job.opts.get("lifo") else "LPUSH"
-        args = [self.prefix, now_ms(), push, job.id, token,
-                msgpack.packb(object_to_flat_array(fields), use_bin_type=True)]
+        args = [
+            self.prefix,
+            now_ms(),
+            push,
+            job.id,
+            token,
+            msgpack.packb(object_to_flat_array(fields), use_bin_type=True),
+        ]
         return keys, args
 
     def extend_locks(self, job_ids: list[str], tokens: list[str]) -> tuple[list[str], list[Any]]:
         return [self.keys["stalled"]], [
-            self.prefix, msgpack.packb(tokens, use_bin_type=True),
-            msgpack.packb(job_ids, use_bin_type=True), self.lock_duration_ms,
+            self.prefix,
+            msgpack.packb(tokens, use_bin_type=True),
+            msgpack.packb(job_ids, use_bin_type=True),
+            self.lock_duration_ms,
         ]
 
     def move_stalled(self, max_stalled: int, interval_ms: int) -> tuple[list[str], list[Any]]:
         k = self.keys
-        keys = [k[n] for n in ("stalled", "wait", "active", "stalled-check", "meta", "paused",
-                               "marker", "events", "repeat")]
+        keys = [
+            k[n]
+            for n in (
+                "stalled",
+                "wait",
+                "active",
+                "stalled-check",
+                "meta",
+                "paused",
+                "marker",
+                "events",
+                "repeat",
+            )
+        ]
         return keys, [max_stalled, self.prefix, now_ms(), interval_ms]
 
 

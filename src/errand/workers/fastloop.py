@@ -55,22 +55,29 @@ MIN_BLOCK_S = 0.001
 ERROR_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
 
 
-class FastWorker(EventEmitter):
+class FastWorker(EventEmitter):  # type: ignore[misc]  # bullmq is untyped
     """A drop-in for `bullmq.Worker(name, processor, opts)` on the options errand uses."""
 
     def __init__(self, name: str, processor: Any, opts: dict[str, Any], client: Any = None) -> None:
         super().__init__()
         self.name = name
         self.processor = processor
-        self.opts = {"drainDelay": 5, "concurrency": 1, "lockDuration": 30000,
-                     "maxStalledCount": 1, "stalledInterval": 30000, **opts}
+        self.opts = {
+            "drainDelay": 5,
+            "concurrency": 1,
+            "lockDuration": 30000,
+            "maxStalledCount": 1,
+            "stalledInterval": 30000,
+            **opts,
+        }
         self.id = uuid.uuid4().hex
         self.prefix = self.opts.get("prefix", "bull")
         self._owns_client = client is None
         self.client = client or pipelined_from_url(self.opts["connection"], decode_responses=True)
         self.bclient: Any = None
-        self.backend = RedisBackend(name, RedisConnection(self.client), None, self.prefix,
-                                    owns_connection=False)
+        self.backend = RedisBackend(
+            name, RedisConnection(self.client), None, self.prefix, owns_connection=False
+        )
         self.qualifiedName = self.backend.qualifiedName
         self.scripts: Scripts = self.backend.scripts
         self.args = ScriptArgs(self.scripts.keys, self.opts["lockDuration"], self.opts.get("name"))
@@ -88,7 +95,7 @@ class FastWorker(EventEmitter):
         self._background: list[asyncio.Task[None]] = []
         self._done = asyncio.Event()
         if processor and self.opts.get("autorun", True):
-            asyncio.ensure_future(self.run())
+            self._autorun = asyncio.ensure_future(self.run())
 
     # --- lifecycle ---------------------------------------------------------
     async def run(self) -> None:
@@ -101,12 +108,14 @@ class FastWorker(EventEmitter):
         url = self.opts["connection"]
         self.bclient = aioredis.from_url(
             url if isinstance(url, str) else _url_of(self.client),
-            decode_responses=True, single_connection_client=True,
+            decode_responses=True,
+            single_connection_client=True,
         )
         name = self.opts.get("name")
         await self._load_scripts()
-        self._slots = [asyncio.create_task(self._slot(n))
-                       for n in range(1, int(self.opts["concurrency"]) + 1)]
+        self._slots = [
+            asyncio.create_task(self._slot(n)) for n in range(1, int(self.opts["concurrency"]) + 1)
+        ]
         self._background = [
             asyncio.create_task(self._wake_idle_slots()),
             asyncio.create_task(self._renew_locks()),
@@ -115,7 +124,8 @@ class FastWorker(EventEmitter):
         try:
             with contextlib.suppress(Exception):  # a name only helps `CLIENT LIST` readers
                 await self.bclient.client_setname(
-                    f"{self.qualifiedName}:w:{name}" if name else self.qualifiedName)
+                    f"{self.qualifiedName}:w:{name}" if name else self.qualifiedName
+                )
             await asyncio.gather(*self._slots, return_exceptions=True)
         finally:
             for task in self._background:
@@ -240,7 +250,9 @@ class FastWorker(EventEmitter):
                 await self._idle_event.wait()
                 continue
             try:
-                popped = await self.bclient.bzpopmin(self.scripts.keys["marker"], self._block_timeout())
+                popped = await self.bclient.bzpopmin(
+                    self.scripts.keys["marker"], self._block_timeout()
+                )
                 errors = 0
             except Exception as err:
                 if self.closing:
@@ -322,11 +334,14 @@ class FastWorker(EventEmitter):
             self.emit("error", move_err, job)
             return None
 
-    async def _move_failed(self, job: FastJob, token: str, err: BaseException,
-                           fields: dict[str, Any], fetch: bool) -> Any:
+    async def _move_failed(
+        self, job: FastJob, token: str, err: BaseException, fields: dict[str, Any], fetch: bool
+    ) -> Any:
         attempts = job.opts.get("attempts") or 0
         if job.attemptsMade + 1 < attempts and not isinstance(err, UnrecoverableError):
-            delay = await Backoffs.calculate(job.opts.get("backoff"), job.attemptsMade + 1, err, job, None)
+            delay = await Backoffs.calculate(
+                job.opts.get("backoff"), job.attemptsMade + 1, err, job, None
+            )
             if delay and delay != -1:
                 job.delay = int(delay)
                 keys, args = self.args.move_to_delayed(job, token, int(delay), fields, fetch)
@@ -335,7 +350,9 @@ class FastWorker(EventEmitter):
                 keys, args = self.args.retry_job(job, token, fields)
                 await self._lua["retryJob"](keys, args)
                 return None
-        keys, args = self.args.move_to_finished(job, token, "failed", fields["failedReason"], fetch, fields)
+        keys, args = self.args.move_to_finished(
+            job, token, "failed", fields["failedReason"], fetch, fields
+        )
         job.finishedOn = int(args[1])
         return await self._lua["moveToFinished"](keys, args)
 
@@ -346,7 +363,11 @@ class FastWorker(EventEmitter):
         while True:
             await asyncio.sleep(quarter_ms / 1000)
             now = now_ms()
-            due = [(job_id, lock) for job_id, lock in self._locks.items() if lock[1] + quarter_ms <= now]
+            due = [
+                (job_id, lock)
+                for job_id, lock in self._locks.items()
+                if lock[1] + quarter_ms <= now
+            ]
             if not due:
                 continue
             for _, lock in due:
@@ -386,8 +407,9 @@ def uses_fast_engine(settings: Settings) -> bool:
     return settings.worker_engine is WorkerEngine.FAST and not is_cluster(settings)
 
 
-def build_worker(settings: Settings, name: str, processor: Any, opts: dict[str, Any],
-                 client: Any) -> Any:
+def build_worker(
+    settings: Settings, name: str, processor: Any, opts: dict[str, Any], client: Any
+) -> Any:
     """The worker for one queue: errand's FastWorker or bullmq's Worker, per the settings.
 
     `client` is the process's Redis client; the fast engine sends its scripts through it

@@ -104,7 +104,8 @@ class NotificationProcessor:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.claim_ms / 1000
         # The ledger check and the claim are one script, so no send can slip between them.
-        while (taken := await self.redis.eval(_TAKE_CLAIM, 2, ledger, key, claim, self.claim_ms)) < 0:
+        take = (_TAKE_CLAIM, 2, ledger, key, claim, self.claim_ms)
+        while (taken := await self.redis.eval(*take)) < 0:
             if loop.time() > deadline:
                 raise SendInProgress(f"another worker is still sending job {job_id}")
             await asyncio.sleep(CLAIM_POLL_S)

@@ -1,4 +1,4 @@
-"""The report processor: 'generates' a report over ERRAND_REPORT_SECONDS and stores it with a TTL."""
+"""The report processor: 'generates' a report in ERRAND_REPORT_SECONDS, stores it with a TTL."""
 
 from __future__ import annotations
 
