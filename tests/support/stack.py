@@ -99,8 +99,11 @@ async def serve_api(settings: Settings, app: Any = None) -> AsyncIterator[str]:
 async def run_stack(settings: Settings, with_worker: bool = True) -> AsyncIterator[Stack]:
     redis = connect(settings)
     app = create_app(settings)
+    # Idle keep-alive connections are dropped well before uvicorn's 5 s keep-alive
+    # timeout, so a test never reuses one the server is closing (a ReadError race).
+    limits = httpx.Limits(max_connections=200, keepalive_expiry=1.0)
     async with serve_api(settings, app) as base_url, httpx.AsyncClient(
-        base_url=base_url, timeout=30
+        base_url=base_url, timeout=30, limits=limits
     ) as http:
         stack = Stack(settings, base_url, http, redis, [], app)
         if with_worker:
