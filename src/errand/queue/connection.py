@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -13,6 +14,10 @@ from redis.retry import Retry
 
 from errand.queue.pipelined import PipelinedRedis
 from errand.settings import Settings
+
+# Connections that block (BullMQ's BZPOPMIN, QueueEvents' XREAD) wait up to 10 s on
+# purpose; redis-py's default 5 s socket timeout would cut them off mid-wait.
+BLOCKING_SOCKET_TIMEOUT_S = 30
 
 RedisClient = aioredis.Redis | RedisCluster
 
@@ -46,7 +51,7 @@ def bullmq_connection(settings: Settings) -> Any:
     worker's BZPOPMIN and the event reader's XREAD block for seconds on purpose.
     """
     if not is_cluster(settings):
-        return redis_url(settings)
+        return with_socket_timeout(redis_url(settings), BLOCKING_SOCKET_TIMEOUT_S)
     return RedisCluster.from_url(
         cluster_url(settings),
         decode_responses=True,
@@ -85,3 +90,11 @@ def connect(settings: Settings, *, pipelined: bool = False, **overrides: Any) ->
     )
     client_class = PipelinedRedis if pipelined else aioredis.Redis
     return client_class.from_pool(pool)  # the client owns the pool: aclose() closes it
+
+
+def with_socket_timeout(url: str, timeout_s: float) -> str:
+    """`url` with a `socket_timeout` query parameter (redis-py reads it), unless it has one."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.setdefault("socket_timeout", str(timeout_s))
+    return urlunsplit(parts._replace(query=urlencode(query)))

@@ -1,0 +1,22 @@
+"""Connection settings: blocking BullMQ connections must outlive their longest block."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from errand.queue.connection import bullmq_connection, with_socket_timeout
+from errand.settings import Settings
+from errand.workers.fastloop import MAX_BLOCK_S
+
+
+def test_blocking_connections_do_not_time_out_mid_block() -> None:
+    # redis-py's default 5 s read timeout cut idle BZPOPMIN / XREAD waits short, so an
+    # idle worker fell into its error backoff and picked up the next job seconds late.
+    url = bullmq_connection(Settings(redis_url="redis://127.0.0.1:6399/0"))
+    client = aioredis.from_url(url)
+    assert client.connection_pool.connection_kwargs["socket_timeout"] > MAX_BLOCK_S
+
+
+def test_an_explicit_socket_timeout_in_the_url_wins() -> None:
+    assert with_socket_timeout("redis://h:1/0?socket_timeout=3", 30).endswith("socket_timeout=3")
+    assert with_socket_timeout("redis://u:p@h:1/2", 30) == "redis://u:p@h:1/2?socket_timeout=30"
