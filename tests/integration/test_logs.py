@@ -7,7 +7,6 @@ bad admin auth through them, then reads every byte they wrote.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import json
@@ -19,42 +18,22 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from errand.logs import JobContextFilter, JsonFormatter, job_context, redact
 from errand.server.embedded import free_port
 from support.processes import ErrandProcess, errand_env, processes
 from support.stack import Stack
 from support.waiting import wait_for
+from support.webhook_receiver import serve_receiver
 
 JOB_ID = re.compile(r"\b(?:rep|ntf|whk)_[0-9a-f]{32}\b")
 
 
 @contextlib.asynccontextmanager
 async def webhook_receiver() -> AsyncIterator[str]:
-    async def hook(request: Request) -> Response:
-        await request.body()
-        return Response(status_code=204)
-
-    port = free_port()
-    app = Starlette(routes=[Route("/hook", hook, methods=["POST"])])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, loop="none",
-                                           log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve())
-
-    async def started() -> bool:
-        return bool(server.started)
-
-    await wait_for(started, what="receiver started")
-    try:
-        yield f"http://127.0.0.1:{port}/hook"
-    finally:
-        server.should_exit = True
-        await task
+    """A local endpoint that accepts every POST (the shared test receiver)."""
+    async with serve_receiver() as receiver:
+        yield receiver.url("/hook")
 
 
 def known_secrets() -> dict[str, str]:

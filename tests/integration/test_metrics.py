@@ -14,18 +14,14 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from errand.metrics import QueueGauges
 from errand.server.embedded import free_port
 from support.processes import errand_env, processes
 from support.stack import Stack
 from support.waiting import wait_for
+from support.webhook_receiver import serve_receiver
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -151,26 +147,9 @@ async def test_a_dlq_retry_is_counted(stack: Stack) -> None:
 
 @contextlib.asynccontextmanager
 async def webhook_receiver() -> AsyncIterator[str]:
-    """A local endpoint that answers 204 to every POST."""
-
-    async def hook(request: Request) -> Response:
-        await request.body()
-        return Response(status_code=204)
-
-    port = free_port()
-    app = Starlette(routes=[Route("/hook", hook, methods=["POST"])])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, loop="none",
-                                           log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    async def started() -> bool:
-        return bool(server.started)
-
-    await wait_for(started, what="receiver started")
-    try:
-        yield f"http://127.0.0.1:{port}/hook"
-    finally:
-        server.should_exit = True
-        await task
+    """A local endpoint that accepts every POST (the shared test receiver)."""
+    async with serve_receiver() as receiver:
+        yield receiver.url("/hook")
 
 
 @pytest.mark.settings(webhook_retries=1)

@@ -124,22 +124,6 @@ class ScriptArgs:
         self.lock_duration_ms = lock_duration_ms
         self.worker_name = worker_name
         k = keys
-        self._active_keys = [
-            k[n]
-            for n in (
-                "wait",
-                "active",
-                "prioritized",
-                "events",
-                "stalled",
-                "limiter",
-                "delayed",
-                "paused",
-                "meta",
-                "pc",
-                "marker",
-            )
-        ]
         base = [
             k[n]
             for n in (
@@ -155,6 +139,7 @@ class ScriptArgs:
                 "pc",
             )
         ]
+        self._active_keys = [*base, k["marker"]]  # moveToActive's KEYS, in its order
         self._finish_keys = {
             target: ([*base, k[target]], f"{self.prefix}metrics:{target}")
             for target in ("completed", "failed")
