@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
-from errand import __version__
+from errand import __version__, gc_tuning
 from errand.api.deps import Services
 from errand.api.events import JobEventHub
+from errand.api.hotpath import HotPath
 from errand.api.problems import install_problem_handlers
 from errand.api.routes import admin, dashboard, jobs, notifications, ops, reports
 from errand.metrics import HttpMetricsMiddleware, QueueGauges
@@ -23,8 +26,26 @@ DESCRIPTION = (
 )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The errand API. `settings` defaults to the environment (`ERRAND_*`)."""
+class ErrandAPI(FastAPI):
+    """FastAPI with errand's hot path in front of it (see `errand.api.hotpath`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.hot_path = HotPath(lambda: self.state.services)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = HotPath.match(scope)
+        if route is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.hot_path(route, scope, receive, send)
+
+
+def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> FastAPI:
+    """The errand API. `settings` defaults to the environment (`ERRAND_*`).
+
+    `tune_gc` is for a process that only serves this app (see `errand.gc_tuning`).
+    """
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -35,13 +56,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await events.start()
         app.state.services = Services(settings, redis, queues, events)
         app.state.queue_gauges = QueueGauges(queues.counts)
+        if tune_gc:
+            gc_tuning.tune_after_startup()
         try:
             yield
         finally:
             await events.close()
             await redis.aclose()
 
-    app = FastAPI(
+    app = ErrandAPI(
         title="errand",
         version=__version__,
         description=DESCRIPTION,
@@ -65,4 +88,4 @@ def app_from_env() -> FastAPI:
 
     settings = Settings()
     configure_logging(settings)
-    return create_app(settings)
+    return create_app(settings, tune_gc=True)

@@ -19,9 +19,7 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
     Raises BodyTooLarge over `max_bytes`, MalformedBody for anything that is not
     UTF-8 JSON whose top level is an object.
     """
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise BodyTooLarge(f"the body is over {max_bytes} bytes")
+    check_declared_length(request.headers.get("content-length"), max_bytes)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -29,7 +27,17 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
         if size > max_bytes:
             raise BodyTooLarge(f"the body is over {max_bytes} bytes")
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return parse_json_object(b"".join(chunks))
+
+
+def check_declared_length(declared: str | None, max_bytes: int) -> None:
+    """Refuse a body by its Content-Length before reading any of it."""
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise BodyTooLarge(f"the body is over {max_bytes} bytes")
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """Raises MalformedBody unless `raw` is UTF-8 JSON whose top level is an object."""
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as err:

@@ -42,6 +42,11 @@ _STATUS = {
 
 def _errand_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ErrandError)
+    return errand_problem(exc)
+
+
+def errand_problem(exc: ErrandError) -> Response:
+    """The problem document for a domain error."""
     for cls in type(exc).__mro__:
         if cls in _STATUS:
             status, title, slug = _STATUS[cls]
@@ -77,6 +82,14 @@ def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def _redis_down(request: Request, exc: Exception) -> Response:
+    return redis_down_problem(exc)
+
+
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError)
+
+
+def redis_down_problem(exc: Exception) -> Response:
+    """The 503 for a job store that does not answer (one of REDIS_DOWN)."""
     log.warning("redis unavailable: %s", exc)
     return problem(
         503, "Service Unavailable", "the job store does not answer; try again shortly",
@@ -94,6 +107,5 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ErrandError, _errand_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(RedisConnectionError, _redis_down)
-    app.add_exception_handler(RedisTimeoutError, _redis_down)
-    app.add_exception_handler(ConnectionError, _redis_down)
+    for down in REDIS_DOWN:
+        app.add_exception_handler(down, _redis_down)

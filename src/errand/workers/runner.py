@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from bullmq import Job, UnrecoverableError, Worker
 
+from errand import gc_tuning
 from errand.clock import now_ms
 from errand.keys import Keys, QueueName
 from errand.logs import job_context
@@ -292,6 +293,7 @@ async def run_worker(
         metrics_server = WorkerMetricsServer(settings.worker_metrics_host,
                                              settings.worker_metrics_port)
         metrics_server.start()
+    gc_tuning.tune_after_startup()
     try:
         await process.run_until_stopped()
     finally:

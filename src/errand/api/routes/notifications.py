@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends
 from starlette.requests import Request
 from starlette.responses import Response
@@ -31,22 +33,23 @@ router = APIRouter(tags=["notifications"])
 async def create_notification(request: Request, svc: Services = Depends(services)) -> Response:
     """Queue an email; password-reset jumps the queue (priority 1, the others 5)."""
     body = await read_json_object(request, svc.settings.max_body_bytes)
+    return await idempotent(request, svc, "notifications", body, lambda: accept(svc, body))
 
-    async def handle() -> Response:
-        note = validate_body(NotificationCreate, body)
-        await check_webhook_destination(
-            note.webhookUrl, allow_private=svc.settings.webhook_allow_private
-        )
-        enqueued = await enqueue_notification(svc.queues, note.type, note.userId, note.webhookUrl)
-        status_url = f"/notifications/{enqueued.job_id}"
-        headers = {
-            "Location": status_url,
-            "Retry-After": str(retry_after_s(svc.settings, QueueName.NOTIFICATIONS)),
-        }
-        content = {"jobId": enqueued.job_id, "statusUrl": status_url, "status": "waiting"}
-        return json_response(content, 202, headers)
 
-    return await idempotent(request, svc, "notifications", body, handle)
+async def accept(svc: Services, body: dict[str, Any]) -> Response:
+    """The 202 for a valid notification body, once it is queued (also the hot path's handler)."""
+    note = validate_body(NotificationCreate, body)
+    await check_webhook_destination(
+        note.webhookUrl, allow_private=svc.settings.webhook_allow_private
+    )
+    enqueued = await enqueue_notification(svc.queues, note.type, note.userId, note.webhookUrl)
+    status_url = f"/notifications/{enqueued.job_id}"
+    headers = {
+        "Location": status_url,
+        "Retry-After": str(retry_after_s(svc.settings, QueueName.NOTIFICATIONS)),
+    }
+    content = {"jobId": enqueued.job_id, "statusUrl": status_url, "status": "waiting"}
+    return json_response(content, 202, headers)
 
 
 @router.get(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends
 from starlette.requests import Request
 from starlette.responses import Response
@@ -32,29 +34,29 @@ router = APIRouter(tags=["reports"])
 async def create_report(request: Request, svc: Services = Depends(services)) -> Response:
     """Queue a report; the same user and report type in flight is deduplicated."""
     body = await read_json_object(request, svc.settings.max_body_bytes)
+    return await idempotent(request, svc, "reports", body, lambda: accept(svc, body))
 
-    async def handle() -> Response:
-        report = validate_body(ReportCreate, body)
-        await check_webhook_destination(
-            report.webhookUrl, allow_private=svc.settings.webhook_allow_private
-        )
-        enqueued = await enqueue_report(
-            svc.queues, report.userId, report.reportType, report.webhookUrl
-        )
-        status_url = f"/jobs/{enqueued.job_id}"
-        headers = {
-            "Location": status_url,
-            "Retry-After": str(retry_after_s(svc.settings, QueueName.REPORTS)),
-        }
-        content = {
-            "jobId": enqueued.job_id,
-            "statusUrl": status_url,
-            "status": str(enqueued.status),
-            "deduplicated": enqueued.deduplicated,
-        }
-        return json_response(content, 202, headers)
 
-    return await idempotent(request, svc, "reports", body, handle)
+async def accept(svc: Services, body: dict[str, Any]) -> Response:
+    """The 202 for a valid report body, once queued or matched to the one in flight
+    (also the hot path's handler)."""
+    report = validate_body(ReportCreate, body)
+    await check_webhook_destination(
+        report.webhookUrl, allow_private=svc.settings.webhook_allow_private
+    )
+    enqueued = await enqueue_report(svc.queues, report.userId, report.reportType, report.webhookUrl)
+    status_url = f"/jobs/{enqueued.job_id}"
+    headers = {
+        "Location": status_url,
+        "Retry-After": str(retry_after_s(svc.settings, QueueName.REPORTS)),
+    }
+    content = {
+        "jobId": enqueued.job_id,
+        "statusUrl": status_url,
+        "status": str(enqueued.status),
+        "deduplicated": enqueued.deduplicated,
+    }
+    return json_response(content, 202, headers)
 
 
 @router.get(
