@@ -96,7 +96,7 @@ def api(
     if settings.redis_url is None:
         typer.echo("errand api needs ERRAND_REDIS_URL (or use `errand up`)", err=True)
         raise typer.Exit(2)
-    from errand.api.http_limits import HeadLimitedHttpToolsProtocol
+    from errand.api.http_protocol import ErrandHttpToolsProtocol
     from errand.logs import configure_logging
 
     configure_logging(settings)
@@ -107,7 +107,7 @@ def api(
         port=port,
         workers=workers,
         loop="uvloop",
-        http=HeadLimitedHttpToolsProtocol,  # httptools, plus the head-size limit it lacks
+        http=ErrandHttpToolsProtocol,  # httptools + a head-size limit + one write per response
         access_log=False,
         log_level=settings.log_level.lower(),
         log_config=None,

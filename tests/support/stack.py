@@ -13,6 +13,7 @@ import httpx
 import uvicorn
 
 from errand.api.app import create_app
+from errand.api.http_protocol import ErrandHttpToolsProtocol
 from errand.keys import Keys, QueueName
 from errand.queue.connection import connect
 from errand.server.embedded import free_port
@@ -80,6 +81,7 @@ async def serve_api(settings: Settings, app: Any = None) -> AsyncIterator[str]:
     port = free_port()
     config = uvicorn.Config(
         app or create_app(settings), host="127.0.0.1", port=port, loop="none",
+        http=ErrandHttpToolsProtocol,  # what `errand api` runs
         lifespan="on", log_level="warning", access_log=False,
     )
     server = uvicorn.Server(config)

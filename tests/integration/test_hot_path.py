@@ -1,0 +1,135 @@
+"""The hot path (errand.api.hotpath) answers exactly as the FastAPI routes do.
+
+The same request is sent twice: once as the hot path takes it, once in a form
+that sends it through FastAPI (an Idempotency-Key on a POST, an ignored query
+parameter on GET /jobs/{id}). Status, problem documents, bodies and the headers
+clients read must be the same.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+import pytest
+
+from errand.api.hotpath import HotPath
+from support.stack import Stack
+from support.waiting import wait_for
+
+COMPARED_HEADERS = ("content-type", "retry-after")
+_JOB_ID = re.compile(r"(rep|ntf)_[0-9a-f]{32}")
+
+
+@pytest.fixture
+async def stack(stack: Stack) -> Stack:
+    """No worker: a job stays where its POST put it."""
+    await stack.stop_workers()
+    return stack
+
+
+def comparable(reply: httpx.Response) -> tuple[int, dict[str, str], Any]:
+    """Status, the headers compared, and the body with job ids blanked out."""
+    headers = {name: reply.headers.get(name, "") for name in COMPARED_HEADERS}
+    if "location" in reply.headers:
+        headers["location"] = _JOB_ID.sub("<id>", reply.headers["location"])
+    return reply.status_code, headers, _JOB_ID.sub("<id>", reply.text)
+
+
+def scope(method: str, path: str, query: bytes = b"", headers: Any = ()) -> dict[str, Any]:
+    return {"type": "http", "method": method, "path": path, "query_string": query,
+            "headers": list(headers), "root_path": ""}
+
+
+def test_only_the_three_hot_requests_match() -> None:
+    assert HotPath.match(scope("POST", "/notifications")) == "/notifications"
+    assert HotPath.match(scope("POST", "/reports")) == "/reports"
+    assert HotPath.match(scope("GET", "/jobs/rep_1")) == "/jobs/{job_id}"
+    for miss in (
+        scope("POST", "/reports", headers=[(b"idempotency-key", b"k")]),
+        scope("GET", "/jobs/rep_1", query=b"wait=5"),
+        scope("GET", "/jobs/rep_1/events"),
+        scope("GET", "/jobs/"),
+        scope("HEAD", "/jobs/rep_1"),
+        scope("PUT", "/reports"),
+        scope("POST", "/reports/"),
+        scope("GET", "/notifications/ntf_1"),
+        dict(scope("GET", "/jobs/rep_1"), root_path="/errand"),
+        {"type": "websocket", "path": "/jobs/rep_1"},
+    ):
+        assert HotPath.match(miss) is None, miss
+
+
+@pytest.mark.parametrize(
+    ("route", "raw"),
+    [
+        ("/notifications", b'{"type": "welcome", "userId": "u-1"}'),
+        ("/notifications", b'{"type": "password-reset", "userId": 7}'),
+        ("/reports", b'{"userId": "u-2", "reportType": "activity"}'),
+        ("/notifications", b'{"type": "sms", "userId": "u"}'),
+        ("/reports", b'{"userId": "", "reportType": "a b"}'),
+        ("/reports", b'{"userId": "u", "reportType": "a", "webhookUrl": "ftp://x.example/"}'),
+        ("/reports", b"not json"),
+        ("/notifications", b"[1]"),
+        ("/notifications", b""),
+    ],
+)
+async def test_posts_answer_alike_on_both_paths(stack: Stack, route: str, raw: bytes) -> None:
+    hot = await stack.http.post(route, content=raw, headers={"content-type": "application/json"})
+    if hot.status_code == 202 and route == "/reports":  # the same report would be deduplicated
+        raw = raw.replace(b"u-2", b"u-3")
+    framework = await stack.http.post(
+        route, content=raw,
+        headers={"content-type": "application/json", "idempotency-key": "key-1"},
+    )
+    assert comparable(hot) == comparable(framework)
+    assert hot.status_code in (202, 400, 422)
+
+
+async def test_a_body_over_the_limit_is_413_on_both_paths(stack: Stack) -> None:
+    raw = b'{"userId": "u", "reportType": "a", "pad": "' + b"x" * 70_000 + b'"}'
+    hot = await stack.http.post("/reports", content=raw)
+    framework = await stack.http.post("/reports", content=raw, headers={"idempotency-key": "big"})
+    assert hot.status_code == 413
+    assert comparable(hot) == comparable(framework)
+
+
+@pytest.mark.parametrize("job_id", [f"rep_{'0' * 32}", f"ntf_{'f' * 32}", "nope", "rep_%20x"])
+async def test_unknown_jobs_are_the_same_404_on_both_paths(stack: Stack, job_id: str) -> None:
+    hot = await stack.http.get(f"/jobs/{job_id}")
+    framework = await stack.http.get(f"/jobs/{job_id}?via=framework")
+    assert hot.status_code == 404
+    assert comparable(hot) == comparable(framework)
+
+
+async def test_a_job_reads_the_same_on_both_paths(stack: Stack) -> None:
+    posted = await stack.http.post("/reports", json={"userId": "same", "reportType": "activity"})
+    job_id = posted.json()["jobId"]
+    hot = await stack.http.get(f"/jobs/{job_id}")
+    framework = await stack.http.get(f"/jobs/{job_id}?via=framework")
+    assert hot.json()["jobId"] == job_id
+    assert hot.json()["status"] == "waiting"
+    assert comparable(hot) == comparable(framework)
+    assert hot.headers["retry-after"].isdigit()
+
+
+async def test_hot_requests_are_counted_in_the_http_metrics(stack: Stack) -> None:
+    def count(text: str, route: str, status: str, method: str) -> float:
+        pattern = (rf'^errand_http_requests_total\{{method="{method}",route="{re.escape(route)}",'
+                   rf'status="{status}"\}} (\S+)$')
+        found = re.search(pattern, text, re.MULTILINE)
+        return float(found.group(1)) if found else 0.0
+
+    before = (await stack.http.get("/metrics")).text
+    await stack.http.post("/notifications", json={"type": "welcome", "userId": "m"})
+    await stack.http.post("/reports", json={"userId": "m"})
+    await stack.http.get(f"/jobs/rep_{'1' * 32}")
+
+    async def counted() -> bool:
+        after = (await stack.http.get("/metrics")).text
+        expected = (("/notifications", "202", "POST"), ("/reports", "422", "POST"),
+                    ("/jobs/{job_id}", "404", "GET"))
+        return all(count(after, *key) == count(before, *key) + 1 for key in expected)
+
+    await wait_for(counted, timeout_s=5, what="hot requests in errand_http_requests_total")

@@ -1,0 +1,114 @@
+"""errand's HTTP protocol: one socket write per small response, streams not held back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import uvicorn
+
+from errand.api.http_protocol import ErrandHttpToolsProtocol
+from errand.server.embedded import free_port
+
+WRITES: list[bytes] = []
+
+
+class _RecordingTransport:
+    """The real socket transport, with every write noted."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+
+    def write(self, data: bytes) -> None:
+        WRITES.append(bytes(data))
+        self._transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class RecordingProtocol(ErrandHttpToolsProtocol):
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.transport = _RecordingTransport(transport)  # type: ignore[assignment]
+
+
+class App:
+    """/small answers at once; /stream sends its head, then its body when released."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        headers = [(b"content-type", b"text/plain"), (b"content-length", b"5")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        if scope["path"] == "/stream":
+            await self.release.wait()
+        await send({"type": "http.response.body", "body": b"hello"})
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[App, int]]:
+    app = App()
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, loop="none", lifespan="off",
+                            http=RecordingProtocol, log_level="warning")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield app, port
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def request(port: int, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
+    await writer.drain()
+    return reader, writer
+
+
+async def test_a_small_response_leaves_in_one_write(served: tuple[App, int]) -> None:
+    _, port = served
+    WRITES.clear()
+    reader, writer = await request(port, "/small")
+    with contextlib.closing(writer):
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        body = await asyncio.wait_for(reader.readexactly(5), 5)
+    assert head.startswith(b"HTTP/1.1 200 OK") and body == b"hello"
+    assert len(WRITES) == 1, WRITES
+    assert WRITES[0].startswith(b"HTTP/1.1 200") and WRITES[0].endswith(b"hello")
+
+
+async def test_a_stream_gets_its_head_before_its_first_chunk(served: tuple[App, int]) -> None:
+    app, port = served
+    WRITES.clear()
+    reader, writer = await request(port, "/stream")
+    with contextlib.closing(writer):
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)  # body not released yet
+        assert head.startswith(b"HTTP/1.1 200 OK")
+        app.release.set()
+        assert await asyncio.wait_for(reader.readexactly(5), 5) == b"hello"
+    assert len(WRITES) == 2, WRITES
+
+
+async def test_keep_alive_requests_each_get_their_answer(served: tuple[App, int]) -> None:
+    _, port = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    with contextlib.closing(writer):
+        for _ in range(3):
+            writer.write(b"GET /small HTTP/1.1\r\nhost: x\r\n\r\n")
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert b"content-length: 5" in head.lower()
+            assert await asyncio.wait_for(reader.readexactly(5), 5) == b"hello"
