@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 
 
 def now_ms() -> int:
@@ -11,8 +10,14 @@ def now_ms() -> int:
 
 
 def iso_ms(epoch_ms: int | None) -> str | None:
-    """ISO 8601 UTC with milliseconds, or None for a missing timestamp."""
+    """ISO 8601 UTC with milliseconds (`2026-11-28T07:45:00.123Z`), or None for a missing
+    timestamp. Formatted from `gmtime` fields: half the cost of `datetime.isoformat`,
+    and a status answer carries up to four of these."""
     if not epoch_ms:
         return None
-    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    seconds, millis = divmod(epoch_ms, 1000)
+    t = time.gmtime(seconds)
+    return (
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
+        f"T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{millis:03d}Z"
+    )

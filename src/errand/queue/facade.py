@@ -15,6 +15,19 @@ from errand.settings import Settings
 
 COUNT_STATES = ("waiting", "prioritized", "active", "delayed", "completed", "failed", "paused")
 
+# Everything a status answer needs, read atomically: what a MULTI of these eight
+# commands returns, as one command (the client packs and parses one instead of ten).
+# KEYS: job hash, completed, failed, delayed, active, webhook state, wait, prioritized.
+_SNAPSHOT = """
+local fields = redis.call('HGETALL', KEYS[1])
+if #fields == 0 then return false end
+local id = ARGV[1]
+return {fields, redis.call('ZSCORE', KEYS[2], id), redis.call('ZSCORE', KEYS[3], id),
+        redis.call('ZSCORE', KEYS[4], id), redis.call('LPOS', KEYS[5], id),
+        redis.call('HGETALL', KEYS[6]), redis.call('LLEN', KEYS[7]),
+        redis.call('ZCARD', KEYS[8])}
+"""
+
 
 class JobQueues:
     """One BullMQ `Queue` per errand queue, sharing the process's Redis pool."""
@@ -26,6 +39,7 @@ class JobQueues:
         self.policies: Mapping[QueueName, RetryPolicy] = retry_policies(settings)
         opts = {"connection": redis, "prefix": settings.queue_prefix}
         self._queues = {name: Queue(str(name), opts) for name in QueueName}
+        self._snapshot = redis.register_script(_SNAPSHOT)
 
     def bullmq(self, queue: QueueName) -> Queue:
         return self._queues[queue]
@@ -64,21 +78,25 @@ class JobQueues:
         if queue is None:
             raise NotFound(f"no job with id {job_id!r}")
         keys = self.keys
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(keys.job(queue, job_id))
-            pipe.zscore(keys.queue(queue, "completed"), job_id)
-            pipe.zscore(keys.queue(queue, "failed"), job_id)
-            pipe.zscore(keys.queue(queue, "delayed"), job_id)
-            pipe.lpos(keys.queue(queue, "active"), job_id)
-            pipe.hgetall(keys.webhook_state(job_id))
-            pipe.llen(keys.queue(queue, "wait"))
-            pipe.zcard(keys.queue(queue, "prioritized"))
-            replies = await pipe.execute()
-        fields, completed, failed, delayed, active_pos, webhook, waiting, prioritized = replies
-        if not fields:
+        reply = await self._snapshot(
+            keys=[
+                keys.job(queue, job_id),
+                keys.queue(queue, "completed"),
+                keys.queue(queue, "failed"),
+                keys.queue(queue, "delayed"),
+                keys.queue(queue, "active"),
+                keys.webhook_state(job_id),
+                keys.queue(queue, "wait"),
+                keys.queue(queue, "prioritized"),
+            ],
+            args=[job_id],
+        )
+        if not reply:
             raise NotFound(f"no job with id {job_id!r}")
+        fields, completed, failed, delayed, active_pos, webhook, waiting, prioritized = reply
         return snapshot_from(
-            job_id, queue, fields, (completed, failed, delayed, active_pos), webhook,
+            job_id, queue, _pairs(fields),
+            (_score(completed), _score(failed), _score(delayed), active_pos), _pairs(webhook),
             queue_depth=int(waiting) + int(prioritized),
         )
 
@@ -86,3 +104,12 @@ class JobQueues:
         """Jobs per BullMQ state."""
         raw = await self._queues[queue].getJobCounts(*COUNT_STATES)
         return {state: int(raw.get(state, 0)) for state in COUNT_STATES}
+
+
+def _pairs(flat: list[Any]) -> dict[str, str]:
+    """A HGETALL reply as Lua returns it (field, value, field, value...) as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _score(raw: str | None) -> float | None:
+    return None if raw is None else float(raw)
