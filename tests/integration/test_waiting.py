@@ -197,3 +197,22 @@ async def test_abandoned_long_poll_is_released_at_once(stack: Stack) -> None:
             await task
     await wait_for(lambda: asyncio.sleep(0, hub.subscriber_count), lambda n: n == 0,
                    timeout_s=5, what="long-poll subscriber released")
+
+
+@pytest.mark.settings(report_seconds=0.3)
+async def test_event_readers_run_only_while_someone_waits(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No reader parses events for nobody; one starts for a waiter, stops after its linger,
+    and a later waiter gets a fresh one that still sees its job finish."""
+    monkeypatch.setattr("errand.api.events.READER_LINGER_S", 2.0)
+    hub = stack.app.state.services.events
+    await post_report(stack, "u-lazy-0")  # events flow, nobody waits
+    assert hub.running_readers == []
+    for round_ in range(2):
+        job_id = await post_report(stack, f"u-lazy-{round_ + 1}")
+        reply = await stack.http.get(f"/jobs/{job_id}?wait=20")
+        assert reply.json()["status"] == "completed", reply.text
+        assert hub.running_readers == [QueueName.REPORTS]
+        await wait_for(lambda: asyncio.sleep(0, hub.running_readers), lambda r: r == [],
+                       timeout_s=10, what="the idle reader to stop")

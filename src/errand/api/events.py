@@ -3,6 +3,12 @@
 Long-polls and SSE streams subscribe here instead of polling Redis. The readers
 consume BullMQ's events streams (Redis streams, not Pub/Sub), so a reader that
 reconnects after an outage resumes from the last entry it saw and loses nothing.
+
+A queue's reader runs only while someone in this process waits on one of its jobs
+(and READER_LINGER_S after): every job makes several events, and an API process
+that parsed all of them for nobody spent a fifth of its CPU on it under load. A
+reader starts at the stream's tail as it was before the first subscriber's own
+read of the job, so nothing that subscriber needs can fall between the two.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from bullmq import QueueEvents
@@ -28,6 +34,7 @@ WATCHED_EVENTS = (
     "waiting", "active", "progress", "completed", "failed", "delayed", "stalled", "removed",
 )
 RECONNECT_DELAY_S = 0.5
+READER_LINGER_S = 30.0
 
 
 class JobEventHub:
@@ -39,22 +46,66 @@ class JobEventHub:
         self.redis_url = redis_url
         self.last_ids: dict[QueueName, str] = {}
         self._subscribers: dict[str, set[asyncio.Queue[str]]] = defaultdict(set)
-        self._readers: list[asyncio.Task[None]] = []
+        self._readers: dict[QueueName, asyncio.Task[None]] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
+        self._starting = {queue: asyncio.Lock() for queue in QueueName}
+        self._watchers = dict.fromkeys(QueueName, 0)
+        self._idle_stops: dict[QueueName, asyncio.TimerHandle] = {}
         self._reads: dict[tuple[str, str], asyncio.Future[JobSnapshot]] = {}
 
     # --- lifecycle -------------------------------------------------------
     async def start(self) -> None:
-        for queue in QueueName:
-            self.last_ids[queue] = await self._stream_tail(queue)
-            self._readers.append(asyncio.create_task(self._read_forever(queue)))
+        """Nothing to start: a queue's reader starts with its first subscriber."""
 
     async def close(self) -> None:
-        for task in self._readers:
+        for handle in self._idle_stops.values():
+            handle.cancel()
+        self._idle_stops.clear()
+        tasks = [*self._readers.values(), *self._stopping]
+        self._readers.clear()
+        for task in tasks:
             task.cancel()
-        for task in self._readers:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._readers.clear()
+
+    @property
+    def running_readers(self) -> list[QueueName]:
+        return [queue for queue, task in self._readers.items() if not task.done()]
+
+    async def _watch(self, queue: QueueName) -> None:
+        """Count one more subscriber on `queue`; start its reader if it is not running."""
+        self._watchers[queue] += 1
+        handle = self._idle_stops.pop(queue, None)
+        if handle is not None:
+            handle.cancel()
+        task = self._readers.get(queue)
+        if task is not None and not task.done():
+            return
+        try:
+            async with self._starting[queue]:
+                task = self._readers.get(queue)
+                if task is None or task.done():
+                    self.last_ids[queue] = await self._stream_tail(queue)
+                    self._readers[queue] = asyncio.create_task(self._read_forever(queue))
+        except BaseException:
+            self._unwatch(queue)  # e.g. Redis is down: the caller's request fails, uncounted
+            raise
+
+    def _unwatch(self, queue: QueueName) -> None:
+        self._watchers[queue] -= 1
+        if self._watchers[queue] == 0 and queue in self._readers:
+            loop = asyncio.get_running_loop()
+            self._idle_stops[queue] = loop.call_later(READER_LINGER_S, self._stop_idle, queue)
+
+    def _stop_idle(self, queue: QueueName) -> None:
+        self._idle_stops.pop(queue, None)
+        if self._watchers[queue] == 0:
+            task = self._readers.pop(queue, None)  # a new subscriber starts a new reader
+            if task is not None:
+                task.cancel()
+                self._stopping.add(task)
+                task.add_done_callback(self._stopping.discard)
 
     async def _stream_tail(self, queue: QueueName) -> str:
         entries = await self.queues.redis.xrevrange(self.queues.keys.events(queue), count=1)
@@ -103,13 +154,24 @@ class JobEventHub:
         return on_event
 
     # --- subscriptions ---------------------------------------------------
-    @contextlib.contextmanager
-    def subscribe(self, job_id: str) -> Any:
-        """An inbox that receives the stream entry id of every event of `job_id`."""
+    @contextlib.asynccontextmanager
+    async def subscribe(self, job_id: str) -> AsyncIterator[asyncio.Queue[str]]:
+        """An inbox that receives the stream entry id of every event of `job_id`.
+
+        Read the job only after entering: events from then on reach the inbox.
+        """
+        queue = queue_of(job_id)
         inbox: asyncio.Queue[str] = asyncio.Queue()
         self._subscribers[job_id].add(inbox)
         try:
-            yield inbox
+            if queue is None:  # a foreign id: the caller's read answers 404
+                yield inbox
+                return
+            await self._watch(queue)  # undoes its count if it fails
+            try:
+                yield inbox
+            finally:
+                self._unwatch(queue)
         finally:
             subs = self._subscribers.get(job_id)
             if subs is not None:
@@ -133,7 +195,7 @@ class JobEventHub:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        with self.subscribe(job_id) as inbox:
+        async with self.subscribe(job_id) as inbox:
             snap = await self.queues.snapshot(job_id)
             while not snap.is_final:
                 remaining = deadline - loop.time()
@@ -158,7 +220,7 @@ class JobEventHub:
 
     async def changes(self, job_id: str) -> AsyncGenerator[tuple[str, JobSnapshot], None]:
         """(event id, snapshot) now and after every change of state or progress, until final."""
-        with self.subscribe(job_id) as inbox:
+        async with self.subscribe(job_id) as inbox:
             snap = await self.queues.snapshot(job_id)
             yield self.current_id(job_id), snap
             last = _signature(snap)
