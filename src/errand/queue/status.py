@@ -42,7 +42,7 @@ def _json(value: str | None, default: Any) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class JobSnapshot:
-    """One job as it was at one instant: its hash and its state, read in one MULTI."""
+    """One job as it was at one instant: its hash and its state, read in one atomic script."""
 
     job_id: str
     queue: QueueName
@@ -79,7 +79,7 @@ def snapshot_from(
     webhook: dict[str, str],
     queue_depth: int = 0,
 ) -> JobSnapshot:
-    """Build a snapshot from the raw replies of `JobQueues.snapshot`'s transaction.
+    """Build a snapshot from the replies of `JobQueues.snapshot`'s script.
 
     `state` is (score in completed, in failed, in delayed, position in active).
     """
