@@ -15,7 +15,7 @@ def iso_ms(epoch_ms: int | None) -> str | None:
     and a status answer carries up to four of these."""
     if not epoch_ms:
         return None
-    seconds, millis = divmod(epoch_ms, 1000)
+    seconds, millis = divmod(int(epoch_ms), 1000)
     t = time.gmtime(seconds)
     return (
         f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"

@@ -47,14 +47,17 @@ def message_id(job_id: str) -> str:
 async def drive_chaos(
     pool: WorkerPool, done: Any, rng: random.Random, timeout_s: float, kill_every_s: float
 ) -> None:
-    """Until `done()`: kill a random worker every ~`kill_every_s`, restart the dead ones."""
+    """Until `done()`: kill a random worker every ~`kill_every_s`, restart the dead ones.
+
+    A kill that finds no worker taking jobs yet (all restarting) is retried on the next
+    tick instead of skipped, so a fast run still gets its kills.
+    """
     next_kill = time.monotonic() + kill_every_s * rng.uniform(0.5, 1.5)
 
     async def tick() -> bool:
         nonlocal next_kill
         pool.revive()
-        if time.monotonic() >= next_kill:
-            pool.kill_random(rng)
+        if time.monotonic() >= next_kill and pool.kill_random(rng) is not None:
             next_kill = time.monotonic() + kill_every_s * rng.uniform(0.5, 1.5)
         return bool(await done())
 

@@ -87,7 +87,7 @@ async def test_crash_after_smtp_send_is_recovered_without_a_second_email(
     assert await returnvalue(api, job_id) == {"sent": False, "reason": "already sent"}
 
 
-KILL_EVERY_S = 1.0
+KILL_EVERY_S = 0.5
 
 
 @pytest.mark.settings(notify_concurrency=8, email_send_ms=20)
