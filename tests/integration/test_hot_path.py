@@ -2,7 +2,7 @@
 
 The same request is sent twice: once as the hot path takes it, once in a form
 that sends it through FastAPI (an Idempotency-Key on a POST, an ignored query
-parameter on GET /jobs/{id}). Status, problem documents, bodies and the headers
+parameter on a GET). Status, problem documents, bodies and the headers
 clients read must be the same.
 """
 
@@ -42,10 +42,11 @@ def scope(method: str, path: str, query: bytes = b"", headers: Any = ()) -> dict
             "headers": list(headers), "root_path": ""}
 
 
-def test_only_the_three_hot_requests_match() -> None:
+def test_only_the_hot_requests_match() -> None:
     assert HotPath.match(scope("POST", "/notifications")) == "/notifications"
     assert HotPath.match(scope("POST", "/reports")) == "/reports"
     assert HotPath.match(scope("GET", "/jobs/rep_1")) == "/jobs/{job_id}"
+    assert HotPath.match(scope("GET", "/notifications/ntf_1")) == "/notifications/{job_id}"
     for miss in (
         scope("POST", "/reports", headers=[(b"idempotency-key", b"k")]),
         scope("GET", "/jobs/rep_1", query=b"wait=5"),
@@ -54,7 +55,10 @@ def test_only_the_three_hot_requests_match() -> None:
         scope("HEAD", "/jobs/rep_1"),
         scope("PUT", "/reports"),
         scope("POST", "/reports/"),
-        scope("GET", "/notifications/ntf_1"),
+        scope("GET", "/notifications/ntf_1", query=b"x=1"),
+        scope("GET", "/notifications/"),
+        scope("GET", "/notifications/ntf_1/more"),
+        scope("GET", "/reports/rep_1/result"),
         dict(scope("GET", "/jobs/rep_1"), root_path="/errand"),
         {"type": "websocket", "path": "/jobs/rep_1"},
     ):
@@ -100,6 +104,26 @@ async def test_unknown_jobs_are_the_same_404_on_both_paths(stack: Stack, job_id:
     hot = await stack.http.get(f"/jobs/{job_id}")
     framework = await stack.http.get(f"/jobs/{job_id}?via=framework")
     assert hot.status_code == 404
+    assert comparable(hot) == comparable(framework)
+
+
+@pytest.mark.parametrize("job_id", [f"ntf_{'0' * 32}", f"rep_{'0' * 32}", "nope"])
+async def test_unknown_notifications_are_the_same_404_on_both_paths(
+    stack: Stack, job_id: str
+) -> None:
+    hot = await stack.http.get(f"/notifications/{job_id}")
+    framework = await stack.http.get(f"/notifications/{job_id}?via=framework")
+    assert hot.status_code == 404
+    assert comparable(hot) == comparable(framework)
+
+
+async def test_a_notification_reads_the_same_on_both_paths(stack: Stack) -> None:
+    posted = await stack.http.post("/notifications", json={"type": "welcome", "userId": "n"})
+    status_url = posted.headers["location"]
+    hot = await stack.http.get(status_url)
+    framework = await stack.http.get(f"{status_url}?via=framework")
+    assert hot.json()["jobId"] == posted.json()["jobId"]
+    assert hot.json()["status"] == "waiting"
     assert comparable(hot) == comparable(framework)
 
 

@@ -1,14 +1,16 @@
-"""The hot path: the three busiest requests answered without the framework's per-request layers.
+"""The hot path: the busiest requests answered without the framework's per-request layers.
 
-POST /notifications, POST /reports (without an Idempotency-Key) and GET /jobs/{id}
-(without `?wait=`) are most of an errand API's traffic. Through FastAPI each one
+POST /notifications, POST /reports (without an Idempotency-Key), and the status
+reads GET /jobs/{id} and GET /notifications/{id} (without a query string such as
+`?wait=`) are most of an errand API's traffic. Through FastAPI each one
 passes seven middleware layers, route matching over every route, dependency
 solving and a Request object before errand's code runs: about half the CPU of the
 request (profiled with py-spy, docs/performance.md). Here they go straight from
 the ASGI scope to the same handlers the FastAPI routes call (`routes.*.accept`,
-`routes.jobs.job_response`), with the same problem documents and the same
-metrics, so the two paths cannot answer differently. Everything else, and these
-routes with an Idempotency-Key or a query string, goes through FastAPI.
+`routes.jobs.job_response`, `routes.notifications.status`), with the same
+problem documents and the same metrics, so the two paths cannot answer
+differently. Everything else, and these routes with an Idempotency-Key or a
+query string, goes through FastAPI.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ log = logging.getLogger("errand.api")
 _IDEMPOTENCY_KEY = b"idempotency-key"
 _CONTENT_LENGTH = b"content-length"
 _JOBS = "/jobs/"
+_NOTIFICATIONS = "/notifications/"
+JOB_ROUTE = "/jobs/{job_id}"
+NOTIFICATION_ROUTE = "/notifications/{job_id}"
 
 
 class ClientGone(Exception):
@@ -62,14 +67,12 @@ class HotPath:
                 if name == _IDEMPOTENCY_KEY:
                     return None
             return path
-        if (
-            method == "GET"
-            and path.startswith(_JOBS)
-            and not scope["query_string"]
-            and len(path) > len(_JOBS)
-            and "/" not in path[len(_JOBS):]
-        ):
-            return "/jobs/{job_id}"
+        if method != "GET" or scope["query_string"]:
+            return None
+        if _one_segment_after(path, _JOBS):
+            return JOB_ROUTE
+        if _one_segment_after(path, _NOTIFICATIONS):
+            return NOTIFICATION_ROUTE
         return None
 
     async def __call__(self, route: str, scope: Scope, receive: Receive, send: Send) -> None:
@@ -89,9 +92,11 @@ class HotPath:
     async def _answer(self, route: str, scope: Scope, receive: Receive) -> Response:
         svc = self._services()
         try:
-            if route == "/jobs/{job_id}":
+            if route == JOB_ROUTE:
                 job_id = scope["path"][len(_JOBS):]
                 return jobs.job_response(svc, await svc.queues.snapshot(job_id))
+            if route == NOTIFICATION_ROUTE:
+                return await notifications.status(svc, scope["path"][len(_NOTIFICATIONS):])
             body = parse_json_object(await _read_body(scope, receive, svc.settings.max_body_bytes))
             accept = notifications.accept if route == "/notifications" else reports.accept
             return await accept(svc, body)
@@ -121,6 +126,11 @@ class HotPath:
             histogram = HTTP_DURATION.labels(method, route)
             self._durations[method, route] = histogram
         histogram.observe(seconds)
+
+
+def _one_segment_after(path: str, prefix: str) -> bool:
+    """`path` is `prefix` plus one non-empty segment (what a `{job_id}` parameter matches)."""
+    return path.startswith(prefix) and len(path) > len(prefix) and "/" not in path[len(prefix):]
 
 
 async def _read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:

@@ -59,6 +59,11 @@ async def accept(svc: Services, body: dict[str, Any]) -> Response:
 )
 async def get_notification(job_id: str, svc: Services = Depends(services)) -> Response:
     """A notification's status, attempts, dead-letter flag and webhook delivery."""
+    return await status(svc, job_id)
+
+
+async def status(svc: Services, job_id: str) -> Response:
+    """The GET /notifications/{job_id} answer (also the hot path's handler)."""
     if queue_of(job_id) is not QueueName.NOTIFICATIONS:
         raise NotFound(f"no notification with id {job_id!r}")
     snap = await svc.queues.snapshot(job_id)
