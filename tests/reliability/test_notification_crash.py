@@ -1,6 +1,6 @@
 """Idempotent sending across worker crashes: a worker SIGKILLed after the email went out and
 before BullMQ heard about it; the job comes back through the stalled-job check and the
-email is not sent twice. Then 200 jobs under random kills."""
+email is not sent twice. Then 300 jobs under random kills."""
 
 from __future__ import annotations
 
@@ -91,10 +91,10 @@ KILL_EVERY_S = 0.5
 
 
 @pytest.mark.settings(notify_concurrency=8, email_send_ms=20)
-async def test_two_hundred_notifications_under_random_kills_send_each_email_once(
+async def test_three_hundred_notifications_under_random_kills_send_each_email_once(
     api: Stack, procs: Processes
 ) -> None:
-    jobs = 200
+    jobs = 300
     rng = random.Random(20240603)
     pool = WorkerPool(procs, env_for(api.settings, fault_crash_after_send_rate=0.05), 2,
                       NOTIFY_ONLY)
@@ -120,9 +120,9 @@ async def test_two_hundred_notifications_under_random_kills_send_each_email_once
     assert Counter(v["status"] for v in views) == {"completed": jobs}
     sent = Counter(await outbox_ids(api))
     per_job = Counter(sent[message_id(job_id)] for job_id in ids)
-    print(f"\n[crash-200] jobs={jobs} external_kills={pool.kills} self_crashes={pool.crashes} "
+    print(f"\n[crash-300] jobs={jobs} external_kills={pool.kills} self_crashes={pool.crashes} "
           f"restarts={pool.restarts} emails={sum(sent.values())} emails_per_job={dict(per_job)} "
           f"seconds={elapsed:.1f}")
     assert per_job == {1: jobs}, f"emails per job: {dict(per_job)}"
     assert sum(sent.values()) == jobs
-    assert pool.kills >= 3 and pool.crashes >= 1
+    assert pool.kills >= 2 and pool.crashes >= 3, "the chaos must actually have happened"

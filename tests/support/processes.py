@@ -294,7 +294,9 @@ class WorkerPool:
     kills: int = 0
     crashes: int = 0
     restarts: int = 0
+    min_ready_s: float = 0.25
     _killed: set[int] = field(default_factory=set)
+    _ready_since: dict[int, float] = field(default_factory=dict)
 
     def start(self) -> None:
         for n in range(self.size):
@@ -305,9 +307,17 @@ class WorkerPool:
         return [w.pid for w in self.workers if w.alive]
 
     def kill_random(self, rng: Any) -> ErrandProcess | None:
-        """SIGKILL a random worker that got as far as taking jobs (a kill during start-up
-        would only test Python's import time)."""
-        alive = [w for w in self.workers if w.alive and READY_LINE in w.log()]
+        """SIGKILL a random worker that has been taking jobs for `min_ready_s` (a kill
+        during start-up would only test Python's import time, and kills faster than
+        start-ups would stop all progress); None when no worker is there yet."""
+        now = time.monotonic()
+        alive = [
+            worker
+            for worker in self.workers
+            if worker.alive
+            and READY_LINE in worker.log()
+            and now - self._ready_since.setdefault(worker.pid, now) >= self.min_ready_s
+        ]
         if not alive:
             return None
         victim = rng.choice(alive)
@@ -332,9 +342,12 @@ class WorkerPool:
 
     def stop(self, timeout_s: float = 30.0) -> list[int]:
         """SIGTERM every worker once it runs (a restarted one may still be importing and
-        would die of the signal before its handler exists); their exit codes."""
+        would die of the signal before its handler exists); their exit codes. A worker
+        the last chaos tick SIGKILLed may not have exited yet: it is not asked again."""
         codes = []
         for worker in self.workers:
+            if worker.pid in self._killed:
+                continue
             wait_sync(lambda w=worker: READY_LINE in w.log() or not w.alive, timeout_s=timeout_s,
                       what=f"{worker.name} to finish starting")
             if worker.alive:
