@@ -8,10 +8,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import uvicorn
 
 from errand.api.http_protocol import ErrandHttpToolsProtocol
-from errand.server.embedded import free_port
+from support.stack import serve_api
 
 WRITES: list[bytes] = []
 
@@ -43,7 +42,10 @@ class App:
         self.release = asyncio.Event()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
             return
         headers = [(b"content-type", b"text/plain"), (b"content-length", b"5")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -55,20 +57,8 @@ class App:
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[App, int]]:
     app = App()
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, loop="none", lifespan="off",
-                            http=RecordingProtocol, log_level="warning")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield app, port
-    finally:
-        server.should_exit = True
-        await task
+    async with serve_api(None, app, http=RecordingProtocol) as base_url:
+        yield app, int(base_url.rsplit(":", 1)[1])
 
 
 async def request(port: int, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -76,12 +76,14 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def serve_api(settings: Settings, app: Any = None) -> AsyncIterator[str]:
-    """uvicorn serving create_app(settings) (or `app`) on a free loopback port, in this loop."""
+async def serve_api(
+    settings: Settings | None, app: Any = None, http: type[Any] = ErrandHttpToolsProtocol
+) -> AsyncIterator[str]:
+    """uvicorn serving create_app(settings) (or `app`) on a free loopback port, in this loop,
+    with the HTTP protocol `errand api` runs (or `http`)."""
     port = free_port()
     config = uvicorn.Config(
-        app or create_app(settings), host="127.0.0.1", port=port, loop="none",
-        http=ErrandHttpToolsProtocol,  # what `errand api` runs
+        app or create_app(settings), host="127.0.0.1", port=port, loop="none", http=http,
         lifespan="on", log_level="warning", access_log=False,
     )
     server = uvicorn.Server(config)

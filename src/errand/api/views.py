@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from starlette.responses import Response
+
+from errand.api.responses import json_response
 from errand.clock import iso_ms, now_ms
 from errand.keys import QueueName
 from errand.queue.status import JobSnapshot, JobStatus
@@ -53,6 +56,14 @@ def notification_view(snap: JobSnapshot) -> dict[str, Any]:
         "nextAttemptAt": iso_ms(snap.next_attempt_ms) if not snap.is_final else None,
         "webhook": webhook_view(snap),
     }
+
+
+def accepted(
+    settings: Settings, queue: QueueName, status_url: str, content: dict[str, Any]
+) -> Response:
+    """A `202 Accepted` for a queued job: Location of its status and a first polling hint."""
+    headers = {"Location": status_url, "Retry-After": str(retry_after_s(settings, queue))}
+    return json_response(content, 202, headers)
 
 
 def retry_after_s(settings: Settings, queue: QueueName, snap: JobSnapshot | None = None) -> int:

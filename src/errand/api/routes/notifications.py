@@ -14,7 +14,7 @@ from errand.api.idempotency import idempotent
 from errand.api.responses import json_response
 from errand.api.routes._openapi import json_body, problems
 from errand.api.schemas import NotificationAccepted, NotificationCreate, NotificationPublic
-from errand.api.views import notification_view, retry_after_s
+from errand.api.views import accepted, notification_view, retry_after_s
 from errand.errors import NotFound
 from errand.keys import QueueName, queue_of
 from errand.queue.producers import enqueue_notification
@@ -44,12 +44,8 @@ async def accept(svc: Services, body: dict[str, Any]) -> Response:
     )
     enqueued = await enqueue_notification(svc.queues, note.type, note.userId, note.webhookUrl)
     status_url = f"/notifications/{enqueued.job_id}"
-    headers = {
-        "Location": status_url,
-        "Retry-After": str(retry_after_s(svc.settings, QueueName.NOTIFICATIONS)),
-    }
     content = {"jobId": enqueued.job_id, "statusUrl": status_url, "status": "waiting"}
-    return json_response(content, 202, headers)
+    return accepted(svc.settings, QueueName.NOTIFICATIONS, status_url, content)
 
 
 @router.get(

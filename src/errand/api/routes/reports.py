@@ -11,10 +11,9 @@ from starlette.responses import Response
 from errand.api.body import read_json_object, validate_body
 from errand.api.deps import Services, services
 from errand.api.idempotency import idempotent
-from errand.api.responses import json_response
 from errand.api.routes._openapi import json_body, problems
 from errand.api.schemas import ReportAccepted, ReportCreate
-from errand.api.views import retry_after_s
+from errand.api.views import accepted
 from errand.errors import Conflict, NotFound
 from errand.keys import QueueName, queue_of
 from errand.queue.producers import enqueue_report
@@ -46,17 +45,13 @@ async def accept(svc: Services, body: dict[str, Any]) -> Response:
     )
     enqueued = await enqueue_report(svc.queues, report.userId, report.reportType, report.webhookUrl)
     status_url = f"/jobs/{enqueued.job_id}"
-    headers = {
-        "Location": status_url,
-        "Retry-After": str(retry_after_s(svc.settings, QueueName.REPORTS)),
-    }
     content = {
         "jobId": enqueued.job_id,
         "statusUrl": status_url,
         "status": str(enqueued.status),
         "deduplicated": enqueued.deduplicated,
     }
-    return json_response(content, 202, headers)
+    return accepted(svc.settings, QueueName.REPORTS, status_url, content)
 
 
 @router.get(
