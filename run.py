@@ -9,9 +9,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import venv
@@ -35,8 +38,10 @@ def ensure_venv(extras: str) -> None:
         _say("creating .venv")
         venv.EnvBuilder(with_pip=True).create(VENV)
     stamp = VENV / ".errand-install"
-    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
-    if stamp.exists() and stamp.read_text() == want:
+    project = (ROOT / "pyproject.toml").read_bytes()
+    want = hashlib.sha256(project + extras.encode()).hexdigest()
+    enough = {want, hashlib.sha256(project + b"[test]").hexdigest()} if not extras else {want}
+    if stamp.exists() and stamp.read_text() in enough:  # the test extras include errand itself
         return
     _say(f"installing errand{extras} into .venv")
     pip = [str(PY), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
@@ -71,6 +76,33 @@ def ensure_chromium() -> None:
     subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=False, env=env)
 
 
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGTERM if run.py dies, even SIGKILLed."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def run_child(argv: list[str], forward: tuple[int, ...]) -> int:
+    """Run a command and return its exit code, passing the `forward` signals on to it.
+
+    run.py must not die of a signal and leave the child running: `errand up` needs
+    the signal itself to stop in order. A terminal's Ctrl-C reaches both processes
+    (they share the foreground process group); `errand up` treats a repeated stop
+    request as one. Signals not forwarded are ignored here while the child runs.
+    """
+    child = subprocess.Popen(argv, preexec_fn=_die_with_parent)
+
+    def relay(signum: int, _frame: object) -> None:
+        if signum in forward:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, relay)
+    code = child.wait()
+    return 128 - code if code < 0 else code
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
@@ -81,13 +113,16 @@ def main(argv: list[str]) -> int:
         ensure_venv("[test]")
         ensure_node_tools()
         ensure_chromium()
-        code = subprocess.call([str(PY), "-m", "pytest", *rest])
+        # The terminal's Ctrl-C reaches pytest directly; a second one would cut its cleanup.
+        code = run_child([str(PY), "-m", "pytest", *rest], forward=(signal.SIGTERM,))
         return 0 if code == 5 and "-m" in rest else code
     if command == "bench":
         ensure_venv("[test]")
-        return subprocess.call([str(PY), str(ROOT / "bench" / "run.py"), *rest])
+        return run_child([str(PY), str(ROOT / "bench" / "run.py"), *rest],
+                         forward=(signal.SIGTERM,))
     ensure_venv("")
-    return subprocess.call([str(BIN / "errand"), command, *rest])
+    return run_child([str(BIN / "errand"), command, *rest],
+                     forward=(signal.SIGINT, signal.SIGTERM))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -60,7 +61,13 @@ def up(
         int | None, typer.Option(help="Jobs per queue per worker process.")
     ] = None,
 ) -> None:
-    """Everything in one command: embedded Valkey (unless ERRAND_REDIS_URL), the API and workers."""
+    """Everything in one command: embedded Valkey (unless ERRAND_REDIS_URL), the API and workers.
+
+    Exits 0 after an orderly stop (SIGTERM or Ctrl-C), 1 when it cannot start or a
+    part of it could not (the data dir is in use, the port is busy, a part exited
+    before it ever worked), 2 on bad configuration.
+    """
+    from errand.server.preflight import StartupError
     from errand.server.supervisor import Supervisor, UpOptions
 
     settings = _settings()
@@ -68,17 +75,41 @@ def up(
     sup = Supervisor(settings, UpOptions(host, port, api_workers, workers, concurrency))
     signal.signal(signal.SIGTERM, sup.request_stop)
     signal.signal(signal.SIGINT, sup.request_stop)
+    code = 0
     try:
         sup.start()
-        if not sup.wait_ready():
-            typer.echo("errand: the API did not become ready", err=True)
-            raise typer.Exit(1)
-        typer.echo(sup.banner(__version__))
-        sys.stdout.flush()
+        if sup.wait_ready():
+            typer.echo(sup.banner(__version__))
+            sys.stdout.flush()
         sup.supervise()
+    except StartupError as err:
+        typer.echo(f"errand: {err}", err=True)
+        code = 1
     finally:
         sup.stop()
         typer.echo("errand: stopped")
+    raise typer.Exit(code)
+
+
+@app.command()
+def secrets(
+    data_dir: Annotated[Path | None, typer.Option(
+        help="The data directory (default: ERRAND_DATA_DIR, else ./.errand)."
+    )] = None,
+) -> None:
+    """Print the admin token and webhook secret that `errand up` generated for a data dir."""
+    from errand.secrets_store import FILE_NAME, load
+
+    folder = data_dir if data_dir is not None else _settings().data_dir
+    stored = load(folder)
+    if stored is None:
+        typer.echo(f"errand: no {FILE_NAME} in {folder.resolve()} yet; "
+                   "`errand up` creates it on its first start", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"admin token      {stored.admin_token}")
+    typer.echo(f"webhook secret   {stored.webhook_secret}")
+    typer.echo(f"(from {folder.resolve() / FILE_NAME}; ERRAND_ADMIN_TOKEN and "
+               "ERRAND_WEBHOOK_SECRET, when set, take their place)")
 
 
 @app.command()

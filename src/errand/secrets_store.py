@@ -24,6 +24,17 @@ def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
+def load(data_dir: Path) -> LocalSecrets | None:
+    """The data dir's secrets, or None while `errand up` has not generated them."""
+    path = data_dir / FILE_NAME
+    if not path.exists():
+        return None
+    stored: dict[str, str] = orjson.loads(path.read_bytes())
+    if not stored.get("adminToken") or not stored.get("webhookSecret"):
+        return None
+    return LocalSecrets(stored["adminToken"], stored["webhookSecret"])
+
+
 def load_or_create(data_dir: Path) -> LocalSecrets:
     """The data dir's secrets, created on first use."""
     path = data_dir / FILE_NAME

@@ -1,12 +1,15 @@
-"""`errand up` as a user runs it: banner, readiness, one report end to end, clean SIGTERM."""
+"""`errand up` as a user runs it: banner (no secrets in it), readiness, a report, clean SIGTERM."""
 
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 
+from errand.secrets_store import load
 from errand.server.embedded import free_port
 from support.processes import errand_env, processes, wait_log, wait_ready
 from support.waiting import wait_sync
@@ -24,8 +27,16 @@ def test_up_serves_a_report_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None
         assert f"docs             {base}/docs" in banner
         assert f"data             {data_dir.resolve()}" in banner
         assert "embedded Valkey, AOF everysec" in banner
-        assert "admin token" in banner  # generated and printed when none is configured
         wait_ready(base, up)
+        stored = load(data_dir)  # generated, since none is configured
+        assert stored is not None
+        assert stored.admin_token not in banner and stored.webhook_secret not in banner
+        assert f"secrets          {data_dir.resolve() / 'secrets.json'}" in banner
+        assert f"errand secrets --data-dir {data_dir.resolve()}" in banner
+        shown = subprocess.run([sys.executable, "-m", "errand", "secrets", "--data-dir",
+                                str(data_dir)], env=env, capture_output=True, text=True, check=True)
+        assert f"admin token      {stored.admin_token}" in shown.stdout
+        assert f"webhook secret   {stored.webhook_secret}" in shown.stdout
 
         tree = procs.remember_tree(up)
         commands = " | ".join(info.cmdline for info in tree)

@@ -181,12 +181,18 @@ class Processes:
     _serial: int = 0
 
     def spawn(self, name: str, args: list[str], env: Mapping[str, str]) -> ErrandProcess:
+        return self.run(name, [sys.executable, "-m", "errand", *args], env)
+
+    def run(self, name: str, argv: list[str], env: Mapping[str, str],
+            cwd: Path | None = None) -> ErrandProcess:
+        """Start any command in a session of its own (its pid is its process group)."""
         self._serial += 1
         log_path = self.log_dir / f"{self._serial:03d}-{name}.log"
         with log_path.open("wb") as log:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "errand", *args],
+                argv,
                 env=dict(env),
+                cwd=cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

