@@ -2,8 +2,8 @@
 
 The same request is sent twice: once as the hot path takes it, once in a form
 that sends it through FastAPI (an Idempotency-Key on a POST, an ignored query
-parameter on a GET). Status, problem documents, bodies and the headers
-clients read must be the same.
+parameter or a `?wait=` long-poll on a GET). Status, problem documents, bodies
+and the headers clients read must be the same.
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ def test_only_the_hot_requests_match() -> None:
         scope("PUT", "/reports"),
         scope("POST", "/reports/"),
         scope("GET", "/notifications/ntf_1", query=b"x=1"),
+        scope("GET", "/notifications/ntf_1", query=b"wait=5"),
+        scope("GET", "/notifications/ntf_1/events"),
         scope("GET", "/notifications/"),
         scope("GET", "/notifications/ntf_1/more"),
         scope("GET", "/reports/rep_1/result"),
@@ -99,39 +101,50 @@ async def test_a_body_over_the_limit_is_413_on_both_paths(stack: Stack) -> None:
     assert comparable(hot) == comparable(framework)
 
 
+# Two ways through FastAPI: an ignored parameter, and a long-poll (`?wait=`).
+FRAMEWORK_QUERIES = ["via=framework", "wait=5"]
+
+
+@pytest.mark.parametrize("query", FRAMEWORK_QUERIES)
 @pytest.mark.parametrize("job_id", [f"rep_{'0' * 32}", f"ntf_{'f' * 32}", "nope", "rep_%20x"])
-async def test_unknown_jobs_are_the_same_404_on_both_paths(stack: Stack, job_id: str) -> None:
+async def test_unknown_jobs_are_the_same_404_on_both_paths(
+    stack: Stack, job_id: str, query: str
+) -> None:
     hot = await stack.http.get(f"/jobs/{job_id}")
-    framework = await stack.http.get(f"/jobs/{job_id}?via=framework")
+    framework = await stack.http.get(f"/jobs/{job_id}?{query}")
     assert hot.status_code == 404
     assert comparable(hot) == comparable(framework)
 
 
+@pytest.mark.parametrize("query", FRAMEWORK_QUERIES)
 @pytest.mark.parametrize("job_id", [f"ntf_{'0' * 32}", f"rep_{'0' * 32}", "nope"])
 async def test_unknown_notifications_are_the_same_404_on_both_paths(
-    stack: Stack, job_id: str
+    stack: Stack, job_id: str, query: str
 ) -> None:
     hot = await stack.http.get(f"/notifications/{job_id}")
-    framework = await stack.http.get(f"/notifications/{job_id}?via=framework")
+    framework = await stack.http.get(f"/notifications/{job_id}?{query}")
     assert hot.status_code == 404
     assert comparable(hot) == comparable(framework)
 
 
-async def test_a_notification_reads_the_same_on_both_paths(stack: Stack) -> None:
+# A long-poll that times out (no worker) answers the job as it is: what the hot path answers.
+@pytest.mark.parametrize("query", ["via=framework", "wait=0.1"])
+async def test_a_notification_reads_the_same_on_both_paths(stack: Stack, query: str) -> None:
     posted = await stack.http.post("/notifications", json={"type": "welcome", "userId": "n"})
     status_url = posted.headers["location"]
     hot = await stack.http.get(status_url)
-    framework = await stack.http.get(f"{status_url}?via=framework")
+    framework = await stack.http.get(f"{status_url}?{query}")
     assert hot.json()["jobId"] == posted.json()["jobId"]
     assert hot.json()["status"] == "waiting"
     assert comparable(hot) == comparable(framework)
 
 
-async def test_a_job_reads_the_same_on_both_paths(stack: Stack) -> None:
+@pytest.mark.parametrize("query", ["via=framework", "wait=0.1"])
+async def test_a_job_reads_the_same_on_both_paths(stack: Stack, query: str) -> None:
     posted = await stack.http.post("/reports", json={"userId": "same", "reportType": "activity"})
     job_id = posted.json()["jobId"]
     hot = await stack.http.get(f"/jobs/{job_id}")
-    framework = await stack.http.get(f"/jobs/{job_id}?via=framework")
+    framework = await stack.http.get(f"/jobs/{job_id}?{query}")
     assert hot.json()["jobId"] == job_id
     assert hot.json()["status"] == "waiting"
     assert comparable(hot) == comparable(framework)

@@ -62,9 +62,10 @@ async def test_long_poll_on_a_finished_job_answers_at_once(stack: Stack) -> None
 
 
 async def collect_sse(stack: Stack, job_id: str, headers: dict[str, str] | None = None,
-                      stop_after: int | None = None) -> list[SseEvent]:
+                      stop_after: int | None = None, resource: str = "jobs") -> list[SseEvent]:
     events: list[SseEvent] = []
-    async with stack.http.stream("GET", f"/jobs/{job_id}/events", headers=headers) as reply:
+    path = f"/{resource}/{job_id}/events"
+    async with stack.http.stream("GET", path, headers=headers) as reply:
         assert reply.status_code == 200
         assert reply.headers["content-type"].startswith("text/event-stream")
         async for item in read_events(reply):
@@ -216,3 +217,98 @@ async def test_event_readers_run_only_while_someone_waits(
         assert hub.running_readers == [QueueName.REPORTS]
         await wait_for(lambda: asyncio.sleep(0, hub.running_readers), lambda r: r == [],
                        timeout_s=10, what="the idle reader to stop")
+
+
+# --- the same waiting tools on GET /notifications/{id} ---------------------------------
+
+
+async def post_notification(stack: Stack, user: str) -> str:
+    reply = await stack.http.post("/notifications", json={"type": "welcome", "userId": user})
+    assert reply.status_code == 202
+    assert reply.headers["location"] == f"/notifications/{reply.json()['jobId']}"
+    return str(reply.json()["jobId"])
+
+
+async def subscribers(stack: Stack, count: int) -> None:
+    hub = stack.app.state.services.events
+    await wait_for(lambda: asyncio.sleep(0, hub.subscriber_count), lambda n: n == count,
+                   what=f"{count} subscriber(s) in the event hub")
+
+
+async def test_notification_long_poll_holds_until_final(stack: Stack) -> None:
+    await stack.stop_workers()
+    job_id = await post_notification(stack, "u-ntf-lp")
+    poll = asyncio.create_task(stack.http.get(f"/notifications/{job_id}?wait=20"))
+    await subscribers(stack, 1)
+    assert not poll.done(), "answered before the notification was final"
+    await stack.start_worker([QueueName.NOTIFICATIONS])
+    reply = await asyncio.wait_for(poll, 20)
+    assert reply.status_code == 200
+    body = reply.json()
+    assert body["jobId"] == job_id and body["status"] == "completed"
+    assert body["type"] == "welcome" and body["userId"] == "u-ntf-lp", "the notification view"
+    assert "queue" not in body and "progress" not in body, "not the job view"
+    assert "retry-after" not in reply.headers
+
+
+async def test_notification_long_poll_times_out_with_the_current_status(stack: Stack) -> None:
+    await stack.stop_workers()
+    job_id = await post_notification(stack, "u-ntf-lp-timeout")
+    started = time.monotonic()
+    reply = await stack.http.get(f"/notifications/{job_id}?wait=0.5")
+    assert reply.status_code == 200
+    assert reply.json()["status"] == "waiting" and reply.json()["type"] == "welcome"
+    assert int(reply.headers["retry-after"]) >= 1
+    assert 0.45 <= time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize("wait", ["abc", "0", "61", "-1", "", "1e3"])
+async def test_wait_is_validated_alike_on_jobs_and_notifications(stack: Stack, wait: str) -> None:
+    await stack.stop_workers()
+    job_ids = {"jobs": await post_report(stack, "u-wait-422"),
+               "notifications": await post_notification(stack, "u-wait-422")}
+    replies = {name: await stack.http.get(f"/{name}/{job_id}", params={"wait": wait})
+               for name, job_id in job_ids.items()}
+    for reply in replies.values():
+        assert reply.status_code == 422, reply.text
+        assert reply.headers["content-type"] == "application/problem+json"
+        assert [e["field"] for e in reply.json()["errors"]] == ["wait"]
+    assert replies["jobs"].json() == replies["notifications"].json()
+
+
+async def test_notification_waiting_tools_are_404_for_a_report(stack: Stack) -> None:
+    await stack.stop_workers()
+    job_id = await post_report(stack, "u-not-a-notification")
+    started = time.monotonic()
+    for path in (f"/notifications/{job_id}?wait=5", f"/notifications/{job_id}/events"):
+        reply = await stack.http.get(path)
+        assert reply.status_code == 404, (path, reply.text)
+        assert reply.headers["content-type"] == "application/problem+json"
+    assert time.monotonic() - started < 2, "a 404 is not held for the wait"
+    assert (await stack.http.get(f"/jobs/{job_id}")).status_code == 200, "the id exists"
+
+
+async def test_notification_sse_streams_until_final(stack: Stack) -> None:
+    await stack.stop_workers()
+    job_id = await post_notification(stack, "u-ntf-sse")
+    collector = asyncio.create_task(
+        asyncio.wait_for(collect_sse(stack, job_id, resource="notifications"), 20)
+    )
+    await subscribers(stack, 1)
+    await stack.start_worker([QueueName.NOTIFICATIONS])
+    events = await collector
+    views = [orjson.loads(e.data) for e in events]
+    assert all(e.event == "status" and e.id for e in events)
+    assert views[0]["status"] == "waiting"
+    assert views[-1]["status"] == "completed" and views[-1]["finishedAt"]
+    assert all(v["jobId"] == job_id and v["type"] == "welcome" for v in views)
+    assert all("queue" not in v for v in views), "the notification view, not the job view"
+
+
+async def test_notification_sse_for_a_finished_one_is_one_event_then_the_end(
+    stack: Stack,
+) -> None:
+    job_id = await post_notification(stack, "u-ntf-sse-done")
+    await stack.http.get(f"/notifications/{job_id}?wait=20")
+    events = await asyncio.wait_for(collect_sse(stack, job_id, resource="notifications"), 5)
+    assert [orjson.loads(e.data)["status"] for e in events] == ["completed"]

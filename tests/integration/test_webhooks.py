@@ -18,6 +18,7 @@ from bullmq import Job
 from errand.keys import QueueName, new_job_id, queue_of
 from errand.queue.facade import JobQueues
 from errand.webhooks.signing import signatures_of
+from errand.webhooks.state import webhook_states
 from errand.workers.webhooks import WebhookEvents
 from support.stack import FAST_DEFAULTS, Stack
 from support.waiting import wait_for
@@ -161,14 +162,50 @@ async def test_notification_failed_once_dead_lettered_and_again_after_a_dlq_retr
     data = event["data"]
     assert data["status"] == "failed" and data["deadLettered"] is True
     assert data["attemptsMade"] == 2 and "554" in data["error"]
-    await webhook_state(stack, job_id, "delivered")
+    old = await webhook_state(stack, job_id, "delivered")
     assert len(receiver.at("/failed")) == 1, "one event per final outcome, not per attempt"
+    await stack.stop_workers()  # the retried job waits: what GET shows before it runs
 
     retry = await stack.http.post(f"/admin/dlq/{job_id}/retry", headers=stack.admin)
     assert retry.status_code == 202
+    view = await get_json(stack, f"/notifications/{job_id}")
+    assert view["status"] == "waiting" and view["deadLettered"] is False
+    assert view["webhook"] == {"url": receiver.url("/failed"), "status": "pending", "attempts": 0,
+                               "lastStatusCode": None, "lastError": None, "deliveredAt": None}
+
+    await stack.start_worker()
     _, second = await receiver.wait_for("/failed", 2)
     assert second.verify(SECRET)["type"] == "notification.failed"
     assert second.webhook_id != first.webhook_id, "a new round is a new event"
+    hook = await webhook_state(stack, job_id, "delivered")
+    assert hook["attempts"] == 1 and hook["lastStatusCode"] == 200
+    assert hook["deliveredAt"] > old["deliveredAt"], (hook, old)
+    state = stack.keys.webhook_state(job_id)
+    assert await stack.redis.hget(state, "webhookId") == second.webhook_id
+    assert (await get_json(stack, f"/notifications/{job_id}"))["webhook"] == hook
+
+
+async def test_a_round_started_before_the_retry_resets_is_left_alone(stack: Stack) -> None:
+    """The retried job's first attempt may start the new round before the retry route resets
+    the state: that round's state (pending, then its own delivery) is then never touched."""
+    states = webhook_states(stack.settings, stack.redis)
+    job_id = new_job_id(QueueName.NOTIFICATIONS)
+    assert await states.await_next_round(job_id, 0) is False, "no state: nothing to reset"
+    assert await stack.redis.exists(stack.keys.webhook_state(job_id)) == 0
+
+    last_round = await states.start_round(job_id)
+    await states.mark_pending(job_id, "whk_1", "notification.failed", "msg_1")
+    await states.record(job_id, "whk_1", {"status": "delivered", "deliveredAt": "t1"})
+    new_round = await states.start_round(job_id)  # the worker, before the retry route
+    assert new_round == last_round + 1
+    assert await states.record(job_id, "whk_1", {"status": "delivered"}) is None, "old event"
+    await states.mark_pending(job_id, "whk_2", "notification.sent", "msg_2")
+    await states.record(job_id, "whk_2", {"status": "delivered", "deliveredAt": "t2"})
+
+    assert await states.await_next_round(job_id, last_round) is False
+    fields = await stack.redis.hgetall(stack.keys.webhook_state(job_id))
+    assert fields["status"] == "delivered" and fields["deliveredAt"] == "t2"
+    assert fields["round"] == str(new_round) and fields["eventJobId"] == "whk_2"
 
 
 async def test_report_failed_event(stack: Stack, receiver: WebhookReceiver) -> None:

@@ -14,7 +14,7 @@ from errand.api.deps import Services
 from errand.api.events import JobEventHub
 from errand.api.hotpath import HotPath
 from errand.api.problems import install_problem_handlers
-from errand.api.routes import admin, dashboard, jobs, notifications, ops, reports
+from errand.api.routes import admin, dashboard, docs, jobs, notifications, ops, reports
 from errand.metrics import HttpMetricsMiddleware, QueueGauges
 from errand.queue.connection import connect, redis_url
 from errand.queue.facade import JobQueues
@@ -69,11 +69,14 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # routes/docs.py serves /docs with local assets; ReDoc would need a CDN
+        redoc_url=None,
     )
     install_problem_handlers(app)
     for module in (reports, notifications, jobs, admin, ops):
         app.include_router(module.router)
     app.include_router(dashboard.router)
+    app.include_router(docs.router)
     app.add_middleware(HttpMetricsMiddleware)
     return app
 

@@ -22,7 +22,7 @@ from bullmq.custom_errors import DelayedError, WaitingChildrenError
 
 from errand.clock import iso_ms, now_ms
 from errand.errors import NotFound
-from errand.keys import Keys, QueueName
+from errand.keys import QueueName
 from errand.queue.facade import JobQueues
 from errand.settings import Settings
 from errand.webhooks.delivery import DeliveryOutcome, DeliveryRequest, deliver
@@ -34,7 +34,7 @@ from errand.webhooks.events import (
     webhook_id_for,
 )
 from errand.webhooks.signing import InvalidWebhookSecret, Signer
-from errand.webhooks.state import WebhookStates
+from errand.webhooks.state import webhook_states
 
 log = logging.getLogger("errand.worker.webhooks")
 
@@ -57,17 +57,12 @@ def _is_last_attempt(job: Job) -> bool:
     return int(job.attemptsMade) + 1 >= int(job.opts.get("attempts") or 1)
 
 
-def _states(settings: Settings, redis: Any) -> WebhookStates:
-    ttl_s = max(settings.keep_completed_seconds, settings.keep_failed_seconds)
-    return WebhookStates(redis, Keys(settings.queue_prefix), ttl_s)
-
-
 class WebhookEvents:
     """Emits the webhook event of a job's final outcome (see the module docstring)."""
 
     def __init__(self, settings: Settings, redis: Any) -> None:
         self.queues = JobQueues(settings, redis)
-        self.states = _states(settings, redis)
+        self.states = webhook_states(settings, redis)
 
     def wrap(self, queue: QueueName, processor: Processor) -> Processor:
         """`processor`, emitting an event when a job with a webhookUrl reaches a final outcome."""
@@ -129,7 +124,7 @@ class WebhookProcessor:
     def __init__(self, settings: Settings, redis: Any) -> None:
         self.settings = settings
         self.queues = JobQueues(settings, redis)
-        self.states = _states(settings, redis)
+        self.states = webhook_states(settings, redis)
         self._signer: Signer | None = None
 
     def signer(self) -> Signer:

@@ -17,6 +17,7 @@ from errand.keys import QueueName
 from errand.metrics import record_dlq_retry
 from errand.queue.dlq import delete_dead_letter, list_dead_letters, retry_dead_letter
 from errand.queue.workers_registry import live_workers
+from errand.webhooks.state import webhook_states
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -72,12 +73,21 @@ async def get_dlq(
 
 @guarded.post("/dlq/{job_id}/retry", status_code=202, responses=problems(401, 403, 404, 409))
 async def post_dlq_retry(job_id: str, svc: Services = Depends(services)) -> Response:
-    """Run a dead-lettered job again with a fresh set of attempts."""
-    await retry_dead_letter(svc.queues, job_id)
+    """Run a dead-lettered job again with a fresh set of attempts (and a new webhook round)."""
+    await retry_with_new_webhook_round(svc, job_id)
     record_dlq_retry(job_id)
     return json_response(
         {"jobId": job_id, "status": "waiting", "statusUrl": f"/jobs/{job_id}"}, 202
     )
+
+
+async def retry_with_new_webhook_round(svc: Services, job_id: str) -> None:
+    """Retry the job; its webhook state then shows the next round's event pending, not the
+    last round's delivery. Raises NotFound or Conflict as `retry_dead_letter` does."""
+    states = webhook_states(svc.settings, svc.redis)
+    last_round = await states.current_round(job_id)  # fixed while the job is dead-lettered
+    await retry_dead_letter(svc.queues, job_id)
+    await states.await_next_round(job_id, last_round)
 
 
 @guarded.delete("/dlq/{job_id}", status_code=204, responses=problems(401, 403, 404, 409))

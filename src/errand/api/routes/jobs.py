@@ -2,107 +2,46 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-
-import orjson
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from errand.api.deps import Services, services
-from errand.api.responses import json_response
 from errand.api.routes._openapi import problems
 from errand.api.schemas import JobPublic
-from errand.api.views import job_view, retry_after_s
+from errand.api.views import job_view
+from errand.api.waiting import (
+    SSE_RESPONSES,
+    WaitSeconds,
+    event_stream,
+    long_poll,
+    status_response,
+)
 from errand.queue.status import JobSnapshot
 
 router = APIRouter(tags=["jobs"])
 
-MAX_WAIT_S = 60
-SSE_HEARTBEAT_S = 15.0
-
 
 def job_response(svc: Services, snap: JobSnapshot) -> Response:
-    headers = None
-    if not snap.is_final:
-        headers = {"Retry-After": str(retry_after_s(svc.settings, snap.queue, snap))}
-    return json_response(job_view(snap), 200, headers)
+    """The GET /jobs/{job_id} answer for one snapshot (also the hot path's handler)."""
+    return status_response(svc, snap, job_view)
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic, responses=problems(404, 422))
 async def get_job(
-    request: Request,
-    job_id: str,
-    wait: float | None = Query(
-        default=None,
-        gt=0,
-        le=MAX_WAIT_S,
-        description="Hold the request until the job is final or this many seconds pass.",
-    ),
-    svc: Services = Depends(services),
+    request: Request, job_id: str, wait: WaitSeconds = None, svc: Services = Depends(services)
 ) -> Response:
     """The job's status; with `?wait=N` a long-poll that answers as soon as it is final."""
     if wait is None:
         return job_response(svc, await svc.queues.snapshot(job_id))
-    waiting = asyncio.ensure_future(svc.events.wait_until_final(job_id, wait))
-    gone = asyncio.ensure_future(_disconnected(request))
-    try:
-        await asyncio.wait({waiting, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
-    if not waiting.done():  # the client left: free its subscription at once
-        waiting.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await waiting
-        return Response(status_code=499)
-    return job_response(svc, waiting.result())
+    return await long_poll(request, svc, job_id, wait, job_view)
 
 
-async def _disconnected(request: Request) -> None:
-    """Returns when the client closes the connection (a GET has no body left to read)."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
-@router.get(
-    "/jobs/{job_id}/events",
-    responses={200: {"content": {"text/event-stream": {}}}, **problems(404)},
-)
+@router.get("/jobs/{job_id}/events", responses={**SSE_RESPONSES, **problems(404)})
 async def job_events(job_id: str, svc: Services = Depends(services)) -> Response:
     """Server-Sent Events: a `status` event now and on every change; ends after the final one.
 
     A reconnecting client (Last-Event-ID) first gets the job as it is now, so it misses
     no state: each event carries the whole job view, not a delta.
     """
-    await svc.queues.snapshot(job_id)  # 404 before the stream starts
-    return StreamingResponse(
-        _sse_stream(svc, job_id),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
-
-
-async def _sse_stream(svc: Services, job_id: str) -> AsyncIterator[bytes]:
-    changes = svc.events.changes(job_id)
-    step: asyncio.Future[tuple[str, JobSnapshot]] | None = None
-    try:
-        while True:
-            step = asyncio.ensure_future(anext(changes))
-            while not step.done():
-                done, _ = await asyncio.wait({step}, timeout=SSE_HEARTBEAT_S)
-                if not done:
-                    yield b": heartbeat\n\n"
-            try:
-                event_id, snap = step.result()
-            except StopAsyncIteration:
-                return
-            data = orjson.dumps(job_view(snap))
-            yield b"id: %s\nevent: status\ndata: %s\n\n" % (event_id.encode(), data)
-    finally:
-        if step is not None and not step.done():
-            step.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                await step
-        await changes.aclose()
+    return await event_stream(svc, job_id, job_view)

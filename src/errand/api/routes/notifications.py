@@ -1,4 +1,4 @@
-"""POST /notifications and GET /notifications/{jobId}."""
+"""POST /notifications, GET /notifications/{jobId} (with `?wait=`) and its /events stream."""
 
 from __future__ import annotations
 
@@ -11,10 +11,16 @@ from starlette.responses import Response
 from errand.api.body import read_json_object, validate_body
 from errand.api.deps import Services, services
 from errand.api.idempotency import idempotent
-from errand.api.responses import json_response
 from errand.api.routes._openapi import json_body, problems
 from errand.api.schemas import NotificationAccepted, NotificationCreate, NotificationPublic
-from errand.api.views import accepted, notification_view, retry_after_s
+from errand.api.views import accepted, notification_view
+from errand.api.waiting import (
+    SSE_RESPONSES,
+    WaitSeconds,
+    event_stream,
+    long_poll,
+    status_response,
+)
 from errand.errors import NotFound
 from errand.keys import QueueName, queue_of
 from errand.queue.producers import enqueue_notification
@@ -51,19 +57,32 @@ async def accept(svc: Services, body: dict[str, Any]) -> Response:
 @router.get(
     "/notifications/{job_id}",
     response_model=NotificationPublic,
-    responses=problems(404),
+    responses=problems(404, 422),
 )
-async def get_notification(job_id: str, svc: Services = Depends(services)) -> Response:
-    """A notification's status, attempts, dead-letter flag and webhook delivery."""
-    return await status(svc, job_id)
+async def get_notification(
+    request: Request, job_id: str, wait: WaitSeconds = None, svc: Services = Depends(services)
+) -> Response:
+    """A notification's status, attempts, dead-letter flag and webhook delivery; with
+    `?wait=N` a long-poll that answers as soon as it is final."""
+    if wait is None:
+        return await status(svc, job_id)
+    return await long_poll(request, svc, notification_id(job_id), wait, notification_view)
+
+
+@router.get("/notifications/{job_id}/events", responses={**SSE_RESPONSES, **problems(404)})
+async def notification_events(job_id: str, svc: Services = Depends(services)) -> Response:
+    """Server-Sent Events of the notification view, as GET /jobs/{job_id}/events."""
+    return await event_stream(svc, notification_id(job_id), notification_view)
+
+
+def notification_id(job_id: str) -> str:
+    """`job_id` if it names a notification. Raises NotFound for any other id."""
+    if queue_of(job_id) is not QueueName.NOTIFICATIONS:
+        raise NotFound(f"no notification with id {job_id!r}")
+    return job_id
 
 
 async def status(svc: Services, job_id: str) -> Response:
     """The GET /notifications/{job_id} answer (also the hot path's handler)."""
-    if queue_of(job_id) is not QueueName.NOTIFICATIONS:
-        raise NotFound(f"no notification with id {job_id!r}")
-    snap = await svc.queues.snapshot(job_id)
-    headers = None
-    if not snap.is_final:
-        headers = {"Retry-After": str(retry_after_s(svc.settings, snap.queue, snap))}
-    return json_response(notification_view(snap), 200, headers)
+    snap = await svc.queues.snapshot(notification_id(job_id))
+    return status_response(svc, snap, notification_view)
