@@ -2,9 +2,13 @@
 """Bootstrap for a machine that has only Python 3.11+: makes .venv, installs errand, runs it.
 
     python3 run.py up [errand up options]   start the whole service (embedded Valkey, API, workers)
-    python3 run.py test [pytest options]    install the test extras and run the whole test suite
+    python3 run.py test [pytest options]    install the test lock and run the whole test suite
     python3 run.py bench [options]          run the benchmark suite
+    python3 run.py lock [uv options]        rewrite requirements/*.lock (e.g. --upgrade-package X)
     python3 run.py <errand command ...>     any other errand command (demo, api, worker, ...)
+
+.venv is installed from a lock file with hashes (requirements/runtime.lock, or
+requirements/test.lock for test and bench), then errand itself without dependencies.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
@@ -24,30 +29,63 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / "python"
+RUNTIME_LOCK = ROOT / "requirements" / "runtime.lock"
+TEST_LOCK = ROOT / "requirements" / "test.lock"  # runtime + test + dev: a superset of runtime
+LOCK_TOOL = "uv==0.13.8"  # only `run.py lock` needs it, in a throwaway venv
 
 
 def _say(message: str) -> None:
     print(f"[run.py] {message}", file=sys.stderr, flush=True)
 
 
-def ensure_venv(extras: str) -> None:
-    """Create .venv and (re)install errand when pyproject.toml or the extras changed."""
+def _pip_install(python: Path, *args: str) -> None:
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, *args], check=True)
+
+
+def _lock_digest(lock: Path) -> str:
+    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + lock.read_bytes()).hexdigest()
+
+
+def ensure_venv(lock: Path) -> None:
+    """Create .venv and (re)install the lock file and errand when either changed."""
     if sys.version_info < (3, 11):  # noqa: UP036 -- run.py runs on the user's python3, before .venv
         sys.exit("errand needs Python 3.11 or newer")
     if not PY.exists():
         _say("creating .venv")
         venv.EnvBuilder(with_pip=True).create(VENV)
     stamp = VENV / ".errand-install"
-    project = (ROOT / "pyproject.toml").read_bytes()
-    want = hashlib.sha256(project + extras.encode()).hexdigest()
-    enough = {want, hashlib.sha256(project + b"[test]").hexdigest()} if not extras else {want}
-    if stamp.exists() and stamp.read_text() in enough:  # the test extras include errand itself
+    installed = stamp.read_text() if stamp.exists() else ""
+    good = {_lock_digest(lock)} | ({_lock_digest(TEST_LOCK)} if lock == RUNTIME_LOCK else set())
+    if installed in good:
         return
-    _say(f"installing errand{extras} into .venv")
-    pip = [str(PY), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, "-e", f"{ROOT}{extras}"], check=True)
-    stamp.write_text(want)
+    _say(f"installing {lock.relative_to(ROOT)} and errand into .venv")
+    _pip_install(PY, "--require-hashes", "-r", str(lock))
+    _pip_install(PY, "--no-deps", "-e", str(ROOT))
+    stamp.write_text(_lock_digest(lock))
+
+
+def write_locks(uv_options: list[str]) -> int:
+    """Regenerate both lock files from pyproject.toml with uv, installed in a throwaway venv."""
+    with tempfile.TemporaryDirectory() as tmp:
+        _say(f"installing {LOCK_TOOL} into a throwaway venv")
+        venv.EnvBuilder(with_pip=True).create(tmp)
+        py = Path(tmp) / BIN.name / "python"
+        _pip_install(py, LOCK_TOOL)
+        env = dict(os.environ, UV_CUSTOM_COMPILE_COMMAND="python3 run.py lock")
+        compile_ = [str(py), "-m", "uv", "pip", "compile", "pyproject.toml", "--quiet"]
+        compile_ += ["--universal", "--python-version", "3.11", "--generate-hashes", *uv_options]
+        selections = (  # the test lock first: the runtime lock is constrained to its pins
+            (TEST_LOCK, ["--extra", "test", "--extra", "dev"]),
+            (RUNTIME_LOCK, ["-c", str(TEST_LOCK.relative_to(ROOT))]),
+        )
+        for lock, selection in selections:
+            out = str(lock.relative_to(ROOT))
+            _say(f"writing {out}")
+            code = subprocess.call([*compile_, *selection, "-o", out], env=env)
+            if code:
+                return code
+    return 0
 
 
 def ensure_node_tools() -> None:
@@ -109,18 +147,20 @@ def main(argv: list[str]) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     os.chdir(ROOT)
+    if command == "lock":
+        return write_locks(rest)
     if command == "test":
-        ensure_venv("[test]")
+        ensure_venv(TEST_LOCK)
         ensure_node_tools()
         ensure_chromium()
         # The terminal's Ctrl-C reaches pytest directly; a second one would cut its cleanup.
         code = run_child([str(PY), "-m", "pytest", *rest], forward=(signal.SIGTERM,))
         return 0 if code == 5 and "-m" in rest else code
     if command == "bench":
-        ensure_venv("[test]")
+        ensure_venv(TEST_LOCK)
         return run_child([str(PY), str(ROOT / "bench" / "run.py"), *rest],
                          forward=(signal.SIGTERM,))
-    ensure_venv("")
+    ensure_venv(RUNTIME_LOCK)
     return run_child([str(BIN / "errand"), command, *rest],
                      forward=(signal.SIGINT, signal.SIGTERM))
 

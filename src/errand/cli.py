@@ -34,6 +34,16 @@ def _settings() -> Settings:
         raise typer.Exit(2) from err
 
 
+def _require_pinned_versions() -> None:
+    from errand.pins import PinMismatch, check_pins
+
+    try:
+        check_pins()
+    except PinMismatch as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from err
+
+
 def usable_cores() -> int:
     """Cores this process may run on (a container's CPU set, not the host's count)."""
     try:
@@ -70,6 +80,7 @@ def up(
     from errand.server.preflight import StartupError
     from errand.server.supervisor import Supervisor, UpOptions
 
+    _require_pinned_versions()
     settings = _settings()
     api_workers = api_workers or usable_cores()
     sup = Supervisor(settings, UpOptions(host, port, api_workers, workers, concurrency))
@@ -123,6 +134,7 @@ def api(
 
     workers = workers or usable_cores()
 
+    _require_pinned_versions()
     settings = _settings()
     if settings.redis_url is None:
         typer.echo("errand api needs ERRAND_REDIS_URL (or use `errand up`)", err=True)
@@ -164,6 +176,7 @@ def worker(
     from errand.logs import configure_logging
     from errand.workers.runner import run_worker
 
+    _require_pinned_versions()
     settings = _settings()
     if settings.redis_url is None:
         typer.echo("errand worker needs ERRAND_REDIS_URL (or use `errand up`)", err=True)
