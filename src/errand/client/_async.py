@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -24,7 +25,7 @@ class _AsyncStream:
     lines: AsyncIterator[str] | None = None
 
     async def open(self, http: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
-        await self.aclose()
+        await self.__aexit__()
         response = self.response = await http.send(request, stream=True)
         if response.is_error:
             await response.aread()
@@ -34,10 +35,12 @@ class _AsyncStream:
     async def next_line(self) -> str | None:
         return None if self.lines is None else await anext(self.lines, None)
 
-    async def aclose(self) -> None:
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
         if self.response is not None:
             await self.response.aclose()
-            self.response = self.lines = None
 
 
 class AsyncClient(Operations, ClientBase[httpx.AsyncClient], AsyncDriver):
@@ -63,17 +66,12 @@ class AsyncClient(Operations, ClientBase[httpx.AsyncClient], AsyncDriver):
             await results.aclose()
 
     async def _iterate(self, op: Op[T]) -> AsyncGenerator[T, None]:
-        stream, reply = _AsyncStream(), None
-        try:
-            while (step := advance(op, reply)) is not None:
-                if isinstance(step, Emit):
-                    reply = None
-                    yield step.value
-                else:
-                    reply = await self._perform(step, stream)
-        finally:
-            op.close()
-            await stream.aclose()
+        async with _AsyncStream() as stream:
+            with contextlib.closing(op):
+                reply = None
+                while (step := advance(op, reply)) is not None:
+                    reply = ((yield step.value) if isinstance(step, Emit)
+                             else await self._perform(step, stream))
 
     async def _perform(self, step: Step, stream: _AsyncStream) -> Any:
         if isinstance(step, Sleep):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Generator, Iterator
 from types import TracebackType
@@ -25,17 +26,19 @@ class _Stream:
         self.lines: Iterator[str] = iter(())
 
     def open(self, http: httpx.Client, request: httpx.Request) -> httpx.Response:
-        self.close()
+        self.__exit__()
         self.response = http.send(request, stream=True)
         if self.response.is_error:
             self.response.read()
         self.lines = self.response.iter_lines()
         return self.response
 
-    def close(self) -> None:
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
         if self.response is not None:
             self.response.close()
-            self.response = None
 
 
 class Client(Operations, ClientBase[httpx.Client], SyncDriver):
@@ -61,17 +64,11 @@ class Client(Operations, ClientBase[httpx.Client], SyncDriver):
             results.close()
 
     def _iterate(self, op: Op[T]) -> Generator[T, None, None]:
-        stream, reply = _Stream(), None
-        try:
+        with _Stream() as stream, contextlib.closing(op):
+            reply = None
             while (step := advance(op, reply)) is not None:
-                if isinstance(step, Emit):
-                    reply = None
-                    yield step.value
-                else:
-                    reply = self._perform(step, stream)
-        finally:
-            op.close()
-            stream.close()
+                reply = ((yield step.value) if isinstance(step, Emit)
+                         else self._perform(step, stream))
 
     def _perform(self, step: Step, stream: _Stream) -> Any:
         if isinstance(step, Sleep):

@@ -11,8 +11,6 @@ from typing import Any
 
 from standardwebhooks import Webhook, WebhookVerificationError
 
-DEFAULT_TOLERANCE_S = 300  # what `standardwebhooks` allows between webhook-timestamp and now
-
 
 class InvalidWebhook(ValueError):
     """A delivery whose headers, signature, timestamp or body do not verify."""
