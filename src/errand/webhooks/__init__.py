@@ -1,1 +1,5 @@
-"""Webhooks: URL rules, signing (pure) and delivery."""
+"""Webhooks: URL rules, signing (pure) and delivery; `verify` for the receiving side."""
+
+from errand.webhooks.verify import InvalidWebhook, verify
+
+__all__ = ["InvalidWebhook", "verify"]
