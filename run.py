@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import itertools
 import os
 import shutil
 import signal
@@ -104,14 +105,37 @@ def ensure_node_tools() -> None:
     stamp.write_text(want)
 
 
-def ensure_chromium() -> None:
-    """Debian's Chromium for the dashboard's browser test, when we may install packages."""
-    if shutil.which("chromium") or shutil.which("apt-get") is None or os.geteuid() != 0:
+def _apt_install(why: str, *packages: str) -> None:
+    """apt-get install the packages whose command is missing, when we may install packages."""
+    missing = [p for p in packages if shutil.which(p) is None]
+    if not missing or shutil.which("apt-get") is None or os.geteuid() != 0:
         return
-    _say("installing chromium (apt-get) for the browser test")
+    _say(f"installing {' '.join(missing)} (apt-get) for {why}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=False, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=False, env=env)
+
+
+def ensure_chromium() -> None:
+    """Debian's Chromium for the dashboard's browser test."""
+    _apt_install("the browser test", "chromium")
+
+
+def image_test_requested(pytest_args: list[str]) -> bool:
+    """True when these pytest arguments select the container image test (tests/conftest.py
+    runs it only then too): `-m image`, its file named, or ERRAND_TEST_IMAGE=1."""
+    marks = [expr for flag, expr in itertools.pairwise(pytest_args) if flag == "-m"]
+    return (
+        os.environ.get("ERRAND_TEST_IMAGE") == "1"
+        or any("image" in expr and "not image" not in expr for expr in marks)
+        or any("test_container_image" in arg for arg in pytest_args)
+    )
+
+
+def ensure_image_tools(pytest_args: list[str]) -> None:
+    """buildah and debootstrap, only when the (minutes-long) container image test is selected."""
+    if image_test_requested(pytest_args):
+        _apt_install("the container image test", "buildah", "debootstrap")
 
 
 def _die_with_parent() -> None:
@@ -153,6 +177,7 @@ def main(argv: list[str]) -> int:
         ensure_venv(TEST_LOCK)
         ensure_node_tools()
         ensure_chromium()
+        ensure_image_tools(rest)
         # The terminal's Ctrl-C reaches pytest directly; a second one would cut its cleanup.
         code = run_child([str(PY), "-m", "pytest", *rest], forward=(signal.SIGTERM,))
         return 0 if code == 5 and "-m" in rest else code

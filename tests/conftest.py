@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,28 @@ import pytest
 
 from errand.server.embedded import EmbeddedValkey
 from support.stack import Stack, run_stack, test_settings
+
+
+def image_tests_requested(config: pytest.Config) -> bool:
+    """The container image test takes minutes: it runs only when asked for (as run.py's
+    `image_test_requested` decides whether to install buildah)."""
+    marks = str(config.getoption("markexpr") or "")
+    return (
+        os.environ.get("ERRAND_TEST_IMAGE") == "1"
+        or ("image" in marks and "not image" not in marks)
+        or any("test_container_image" in str(arg) for arg in config.args)
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if image_tests_requested(config):
+        return
+    skip = pytest.mark.skip(
+        reason="container image test: select it with -m image, by its file, or ERRAND_TEST_IMAGE=1"
+    )
+    for item in items:
+        if item.get_closest_marker("image"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
