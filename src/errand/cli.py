@@ -96,7 +96,7 @@ def api(
     if settings.redis_url is None:
         typer.echo("errand api needs ERRAND_REDIS_URL (or use `errand up`)", err=True)
         raise typer.Exit(2)
-    from errand.api.http_protocol import ErrandHttpToolsProtocol
+    from errand.api.http.http_protocol import ErrandHttpToolsProtocol
     from errand.logs import configure_logging
 
     configure_logging(settings)
@@ -130,8 +130,8 @@ def worker(
 
     import uvloop
 
+    from errand.engine.runner import run_worker
     from errand.logs import configure_logging
-    from errand.workers.runner import run_worker
 
     settings = _settings()
     if settings.redis_url is None:

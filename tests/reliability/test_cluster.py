@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from errand.queue.connection import connect, is_cluster
 
 from conftest import ValkeyCluster, message_id, outbox_ids
-from errand.queue.connection import connect, is_cluster
 from support.processes import Processes, env_for, wait_log
 from support.stack import Stack, run_stack
 from support.stack import test_settings as settings_for

@@ -24,11 +24,11 @@ from typing import Any
 import httpx
 import hypothesis
 import orjson
+from errand.workers.runner import WorkerProcess
 from hypothesis import HealthCheck
 from hypothesis import strategies as st
 
 from errand.keys import QueueName
-from errand.workers.runner import WorkerProcess
 from support.stack import Stack
 from support.waiting import wait_for
 

@@ -13,11 +13,11 @@ from errand import __version__, gc_tuning
 from errand.api.deps import Services
 from errand.api.events import JobEventHub
 from errand.api.hotpath import HotPath
-from errand.api.problems import install_problem_handlers
+from errand.api.http.problems import install_problem_handlers
 from errand.api.routes import admin, dashboard, jobs, notifications, ops, reports
-from errand.metrics import HttpMetricsMiddleware, QueueGauges
-from errand.queue.connection import connect, redis_url
+from errand.metrics.registry import HttpMetricsMiddleware, QueueGauges
 from errand.queue.facade import JobQueues
+from errand.redisio.connection import connect, redis_url
 from errand.settings import Settings
 
 DESCRIPTION = (

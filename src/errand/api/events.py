@@ -23,9 +23,9 @@ from typing import Any
 from bullmq import QueueEvents
 
 from errand.keys import QueueName, queue_of
-from errand.queue.connection import bullmq_connection
 from errand.queue.facade import JobQueues
-from errand.queue.status import JobSnapshot
+from errand.queue.snapshot import JobSnapshot
+from errand.redisio.connection import bullmq_connection
 from errand.settings import Settings
 
 log = logging.getLogger("errand.events")

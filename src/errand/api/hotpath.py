@@ -23,13 +23,13 @@ from prometheus_client.metrics import Counter, Histogram
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from errand.api.body import check_declared_length, parse_json_object
 from errand.api.deps import Services
-from errand.api.problems import REDIS_DOWN, errand_problem, redis_down_problem
-from errand.api.responses import problem
+from errand.api.http.body import check_declared_length, parse_json_object
+from errand.api.http.problems import REDIS_DOWN, errand_problem, redis_down_problem
+from errand.api.http.responses import problem
 from errand.api.routes import jobs, notifications, reports
 from errand.errors import BodyTooLarge, ErrandError
-from errand.metrics import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
+from errand.metrics.registry import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
 
 log = logging.getLogger("errand.api")
 

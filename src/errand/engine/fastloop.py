@@ -7,7 +7,7 @@ less Python per job than bullmq's `Worker`:
   (bullmq-python sends moveToActive and moveToFinished separately);
 - `concurrency` long-lived slot coroutines instead of a task per job and an
   `asyncio.wait` over the whole in-flight set on every completion;
-- every command goes over one pipelined connection (queue/pipelined.py);
+- every command goes over one pipelined connection (redisio/pipelined.py);
 - one shared BZPOPMIN on the queue's marker wakes idle slots one at a time.
 
 Semantics follow bullmq's Worker and Job: locks taken by the scripts and renewed
@@ -35,10 +35,10 @@ from bullmq.event_emitter import EventEmitter
 from bullmq.redis_connection import RedisConnection, loadScript
 from bullmq.scripts import Scripts
 
-from errand.queue.connection import is_cluster
-from errand.queue.pipelined import PipelinedRedis, pipelined_from_url
+from errand.engine.fastjob import FastJob, ScriptArgs, dumps, failure_fields, now_ms
+from errand.redisio.connection import is_cluster
+from errand.redisio.pipelined import PipelinedRedis, pipelined_from_url
 from errand.settings import Settings, WorkerEngine
-from errand.workers.fastjob import FastJob, ScriptArgs, dumps, failure_fields, now_ms
 
 log = logging.getLogger("errand.worker.fast")
 

@@ -17,14 +17,14 @@ from bullmq import Job, UnrecoverableError, Worker
 
 from errand import gc_tuning
 from errand.clock import now_ms
+from errand.engine.fastloop import build_worker, uses_fast_engine
 from errand.keys import Keys, QueueName
 from errand.logs import job_context
-from errand.metrics import JobMetrics, WorkerMetricsServer
-from errand.queue.connection import bullmq_connection, connect
+from errand.metrics.registry import JobMetrics, WorkerMetricsServer
+from errand.processors.reports import ReportProcessor
 from errand.queue.handback import HeldJob, hand_back
+from errand.redisio.connection import bullmq_connection, connect
 from errand.settings import Settings
-from errand.workers.fastloop import build_worker, uses_fast_engine
-from errand.workers.reports import ReportProcessor
 
 log = logging.getLogger("errand.worker")
 
@@ -33,8 +33,8 @@ Processor = Callable[[Job, str], Awaitable[Any]]
 
 def build_processors(settings: Settings, redis: Any) -> dict[QueueName, Processor]:
     """One processor per queue. Imports are local so each queue's deps load only when run."""
-    from errand.workers.notifications import NotificationProcessor
-    from errand.workers.webhooks import WebhookEvents, WebhookProcessor
+    from errand.processors.notifications import NotificationProcessor
+    from errand.processors.webhooks import WebhookEvents, WebhookProcessor
 
     # A job with a webhookUrl emits its final outcome as a webhook event.
     events = WebhookEvents(settings, redis)

@@ -1,1 +1,1 @@
-"""Workers: one processor per job kind (parse -> do -> record) and the process that runs them."""
+"""Job processors: what a job does (parse -> do -> record), one per job kind."""

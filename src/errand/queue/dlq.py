@@ -16,7 +16,7 @@ from bullmq import Job
 from errand.errors import Conflict, NotFound
 from errand.keys import QueueName, queue_of
 from errand.queue.facade import JobQueues
-from errand.queue.status import JobStatus
+from errand.queue.snapshot import JobStatus
 
 
 @dataclass(frozen=True, slots=True)

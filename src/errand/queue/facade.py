@@ -10,7 +10,7 @@ from bullmq import Job, Queue
 from errand.errors import NotFound
 from errand.keys import Keys, QueueName, queue_of
 from errand.queue.policies import RetryPolicy, retry_policies
-from errand.queue.status import JobSnapshot, snapshot_from
+from errand.queue.snapshot import JobSnapshot, snapshot_from
 from errand.settings import Settings
 
 COUNT_STATES = ("waiting", "prioritized", "active", "delayed", "completed", "failed", "paused")

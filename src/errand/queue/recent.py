@@ -13,7 +13,7 @@ import asyncio
 from errand.errors import NotFound
 from errand.keys import QueueName
 from errand.queue.facade import JobQueues
-from errand.queue.status import JobSnapshot
+from errand.queue.snapshot import JobSnapshot
 
 _LISTS = ("wait", "active")  # newest at the head (BullMQ LPUSHes)
 _SORTED_SETS = ("prioritized", "delayed", "completed", "failed")

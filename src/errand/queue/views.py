@@ -7,10 +7,10 @@ from typing import Any
 
 from starlette.responses import Response
 
-from errand.api.responses import json_response
+from errand.api.http.responses import json_response
 from errand.clock import iso_ms, now_ms
 from errand.keys import QueueName
-from errand.queue.status import JobSnapshot, JobStatus
+from errand.queue.snapshot import JobSnapshot, JobStatus
 from errand.settings import Settings
 
 RETRY_AFTER_CAP_S = 30

@@ -1,4 +1,4 @@
-"""Live worker processes, from the heartbeats they publish (see workers/runner.py)."""
+"""Live worker processes, from the heartbeats they publish (see engine/runner.py)."""
 
 from __future__ import annotations
 

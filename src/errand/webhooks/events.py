@@ -15,10 +15,10 @@ import hashlib
 from enum import StrEnum
 from typing import Any
 
-from errand.api.views import job_view, notification_view
 from errand.clock import iso_ms
 from errand.keys import QueueName
-from errand.queue.status import JobSnapshot, JobStatus
+from errand.queue.snapshot import JobSnapshot, JobStatus
+from errand.queue.views import job_view, notification_view
 
 WEBHOOK_ID_PREFIX = "msg_"
 _DELIVERY_TAG = "whk_"

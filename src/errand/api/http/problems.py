@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from errand.api.responses import ResponseError, problem
+from errand.api.http.responses import ResponseError, problem
 from errand.errors import (
     BodyTooLarge,
     Conflict,

@@ -15,14 +15,14 @@ from starlette.templating import Jinja2Templates
 
 from errand import __version__
 from errand.api.deps import Services, services
-from errand.api.responses import json_response
+from errand.api.http.responses import json_response
 from errand.api.routes._openapi import problems
 from errand.api.routes.admin import require_admin
-from errand.api.views import job_view
 from errand.errors import NotFound
 from errand.keys import QueueName
 from errand.queue.recent import recent_jobs
-from errand.queue.status import JobSnapshot
+from errand.queue.snapshot import JobSnapshot
+from errand.queue.views import job_view
 
 API_DIR = Path(__file__).resolve().parent.parent
 STATIC_DIR = API_DIR / "static"

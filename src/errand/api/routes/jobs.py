@@ -12,11 +12,11 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from errand.api.deps import Services, services
-from errand.api.responses import json_response
+from errand.api.http.responses import json_response
 from errand.api.routes._openapi import problems
 from errand.api.schemas import JobPublic
-from errand.api.views import job_view, retry_after_s
-from errand.queue.status import JobSnapshot
+from errand.queue.snapshot import JobSnapshot
+from errand.queue.views import job_view, retry_after_s
 
 router = APIRouter(tags=["jobs"])
 

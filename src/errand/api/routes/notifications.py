@@ -8,16 +8,16 @@ from fastapi import APIRouter, Depends
 from starlette.requests import Request
 from starlette.responses import Response
 
-from errand.api.body import read_json_object, validate_body
 from errand.api.deps import Services, services
+from errand.api.http.body import read_json_object, validate_body
+from errand.api.http.responses import json_response
 from errand.api.idempotency import idempotent
-from errand.api.responses import json_response
 from errand.api.routes._openapi import json_body, problems
 from errand.api.schemas import NotificationAccepted, NotificationCreate, NotificationPublic
-from errand.api.views import accepted, notification_view, retry_after_s
 from errand.errors import NotFound
 from errand.keys import QueueName, queue_of
 from errand.queue.producers import enqueue_notification
+from errand.queue.views import accepted, notification_view, retry_after_s
 from errand.webhooks.ssrf import check_webhook_destination
 
 router = APIRouter(tags=["notifications"])

@@ -9,8 +9,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from errand.api.deps import Services, services
-from errand.api.responses import json_response, problem
-from errand.metrics import CONTENT_TYPE, QueueGauges
+from errand.api.http.responses import json_response, problem
+from errand.metrics.registry import CONTENT_TYPE, QueueGauges
 
 router = APIRouter(tags=["operations"])
 
