@@ -32,10 +32,14 @@ from bullmq.backends import RedisBackend
 from bullmq.backoffs import Backoffs
 from bullmq.custom_errors import DelayedError, WaitingChildrenError
 from bullmq.event_emitter import EventEmitter
-from bullmq.redis_connection import RedisConnection, loadScript
+from bullmq.redis_connection import RedisConnection
 from bullmq.scripts import Scripts
 
-from errand.engine.fastjob import FastJob, ScriptArgs, dumps, failure_fields, now_ms
+from errand.clock import now_ms
+from errand.engine.fastjob import FastJob, ScriptArgs, dumps, failure_fields
+from errand.keys import Keys
+from errand.queue.policies import is_last_attempt
+from errand.queue.scripts import bullmq_script
 from errand.redisio.connection import is_cluster
 from errand.redisio.pipelined import PipelinedRedis, pipelined_from_url
 from errand.settings import Settings, WorkerEngine
@@ -80,8 +84,11 @@ class FastWorker(EventEmitter):  # type: ignore[misc]  # bullmq is untyped
         )
         self.qualifiedName = self.backend.qualifiedName
         self.scripts: Scripts = self.backend.scripts
-        self.args = ScriptArgs(self.scripts.keys, self.opts["lockDuration"], self.opts.get("name"))
-        self._lua = {n: self.client.register_script(loadScript(f)) for n, f in SCRIPTS.items()}
+        self.args = ScriptArgs(
+            self.scripts.keys, (Keys(self.prefix), name), self.opts["lockDuration"],
+            self.opts.get("name"),
+        )
+        self._lua = {n: self.client.register_script(bullmq_script(f)) for n, f in SCRIPTS.items()}
         # Compatibility with code written against bullmq's Worker.
         self.redisConnection = None
         self.blockingRedisConnection = None
@@ -337,8 +344,8 @@ class FastWorker(EventEmitter):  # type: ignore[misc]  # bullmq is untyped
     async def _move_failed(
         self, job: FastJob, token: str, err: BaseException, fields: dict[str, Any], fetch: bool
     ) -> Any:
-        attempts = job.opts.get("attempts") or 0
-        if job.attemptsMade + 1 < attempts and not isinstance(err, UnrecoverableError):
+        last = is_last_attempt(job.attemptsMade + 1, job.opts.get("attempts"))
+        if not last and not isinstance(err, UnrecoverableError):
             delay = await Backoffs.calculate(
                 job.opts.get("backoff"), job.attemptsMade + 1, err, job, None
             )
