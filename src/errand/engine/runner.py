@@ -9,27 +9,28 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
 from bullmq import Job, UnrecoverableError, Worker
+from bullmq.custom_errors import DelayedError
 
 from errand import gc_tuning
 from errand.clock import now_ms
 from errand.engine.fastloop import build_worker, uses_fast_engine
+from errand.errors import JobDeferred, PermanentFailure
 from errand.keys import Keys, QueueName
 from errand.logs import job_context
 from errand.metrics.registry import JobMetrics, WorkerMetricsServer
+from errand.processors.job import Processor
 from errand.processors.reports import ReportProcessor
 from errand.queue.handback import HeldJob, hand_back
+from errand.queue.policies import is_last_attempt
 from errand.redisio.connection import bullmq_connection, connect
 from errand.settings import Settings
 
 log = logging.getLogger("errand.worker")
-
-Processor = Callable[[Job, str], Awaitable[Any]]
-
 
 def build_processors(settings: Settings, redis: Any) -> dict[QueueName, Processor]:
     """One processor per queue. Imports are local so each queue's deps load only when run."""
@@ -202,7 +203,9 @@ def job_fields(job_id: Any, queue: QueueName, attempt: int) -> dict[str, Any]:
 
 
 def _observed(queue: QueueName, processor: Processor, metrics: JobMetrics) -> Processor:
-    """`processor` with metrics and the job's log context around each attempt."""
+    """`processor` with metrics and the job's log context around each attempt, and its
+    outcomes in BullMQ's terms: PermanentFailure -> UnrecoverableError, JobDeferred ->
+    DelayedError (processors never import bullmq)."""
 
     async def observed(job: Job, token: str) -> Any:
         context = job_context.set(job_fields(job.id, queue, job.attemptsMade + 1))
@@ -210,6 +213,10 @@ def _observed(queue: QueueName, processor: Processor, metrics: JobMetrics) -> Pr
         started = metrics.started(job.timestamp + (job.delay or 0), first)
         try:
             return await processor(job, token)
+        except PermanentFailure as err:
+            raise UnrecoverableError(str(err)) from err
+        except JobDeferred as err:
+            raise DelayedError() from err
         finally:
             metrics.finished(started)
             job_context.reset(context)
@@ -236,8 +243,9 @@ def _on_completed(queue: QueueName, metrics: JobMetrics) -> Callable[[Job, Any],
 def _on_failed(queue: QueueName, metrics: JobMetrics) -> Callable[[Job, BaseException], None]:
     def on_failed(job: Job, err: BaseException) -> None:
         try:
-            attempts = int(job.opts.get("attempts") or 1)
-            dead = isinstance(err, UnrecoverableError) or job.attemptsMade >= attempts
+            dead = isinstance(err, UnrecoverableError) or is_last_attempt(
+                job.attemptsMade, job.opts.get("attempts")
+            )
             metrics.failed(dead)
             fields = job_fields(job.id, queue, job.attemptsMade)
             if dead:
