@@ -17,7 +17,7 @@ from errand.api.http.problems import install_problem_handlers
 from errand.api.routes import admin, dashboard, jobs, notifications, ops, reports
 from errand.metrics.registry import HttpMetricsMiddleware, QueueGauges
 from errand.queue.facade import JobQueues
-from errand.redisio.connection import connect, redis_url
+from errand.redisio.connection import connect
 from errand.settings import Settings
 
 DESCRIPTION = (
@@ -52,8 +52,7 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = connect(settings, pipelined=True)  # one pipelined connection per process
         queues = JobQueues(settings, redis)
-        events = JobEventHub(settings, queues, redis_url(settings))
-        await events.start()
+        events = JobEventHub(settings, queues)
         app.state.services = Services(settings, redis, queues, events)
         app.state.queue_gauges = QueueGauges(queues.counts)
         if tune_gc:

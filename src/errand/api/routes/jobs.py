@@ -12,11 +12,11 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from errand.api.deps import Services, services
-from errand.api.http.responses import json_response
+from errand.api.polling import status_response
 from errand.api.routes._openapi import problems
 from errand.api.schemas import JobPublic
 from errand.queue.snapshot import JobSnapshot
-from errand.queue.views import job_view, retry_after_s
+from errand.queue.views import job_view
 
 router = APIRouter(tags=["jobs"])
 
@@ -25,10 +25,8 @@ SSE_HEARTBEAT_S = 15.0
 
 
 def job_response(svc: Services, snap: JobSnapshot) -> Response:
-    headers = None
-    if not snap.is_final:
-        headers = {"Retry-After": str(retry_after_s(svc.settings, snap.queue, snap))}
-    return json_response(job_view(snap), 200, headers)
+    """The GET /jobs/{job_id} answer for `snap` (also the hot path's)."""
+    return status_response(svc.settings, snap, job_view(snap))
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic, responses=problems(404, 422))

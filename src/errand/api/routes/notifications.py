@@ -10,14 +10,14 @@ from starlette.responses import Response
 
 from errand.api.deps import Services, services
 from errand.api.http.body import read_json_object, validate_body
-from errand.api.http.responses import json_response
 from errand.api.idempotency import idempotent
+from errand.api.polling import accepted, status_response
 from errand.api.routes._openapi import json_body, problems
 from errand.api.schemas import NotificationAccepted, NotificationCreate, NotificationPublic
 from errand.errors import NotFound
 from errand.keys import QueueName, queue_of
 from errand.queue.producers import enqueue_notification
-from errand.queue.views import accepted, notification_view, retry_after_s
+from errand.queue.views import notification_view
 from errand.webhooks.ssrf import check_webhook_destination
 
 router = APIRouter(tags=["notifications"])
@@ -63,7 +63,4 @@ async def status(svc: Services, job_id: str) -> Response:
     if queue_of(job_id) is not QueueName.NOTIFICATIONS:
         raise NotFound(f"no notification with id {job_id!r}")
     snap = await svc.queues.snapshot(job_id)
-    headers = None
-    if not snap.is_final:
-        headers = {"Retry-After": str(retry_after_s(svc.settings, snap.queue, snap))}
-    return json_response(notification_view(snap), 200, headers)
+    return status_response(svc.settings, snap, notification_view(snap))

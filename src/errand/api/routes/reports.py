@@ -11,13 +11,13 @@ from starlette.responses import Response
 from errand.api.deps import Services, services
 from errand.api.http.body import read_json_object, validate_body
 from errand.api.idempotency import idempotent
+from errand.api.polling import accepted
 from errand.api.routes._openapi import json_body, problems
 from errand.api.schemas import ReportAccepted, ReportCreate
 from errand.errors import Conflict, NotFound
 from errand.keys import QueueName, queue_of
 from errand.queue.producers import enqueue_report
 from errand.queue.snapshot import JobStatus
-from errand.queue.views import accepted
 from errand.webhooks.ssrf import check_webhook_destination
 
 router = APIRouter(tags=["reports"])
