@@ -16,7 +16,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from errand.metrics.registry import QueueGauges
+from errand.metrics.gauges import QueueGauges
 from errand.server.embedded import free_port
 from support.processes import errand_env, processes
 from support.stack import Stack

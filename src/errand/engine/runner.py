@@ -22,7 +22,8 @@ from errand.engine.fastloop import build_worker, uses_fast_engine
 from errand.errors import JobDeferred, PermanentFailure
 from errand.keys import Keys, QueueName
 from errand.logs import job_context
-from errand.metrics.registry import JobMetrics, WorkerMetricsServer
+from errand.metrics.jobs import JobMetrics
+from errand.metrics.server import WorkerMetricsServer
 from errand.processors.job import Processor
 from errand.processors.reports import ReportProcessor
 from errand.queue.handback import HeldJob, hand_back

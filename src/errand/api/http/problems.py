@@ -1,21 +1,29 @@
-"""Exception handlers: domain errors and framework errors become RFC 9457 problem documents.
+"""The one error mapper: every exception an API request raises becomes its response.
 
-HTTP status codes for domain errors live here and nowhere else.
+Domain errors and framework errors become RFC 9457 problem documents; anything
+unexpected becomes a 500 problem document that says nothing of the internals (the
+error is logged). The hot path calls `error_response` directly; the FastAPI routes
+reach it through `ProblemRoute` and the app's exception handlers. HTTP status codes
+for domain errors live here and nowhere else.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from errand.api.http.body import ClientGone
 from errand.api.http.responses import ResponseError, problem
 from errand.errors import (
     BodyTooLarge,
@@ -40,11 +48,6 @@ _STATUS = {
 }
 
 
-def _errand_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ErrandError)
-    return errand_problem(exc)
-
-
 def errand_problem(exc: ErrandError) -> Response:
     """The problem document for a domain error."""
     for cls in type(exc).__mro__:
@@ -62,8 +65,7 @@ def errand_problem(exc: ErrandError) -> Response:
     return problem(status, title, exc.detail, slug, headers=headers, **extra)
 
 
-def _validation_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
+def _validation_problem(exc: RequestValidationError) -> Response:
     errors = []
     for item in exc.errors():
         loc = [str(p) for p in item.get("loc", ()) if p not in ("query", "path", "header")]
@@ -74,15 +76,10 @@ def _validation_error(request: Request, exc: Exception) -> Response:
     )
 
 
-def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
+def _http_problem(exc: HTTPException) -> Response:
     detail = exc.detail if isinstance(exc.detail, str) else "request failed"
     title = {404: "Not Found", 405: "Method Not Allowed"}.get(exc.status_code, "Error")
     return problem(exc.status_code, title, detail, "http", headers=exc.headers)
-
-
-def _redis_down(request: Request, exc: Exception) -> Response:
-    return redis_down_problem(exc)
 
 
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError)
@@ -97,15 +94,54 @@ def redis_down_problem(exc: Exception) -> Response:
     )
 
 
-def _ready_response(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ResponseError)
-    return exc.response
+def error_response(exc: Exception, where: str) -> Response:
+    """The response to a request that raised `exc`; `where` ("GET /path") goes to the log."""
+    if isinstance(exc, ErrandError):
+        return errand_problem(exc)
+    if isinstance(exc, REDIS_DOWN):
+        return redis_down_problem(exc)
+    if isinstance(exc, ResponseError):
+        return exc.response
+    if isinstance(exc, RequestValidationError):
+        return _validation_problem(exc)
+    if isinstance(exc, HTTPException):
+        return _http_problem(exc)
+    if isinstance(exc, ClientGone):
+        return Response(status_code=499)  # nobody reads it; the status is for the metrics
+    log.exception("unhandled error answering %s", where)
+    return problem(
+        500, "Internal Server Error", "errand failed to answer; the error is logged", "internal"
+    )
+
+
+def _where(request: Request) -> str:
+    return f"{request.method} {request.url.path}"
+
+
+class ProblemRoute(APIRoute):
+    """A FastAPI route whose every error, expected or not, is answered by `error_response`.
+
+    Starlette sends an exception no handler claims to its ServerErrorMiddleware, which
+    answers with a plain-text 500; catching here keeps every answer a problem document.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def answer(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception as exc:
+                return error_response(exc, _where(request))
+
+        return answer
+
+
+def _handle(request: Request, exc: Exception) -> Response:
+    return error_response(exc, _where(request))
 
 
 def install_problem_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ResponseError, _ready_response)
-    app.add_exception_handler(ErrandError, _errand_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(HTTPException, _http_error)
-    for down in REDIS_DOWN:
-        app.add_exception_handler(down, _redis_down)
+    """For errors raised outside a ProblemRoute (no route matched, a middleware failed)."""
+    for cls in (HTTPException, ErrandError, *REDIS_DOWN, Exception):
+        app.add_exception_handler(cls, _handle)

@@ -9,16 +9,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from errand.api.deps import Services, services
+from errand.api.http.problems import ProblemRoute
 from errand.api.http.responses import ResponseError, json_response, problem
 from errand.api.routes._openapi import problems
 from errand.api.schemas import DeadLetterPage
 from errand.clock import iso_ms
 from errand.keys import QueueName
-from errand.metrics.registry import record_dlq_retry
+from errand.metrics.jobs import record_dlq_retry
 from errand.queue.dlq import delete_dead_letter, list_dead_letters, retry_dead_letter
 from errand.queue.workers_registry import live_workers
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+router = APIRouter(prefix="/admin", tags=["admin"], route_class=ProblemRoute)
 
 
 def require_admin(request: Request, svc: Services = Depends(services)) -> None:

@@ -15,6 +15,7 @@ from starlette.templating import Jinja2Templates
 
 from errand import __version__
 from errand.api.deps import Services, services
+from errand.api.http.problems import ProblemRoute
 from errand.api.http.responses import json_response
 from errand.api.routes._openapi import problems
 from errand.api.routes.admin import require_admin
@@ -41,7 +42,7 @@ PAGE_HEADERS = {
 }
 
 templates = Jinja2Templates(directory=API_DIR / "templates")
-router = APIRouter(prefix="/admin", tags=["admin"])
+router = APIRouter(prefix="/admin", tags=["admin"], route_class=ProblemRoute)
 
 
 @router.get("/ui", include_in_schema=False)

@@ -12,13 +12,14 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from errand.api.deps import Services, services
+from errand.api.http.problems import ProblemRoute
 from errand.api.polling import status_response
 from errand.api.routes._openapi import problems
 from errand.api.schemas import JobPublic
 from errand.queue.snapshot import JobSnapshot
 from errand.queue.views import job_view
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], route_class=ProblemRoute)
 
 MAX_WAIT_S = 60
 SSE_HEARTBEAT_S = 15.0

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from errand.api.deps import Services, services
 from errand.api.http.body import read_json_object, validate_body
+from errand.api.http.problems import ProblemRoute
 from errand.api.idempotency import idempotent
 from errand.api.polling import accepted, status_response
 from errand.api.routes._openapi import json_body, problems
@@ -20,7 +21,7 @@ from errand.queue.producers import enqueue_notification
 from errand.queue.views import notification_view
 from errand.webhooks.ssrf import check_webhook_destination
 
-router = APIRouter(tags=["notifications"])
+router = APIRouter(tags=["notifications"], route_class=ProblemRoute)
 
 
 @router.post(
