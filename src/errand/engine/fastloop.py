@@ -27,7 +27,7 @@ from collections import deque
 from typing import Any
 
 import redis.asyncio as aioredis
-from bullmq import UnrecoverableError, Worker
+from bullmq import UnrecoverableError
 from bullmq.backends import RedisBackend
 from bullmq.backoffs import Backoffs
 from bullmq.custom_errors import DelayedError, WaitingChildrenError
@@ -40,9 +40,8 @@ from errand.engine.fastjob import FastJob, ScriptArgs, dumps, failure_fields
 from errand.keys import Keys
 from errand.queue.policies import is_last_attempt
 from errand.queue.scripts import bullmq_script
-from errand.redisio.connection import is_cluster
-from errand.redisio.pipelined import PipelinedRedis, pipelined_from_url
-from errand.settings import Settings, WorkerEngine
+from errand.redisio.connection import url_of
+from errand.redisio.pipelined import pipelined_from_url
 
 log = logging.getLogger("errand.worker.fast")
 
@@ -66,14 +65,8 @@ class FastWorker(EventEmitter):  # type: ignore[misc]  # bullmq is untyped
         super().__init__()
         self.name = name
         self.processor = processor
-        self.opts = {
-            "drainDelay": 5,
-            "concurrency": 1,
-            "lockDuration": 30000,
-            "maxStalledCount": 1,
-            "stalledInterval": 30000,
-            **opts,
-        }
+        self.opts = {"drainDelay": 5, "concurrency": 1, "lockDuration": 30000,
+                     "maxStalledCount": 1, "stalledInterval": 30000, **opts}
         self.id = uuid.uuid4().hex
         self.prefix = self.opts.get("prefix", "bull")
         self._owns_client = client is None
@@ -114,7 +107,7 @@ class FastWorker(EventEmitter):  # type: ignore[misc]  # bullmq is untyped
         self.running = True
         url = self.opts["connection"]
         self.bclient = aioredis.from_url(
-            url if isinstance(url, str) else _url_of(self.client),
+            url if isinstance(url, str) else url_of(self.client),
             decode_responses=True,
             single_connection_client=True,
         )
@@ -401,27 +394,3 @@ class FastWorker(EventEmitter):  # type: ignore[misc]  # bullmq is untyped
             except Exception as err:
                 self.emit("error", err)
             await asyncio.sleep(interval_ms / 1000)
-
-
-def _url_of(client: Any) -> str:
-    kw = client.connection_pool.connection_kwargs
-    auth = f"{kw.get('username') or ''}:{kw['password']}@" if kw.get("password") else ""
-    return f"redis://{auth}{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db') or 0}"
-
-
-def uses_fast_engine(settings: Settings) -> bool:
-    """ERRAND_WORKER_ENGINE=fast on a single server (a cluster keeps bullmq's Worker)."""
-    return settings.worker_engine is WorkerEngine.FAST and not is_cluster(settings)
-
-
-def build_worker(
-    settings: Settings, name: str, processor: Any, opts: dict[str, Any], client: Any
-) -> Any:
-    """The worker for one queue: errand's FastWorker or bullmq's Worker, per the settings.
-
-    `client` is the process's Redis client; the fast engine sends its scripts through it
-    when it is a PipelinedRedis (see `connect(settings, pipelined=True)`).
-    """
-    if uses_fast_engine(settings) and isinstance(client, PipelinedRedis):
-        return FastWorker(name, processor, opts, client)
-    return Worker(name, processor, opts)

@@ -18,7 +18,7 @@ from bullmq.custom_errors import DelayedError
 
 from errand import gc_tuning
 from errand.clock import now_ms
-from errand.engine.fastloop import build_worker, uses_fast_engine
+from errand.engine.fastloop import FastWorker
 from errand.errors import JobDeferred, PermanentFailure
 from errand.keys import Keys, QueueName
 from errand.logs import job_context
@@ -28,8 +28,9 @@ from errand.processors.job import Processor
 from errand.processors.reports import ReportProcessor
 from errand.queue.handback import HeldJob, hand_back
 from errand.queue.policies import is_last_attempt
-from errand.redisio.connection import bullmq_connection, connect
-from errand.settings import Settings
+from errand.redisio.connection import bullmq_connection, connect, is_cluster
+from errand.redisio.pipelined import PipelinedRedis
+from errand.settings import Settings, WorkerEngine
 
 log = logging.getLogger("errand.worker")
 
@@ -55,6 +56,24 @@ def concurrency_for(settings: Settings, queue: QueueName) -> int:
         QueueName.NOTIFICATIONS: settings.notify_concurrency,
         QueueName.WEBHOOKS: settings.webhook_concurrency,
     }[queue]
+
+
+def uses_fast_engine(settings: Settings) -> bool:
+    """ERRAND_WORKER_ENGINE=fast on a single server (a cluster keeps bullmq's Worker)."""
+    return settings.worker_engine is WorkerEngine.FAST and not is_cluster(settings)
+
+
+def build_worker(
+    settings: Settings, name: str, processor: Any, opts: dict[str, Any], client: Any
+) -> Any:
+    """The worker for one queue: errand's FastWorker or bullmq's Worker, per the settings.
+
+    `client` is the process's Redis client; the fast engine sends its scripts through it
+    when it is a PipelinedRedis (see `connect(settings, pipelined=True)`).
+    """
+    if uses_fast_engine(settings) and isinstance(client, PipelinedRedis):
+        return FastWorker(name, processor, opts, client)
+    return Worker(name, processor, opts)
 
 
 class WorkerProcess:

@@ -98,3 +98,10 @@ def with_socket_timeout(url: str, timeout_s: float) -> str:
     query = dict(parse_qsl(parts.query))
     query.setdefault("socket_timeout", str(timeout_s))
     return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def url_of(client: Any) -> str:
+    """The `redis://` URL of a standalone client's pool, for a second connection like it."""
+    kw = client.connection_pool.connection_kwargs
+    auth = f"{kw.get('username') or ''}:{kw['password']}@" if kw.get("password") else ""
+    return f"redis://{auth}{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db') or 0}"
