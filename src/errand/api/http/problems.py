@@ -143,5 +143,6 @@ def _handle(request: Request, exc: Exception) -> Response:
 
 def install_problem_handlers(app: FastAPI) -> None:
     """For errors raised outside a ProblemRoute (no route matched, a middleware failed)."""
-    for cls in (HTTPException, ErrandError, *REDIS_DOWN, Exception):
+    known = (ResponseError, ErrandError, *REDIS_DOWN, RequestValidationError, HTTPException)
+    for cls in (*known, ClientGone, Exception):
         app.add_exception_handler(cls, _handle)

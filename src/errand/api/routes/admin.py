@@ -42,7 +42,7 @@ def require_admin(request: Request, svc: Services = Depends(services)) -> None:
         raise ResponseError(problem(403, "Forbidden", "the admin token is wrong", "forbidden"))
 
 
-guarded = APIRouter(dependencies=[Depends(require_admin)])
+guarded = APIRouter(dependencies=[Depends(require_admin)], route_class=ProblemRoute)
 
 
 @guarded.get("/dlq", response_model=DeadLetterPage, responses=problems(401, 403, 422))
