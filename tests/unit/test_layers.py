@@ -97,10 +97,8 @@ def test_packages_form_no_cycle() -> None:
                 edges[here].add(there)
 
     def reaches(start: str, goal: str, seen: set[str]) -> bool:
-        for nxt in edges[start] - seen:
-            if nxt == goal or reaches(nxt, goal, seen | {nxt}):
-                return True
-        return False
+        ahead = edges[start] - seen
+        return any(nxt == goal or reaches(nxt, goal, seen | {nxt}) for nxt in ahead)
 
     cycles = sorted(unit for unit in list(edges) if reaches(unit, unit, set()))
     assert not cycles, f"packages in an import cycle: {cycles}"
