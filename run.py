@@ -183,11 +183,11 @@ def main(argv: list[str]) -> int:
         return 0 if code == 5 and "-m" in rest else code
     if command == "bench":
         ensure_venv(TEST_LOCK)
-        return run_child([str(PY), str(ROOT / "bench" / "run.py"), *rest],
-                         forward=(signal.SIGTERM,))
+        return run_child(
+            [str(PY), str(ROOT / "bench" / "run.py"), *rest], forward=(signal.SIGTERM,)
+        )
     ensure_venv(RUNTIME_LOCK)
-    return run_child([str(BIN / "errand"), command, *rest],
-                     forward=(signal.SIGINT, signal.SIGTERM))
+    return run_child([str(BIN / "errand"), command, *rest], forward=(signal.SIGINT, signal.SIGTERM))
 
 
 if __name__ == "__main__":

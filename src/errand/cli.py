@@ -104,9 +104,10 @@ def up(
 
 @app.command()
 def secrets(
-    data_dir: Annotated[Path | None, typer.Option(
-        help="The data directory (default: ERRAND_DATA_DIR, else ./.errand)."
-    )] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="The data directory (default: ERRAND_DATA_DIR, else ./.errand)."),
+    ] = None,
 ) -> None:
     """Print the admin token and webhook secret that `errand up` generated for a data dir."""
     from errand.secrets_store import FILE_NAME, load
@@ -114,13 +115,18 @@ def secrets(
     folder = data_dir if data_dir is not None else _settings().data_dir
     stored = load(folder)
     if stored is None:
-        typer.echo(f"errand: no {FILE_NAME} in {folder.resolve()} yet; "
-                   "`errand up` creates it on its first start", err=True)
+        typer.echo(
+            f"errand: no {FILE_NAME} in {folder.resolve()} yet; "
+            "`errand up` creates it on its first start",
+            err=True,
+        )
         raise typer.Exit(1)
     typer.echo(f"admin token      {stored.admin_token}")
     typer.echo(f"webhook secret   {stored.webhook_secret}")
-    typer.echo(f"(from {folder.resolve() / FILE_NAME}; ERRAND_ADMIN_TOKEN and "
-               "ERRAND_WEBHOOK_SECRET, when set, take their place)")
+    typer.echo(
+        f"(from {folder.resolve() / FILE_NAME}; ERRAND_ADMIN_TOKEN and "
+        "ERRAND_WEBHOOK_SECRET, when set, take their place)"
+    )
 
 
 @app.command()
@@ -139,7 +145,7 @@ def api(
     if settings.redis_url is None:
         typer.echo("errand api needs ERRAND_REDIS_URL (or use `errand up`)", err=True)
         raise typer.Exit(2)
-    from errand.api.http_protocol import ErrandHttpToolsProtocol
+    from errand.api.http.http_protocol import ErrandHttpToolsProtocol
     from errand.logs import configure_logging
 
     configure_logging(settings)
@@ -164,17 +170,20 @@ def worker(
         "reports,notifications,webhooks"
     ),
     concurrency: Annotated[int | None, typer.Option(help="Jobs per queue at once.")] = None,
-    metrics_port: Annotated[int | None, typer.Option(
-        help="Serve this worker's /metrics on this port (default: ERRAND_WORKER_METRICS_PORT)."
-    )] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve this worker's /metrics on this port (default: ERRAND_WORKER_METRICS_PORT)."
+        ),
+    ] = None,
 ) -> None:
     """Run only workers against ERRAND_REDIS_URL."""
     import asyncio
 
     import uvloop
 
+    from errand.engine.runner import run_worker
     from errand.logs import configure_logging
-    from errand.workers.runner import run_worker
 
     _require_pinned_versions()
     settings = _settings()
@@ -191,16 +200,23 @@ def worker(
 
 @app.command()
 def demo(
-    url: Annotated[str | None, typer.Option(
-        help="Demonstrate this running errand instead of starting one (it must allow "
-             "private webhook URLs: the demo's receiver listens on 127.0.0.1)."
-    )] = None,
-    admin_token: Annotated[str | None, typer.Option(
-        envvar="ERRAND_ADMIN_TOKEN", help="With --url: that errand's admin token."
-    )] = None,
-    webhook_secret: Annotated[str | None, typer.Option(
-        envvar="ERRAND_WEBHOOK_SECRET", help="With --url: that errand's webhook secret."
-    )] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="Demonstrate this running errand instead of starting one (it must allow "
+            "private webhook URLs: the demo's receiver listens on 127.0.0.1)."
+        ),
+    ] = None,
+    admin_token: Annotated[
+        str | None,
+        typer.Option(envvar="ERRAND_ADMIN_TOKEN", help="With --url: that errand's admin token."),
+    ] = None,
+    webhook_secret: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ERRAND_WEBHOOK_SECRET", help="With --url: that errand's webhook secret."
+        ),
+    ] = None,
 ) -> None:
     """A narrated end-to-end tour: reports, signed webhooks, priorities, retries, the DLQ."""
     from errand.demo import main as run_demo

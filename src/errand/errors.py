@@ -9,6 +9,11 @@
     ├── MalformedBody       not UTF-8 JSON, or not a JSON object (400)
     ├── BodyTooLarge        over the size limit (413)
     └── QueueUnavailable    Redis does not answer (503)
+
+And two outcomes of a job attempt, raised by processors and converted by the engine:
+
+    PermanentFailure        retrying cannot fix it: skip the remaining attempts
+    JobDeferred             the processor put the job back itself; no attempt spent
 """
 
 from __future__ import annotations
@@ -75,3 +80,7 @@ class PermanentFailure(Exception):
 
     def __str__(self) -> str:
         return self.reason
+
+
+class JobDeferred(Exception):
+    """The processor moved its job back to delayed itself (no failure, no attempt spent)."""

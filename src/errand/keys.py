@@ -46,15 +46,19 @@ class Keys:
 
     prefix: str
 
-    # --- BullMQ's keys (read directly for one-round-trip job views) -------
-    def queue(self, queue: QueueName, suffix: str) -> str:
+    # --- BullMQ's keys (`queue` is a QueueName, or any queue name the engine runs) ---
+    def queue(self, queue: str, suffix: str) -> str:
         return f"{self.prefix}:{queue}:{suffix}"
 
-    def job(self, queue: QueueName, job_id: str) -> str:
+    def job(self, queue: str, job_id: str) -> str:
         return f"{self.prefix}:{queue}:{job_id}"
 
     def events(self, queue: QueueName) -> str:
         return f"{self.prefix}:{queue}:events"
+
+    def bullmq_metrics(self, queue: str, target: str) -> str:
+        """BullMQ's metrics of `completed` or `failed` jobs (moveToFinished's KEYS[13])."""
+        return f"{self.prefix}:{queue}:metrics:{target}"
 
     # --- errand's own keys -----------------------------------------------
     def report_result(self, job_id: str) -> str:

@@ -27,7 +27,7 @@ class Durability(StrEnum):
 
 
 class WorkerEngine(StrEnum):
-    """`bullmq` runs bullmq's Worker; `fast` runs errand's lean loop (workers/fastloop.py)."""
+    """`bullmq` runs bullmq's Worker; `fast` runs errand's lean loop (engine/fastloop.py)."""
 
     BULLMQ = "bullmq"
     FAST = "fast"

@@ -25,8 +25,11 @@ class ErrandServer:
     def paths(self) -> set[str]:
         """The routes the server's OpenAPI describes, `{param}` names blanked."""
         spec = httpx.get(f"{self.base_url}/openapi.json", timeout=10).json()
-        return {re.sub(r"\{[^}]*\}", "{}", path) + f" {method.upper()}"
-                for path, ops in spec["paths"].items() for method in ops}
+        return {
+            re.sub(r"\{[^}]*\}", "{}", path) + f" {method.upper()}"
+            for path, ops in spec["paths"].items()
+            for method in ops
+        }
 
 
 @pytest.fixture(scope="package")
@@ -34,8 +37,9 @@ def errand_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ErrandSe
     tmp = tmp_path_factory.mktemp("client-up")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = errand_env(data_dir=tmp / "data", report_seconds=REPORT_SECONDS, email_send_ms=50,
-                     auth="none")
+    env = errand_env(
+        data_dir=tmp / "data", report_seconds=REPORT_SECONDS, email_send_ms=50, auth="none"
+    )
     with processes(tmp) as procs:
         up = procs.up(port, env)
         wait_ready(base, up)

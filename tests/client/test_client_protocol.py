@@ -20,19 +20,26 @@ def answer(status: int, **headers: str) -> httpx.Response:
     return httpx.Response(status, headers=headers)
 
 
-@pytest.mark.parametrize(("request_", "outcome", "attempt", "expected"), [
-    (GET, httpx.ConnectError("refused"), 0, 0.5),
-    (GET, httpx.ConnectError("refused"), 2, 2.0),
-    (GET, answer(503, **{"Retry-After": "3"}), 0, 3.0),
-    (GET, answer(429), 1, 1.0),
-    (GET, answer(500), 0, None),
-    (GET, answer(409), 0, None),
-    (GET, httpx.ConnectError("refused"), 3, None),  # max_retries reached
-    (CANCEL, httpx.ConnectError("refused"), 0, None),  # never retried
-    (GET, answer(503, **{"Retry-After": "120"}), 0, None),  # past max_total_s
-])
-def test_retry_policy(request_: Request, outcome: httpx.Response | httpx.TransportError,
-                      attempt: int, expected: float | None) -> None:
+@pytest.mark.parametrize(
+    ("request_", "outcome", "attempt", "expected"),
+    [
+        (GET, httpx.ConnectError("refused"), 0, 0.5),
+        (GET, httpx.ConnectError("refused"), 2, 2.0),
+        (GET, answer(503, **{"Retry-After": "3"}), 0, 3.0),
+        (GET, answer(429), 1, 1.0),
+        (GET, answer(500), 0, None),
+        (GET, answer(409), 0, None),
+        (GET, httpx.ConnectError("refused"), 3, None),  # max_retries reached
+        (CANCEL, httpx.ConnectError("refused"), 0, None),  # never retried
+        (GET, answer(503, **{"Retry-After": "120"}), 0, None),  # past max_total_s
+    ],
+)
+def test_retry_policy(
+    request_: Request,
+    outcome: httpx.Response | httpx.TransportError,
+    attempt: int,
+    expected: float | None,
+) -> None:
     assert RetryPolicy().delay_s(request_, outcome, attempt, elapsed_s=0.0) == expected
 
 
@@ -50,11 +57,20 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
 
 def test_sse_parser_events_comments_and_ids() -> None:
     parser = SseParser()
-    lines = [": heartbeat", "", "id: 1-0", "event: status", "data: {\"a\":", "data: 1}", "",
-             "id: 2-0", "event: status"]
+    lines = [
+        ": heartbeat",
+        "",
+        "id: 1-0",
+        "event: status",
+        'data: {"a":',
+        "data: 1}",
+        "",
+        "id: 2-0",
+        "event: status",
+    ]
     events = [event for line in lines if (event := parser.feed(line)) is not None]
     got = [(e.event, "\n".join(e.data), e.id) for e in events]
-    assert got == [("status", "{\"a\":\n1}", "1-0")]
+    assert got == [("status", '{"a":\n1}', "1-0")]
     assert parser.last_event_id == "1-0"  # the unfinished event's id does not count
 
 
@@ -67,10 +83,13 @@ def test_notification_body_is_rfc3339_with_offset_and_refuses_naive_times() -> N
 
 
 def test_the_client_imports_nothing_of_the_server_side() -> None:
-    code = ("import sys, errand.client, errand.webhooks; "
-            "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "{'errand', 'fastapi', 'bullmq', 'redis', 'uvicorn', 'orjson', 'starlette'})))")
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True).stdout.split()
+    code = (
+        "import sys, errand.client, errand.webhooks; "
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'errand', 'fastapi', 'bullmq', 'redis', 'uvicorn', 'orjson', 'starlette'})))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     allowed = {"errand", "errand.webhooks", "errand.webhooks.verify"}
     assert [m for m in loaded if m not in allowed and not m.startswith("errand.client")] == []

@@ -23,8 +23,11 @@ def last_event_ids(proxy: FaultyProxy, job_id: str) -> list[str | None]:
     found: list[str | None] = []
     for head in proxy.heads_with(f"GET /jobs/{job_id}/events".encode()):
         lines = head.decode().split("\r\n")
-        values = [line.split(":", 1)[1].strip() for line in lines
-                  if line.lower().startswith("last-event-id:")]
+        values = [
+            line.split(":", 1)[1].strip()
+            for line in lines
+            if line.lower().startswith("last-event-id:")
+        ]
         found.append(values[0] if values else None)
     return found
 
@@ -60,9 +63,12 @@ def dropped_job_id(proxy: FaultyProxy) -> str:
 
 
 def idempotency_keys(proxy: FaultyProxy, pattern: bytes) -> list[str]:
-    return [line.split(b":", 1)[1].strip().decode()
-            for head in proxy.heads_with(pattern) for line in head.split(b"\r\n")
-            if line.lower().startswith(b"idempotency-key:")]
+    return [
+        line.split(b":", 1)[1].strip().decode()
+        for head in proxy.heads_with(pattern)
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"idempotency-key:")
+    ]
 
 
 def test_a_retried_submit_never_makes_a_second_job(proxy: FaultyProxy) -> None:

@@ -48,8 +48,10 @@ def test_served_routes_are_read_from_openapi(served: set[str]) -> None:
 def test_batch_results_per_item_and_replays(errand_server: Any, served: set[str]) -> None:
     need(served, "/notifications/batch POST")
     key = str(uuid.uuid4())
-    items = [NotificationRequest("welcome", user(), idempotency_key=key),
-             NotificationRequest("welcome", "")]
+    items = [
+        NotificationRequest("welcome", user(), idempotency_key=key),
+        NotificationRequest("welcome", ""),
+    ]
     with Client(errand_server.base_url) as errand:
         first = errand.submit_notifications(items)
         again = errand.submit_notifications(items[:1])
@@ -62,8 +64,9 @@ def test_send_at_schedules_and_cancel_cancels(errand_server: Any, served: set[st
     need(served, "/jobs/{}/cancel POST")
     later = datetime.now(UTC) + timedelta(hours=1)
     with Client(errand_server.base_url) as errand:
-        accepted = errand.submit_notification("welcome", user(), send_at=later,
-                                              expires_at=later + timedelta(hours=1))
+        accepted = errand.submit_notification(
+            "welcome", user(), send_at=later, expires_at=later + timedelta(hours=1)
+        )
         scheduled = errand.get(accepted.job_id)
         canceled = errand.cancel(accepted.job_id)
         with pytest.raises(Conflict) as again:
@@ -78,14 +81,13 @@ async def test_list_jobs_follows_the_cursors(errand_server: Any, served: set[str
     need(served, "/jobs GET")
     recipient = user()
     async with AsyncClient(errand_server.base_url) as errand:
-        made = [(await errand.submit_notification("welcome", recipient)).job_id
-                for _ in range(5)]
+        made = [(await errand.submit_notification("welcome", recipient)).job_id for _ in range(5)]
         listed = [job async for job in errand.list_jobs(user_id=recipient, page_size=2)]
-        only_reports = [job async for job in errand.list_jobs(user_id=recipient,
-                                                              queue="reports")]
+        only_reports = [job async for job in errand.list_jobs(user_id=recipient, queue="reports")]
     assert sorted(job.job_id for job in listed) == sorted(made)  # each once, over 3 pages
     assert [job.created_at for job in listed] == sorted(
-        (job.created_at for job in listed), reverse=True)  # newest first
+        (job.created_at for job in listed), reverse=True
+    )  # newest first
     assert only_reports == []
 
 

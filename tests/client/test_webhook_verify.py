@@ -17,7 +17,8 @@ OTHER_SECRET = "whsec_dGhpcyBpcyBub3QgdGhlIHNlY3JldCBvZiB0aGlzIGVycmFuZA=="
 async def test_verify_accepts_a_real_delivery_and_rejects_tampering(errand_server: Any) -> None:
     async with serve_receiver() as receiver, AsyncClient(errand_server.base_url) as errand:
         accepted = await errand.submit_report(
-            f"u-{uuid.uuid4().hex[:12]}", "activity", webhook_url=receiver.url("/hook"))
+            f"u-{uuid.uuid4().hex[:12]}", "activity", webhook_url=receiver.url("/hook")
+        )
         (delivery,) = await receiver.wait_for("/hook", timeout_s=30)
     secret = errand_server.webhook_secret
     event = verify(delivery.body, delivery.headers, secret)

@@ -59,8 +59,11 @@ def image(host_ready: None, tmp_path_factory: pytest.TempPathFactory) -> str:
     base = ensure_debian_base(work)
     built = build_image(ROOT, base.tag, IMAGE_TAG, work / "build.log")
     FIGURES.update(
-        base=base.tag, base_build_s=round(base.seconds, 1), base_cached=base.cached,
-        image_build_s=round(built.seconds, 1), image_size_mb=image_size_mb(IMAGE_TAG),
+        base=base.tag,
+        base_build_s=round(base.seconds, 1),
+        base_cached=base.cached,
+        image_build_s=round(built.seconds, 1),
+        image_size_mb=image_size_mb(IMAGE_TAG),
     )
     return built.tag
 
@@ -89,8 +92,16 @@ def test_image_config_is_what_the_docs_promise(container: str) -> None:
     assert "/readyz" in " ".join(config["Healthcheck"]["Test"])
     uid = buildah("run", "--isolation", "chroot", container, "--", "id", "-u").strip()
     assert uid != "0", "the image runs as root"
-    site = buildah("run", "--isolation", "chroot", container, "--",
-                   "python", "-c", "import errand, sys; print(errand.__file__)").strip()
+    site = buildah(
+        "run",
+        "--isolation",
+        "chroot",
+        container,
+        "--",
+        "python",
+        "-c",
+        "import errand, sys; print(errand.__file__)",
+    ).strip()
     assert site.startswith("/opt/errand/"), site
 
 
@@ -102,11 +113,26 @@ def test_errand_up_in_the_image_completes_a_notification_and_stops_on_sigterm(
     base = f"http://127.0.0.1:{port}"
     data = _volume(container, tmp_path / "data")
     argv = [
-        "buildah", "run", "--isolation", "chroot", "--network", "host",
-        "--volume", f"{data}:/data", container, "--",
+        "buildah",
+        "run",
+        "--isolation",
+        "chroot",
+        "--network",
+        "host",
+        "--volume",
+        f"{data}:/data",
+        container,
+        "--",
         # The image's ENTRYPOINT and CMD, on loopback and a free port (the test shares
         # the host's network), with one API process to spare the shared test machine.
-        "errand", "up", "--host", "127.0.0.1", "--port", str(port), "--api-workers", "1",
+        "errand",
+        "up",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--api-workers",
+        "1",
     ]
     up = _spawn(argv, tmp_path / "up.log")
     try:
@@ -142,7 +168,10 @@ def _volume(container: str, path: Path) -> Path:
 def _spawn(argv: list[str], log_path: Path) -> ErrandProcess:
     with log_path.open("wb") as log:
         popen = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     return ErrandProcess("buildah run errand up", popen, log_path, proc_info(popen.pid))
@@ -150,15 +179,20 @@ def _spawn(argv: list[str], log_path: Path) -> ErrandProcess:
 
 def _complete_a_notification(base: str) -> None:
     with httpx.Client(base_url=base, timeout=30) as http:
-        private = http.post("/notifications", json={
-            "type": "welcome", "userId": "u-img", "webhookUrl": "http://127.0.0.1:9/hook"})
+        private = http.post(
+            "/notifications",
+            json={"type": "welcome", "userId": "u-img", "webhookUrl": "http://127.0.0.1:9/hook"},
+        )
         assert private.status_code == 422, private.text  # no private webhooks by default
         posted = http.post("/notifications", json={"type": "welcome", "userId": "u-img"})
         assert posted.status_code == 202, posted.text
         status_url = posted.json()["statusUrl"]
-        final = wait_sync(lambda: http.get(status_url).json(),
-                          lambda body: body["status"] in ("completed", "failed"),
-                          timeout_s=60, what="the notification to finish")
+        final = wait_sync(
+            lambda: http.get(status_url).json(),
+            lambda body: body["status"] in ("completed", "failed"),
+            timeout_s=60,
+            what="the notification to finish",
+        )
     assert final["status"] == "completed" and final["attemptsMade"] == 1, final
 
 
@@ -179,7 +213,8 @@ def _stop_like_docker_stop(up: ErrandProcess) -> int:
     """
     tree = descendants(up.pid)
     main = [  # the interpreter running the `errand` script (not buildah's exec wrapper)
-        p for p in tree
+        p
+        for p in tree
         if p.cmdline.startswith("/opt/errand/bin/python") and "/bin/errand up " in p.cmdline
     ]
     assert len(main) == 1, [p.cmdline for p in tree]

@@ -22,15 +22,19 @@ from support.waiting import wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
 ]
 DOCS_IMAGE = Path(__file__).resolve().parents[2] / "docs" / "img" / "dashboard.png"
 STEP_TIMEOUT_MS = 15_000
 
 if not CHROMIUM.exists():
-    pytest.skip("Debian's chromium is not installed at /usr/bin/chromium",
-                allow_module_level=True)
+    pytest.skip("Debian's chromium is not installed at /usr/bin/chromium", allow_module_level=True)
 playwright_api = pytest.importorskip("playwright.async_api")
 expect = playwright_api.expect
 
@@ -97,8 +101,10 @@ async def test_dashboard_live_counts_dlq_actions_and_job_detail(
 
     # Live counts: jobs wait while no worker runs, then complete.
     await stack.stop_workers()
-    reports = [await post(stack, "/reports", {"userId": f"u-dash-{n}", "reportType": "activity"})
-               for n in range(3)]
+    reports = [
+        await post(stack, "/reports", {"userId": f"u-dash-{n}", "reportType": "activity"})
+        for n in range(3)
+    ]
     await expect(count(page, "reports", "waiting")).to_have_text("3")
     await expect(page.locator("#jobs-rows tr")).to_have_count(3)
     await expect(page.locator("#jobs-rows [data-status=waiting]")).to_have_count(3)
@@ -108,8 +114,10 @@ async def test_dashboard_live_counts_dlq_actions_and_job_detail(
     await expect(page.locator("#jobs-rows [data-status=completed]")).to_have_count(3)
 
     # Dead letters show with their failure reason.
-    doomed = [await post(stack, "/notifications", {"type": "welcome", "userId": f"fail-dash-{n}"})
-              for n in range(2)]
+    doomed = [
+        await post(stack, "/notifications", {"type": "welcome", "userId": f"fail-dash-{n}"})
+        for n in range(2)
+    ]
     await expect(page.get_by_test_id("dlq-total")).to_have_text("2")
     retry_row = page.locator(f'#dlq-rows tr[data-job-id="{doomed[0]}"]')
     await expect(retry_row).to_contain_text("554 mailbox unavailable")
@@ -171,10 +179,12 @@ async def test_dashboard_reads_well_at_phone_width(
     assert token is not None
     report = await post(stack, "/reports", {"userId": "u-phone", "reportType": "activity"})
     failed = await post(stack, "/notifications", {"type": "welcome", "userId": "fail-phone"})
-    await wait_for(lambda: job_view(stack, failed), lambda v: v["status"] == "failed",
-                   what="dead-lettered")
-    await wait_for(lambda: job_view(stack, report), lambda v: v["status"] == "completed",
-                   what="report done")
+    await wait_for(
+        lambda: job_view(stack, failed), lambda v: v["status"] == "failed", what="dead-lettered"
+    )
+    await wait_for(
+        lambda: job_view(stack, report), lambda v: v["status"] == "completed", what="report done"
+    )
 
     page, errors = await open_page(browser, stack, 375, 812)
     await page.screenshot(path=str(artifacts_dir / "dashboard-375-login.png"))
@@ -183,9 +193,7 @@ async def test_dashboard_reads_well_at_phone_width(
     await expect(page.locator(f'#jobs-rows tr[data-job-id="{report}"]')).to_be_visible()
 
     # Nothing overflows sideways at 375 px: the page is as wide as the screen.
-    widths = await page.evaluate(
-        "() => [document.documentElement.scrollWidth, window.innerWidth]"
-    )
+    widths = await page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
     assert widths[0] <= widths[1], f"horizontal overflow at 375 px: {widths}"
     # Table rows turn into labelled blocks.
     label = await page.locator("#dlq-rows td").first.evaluate(

@@ -17,7 +17,11 @@ def run_demo(*args: str, timeout_s: float = DEMO_TIMEOUT_S) -> subprocess.Comple
     env["PYTHONUNBUFFERED"] = "1"
     return subprocess.run(
         [sys.executable, "-m", "errand", "demo", *args],
-        env=env, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -43,7 +47,14 @@ def test_demo_against_an_unreachable_errand_fails() -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    done = run_demo("--url", f"http://127.0.0.1:{port}", "--admin-token", "t",
-                    "--webhook-secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", timeout_s=60)
+    done = run_demo(
+        "--url",
+        f"http://127.0.0.1:{port}",
+        "--admin-token",
+        "t",
+        "--webhook-secret",
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        timeout_s=60,
+    )
     assert done.returncode != 0, done.stdout + done.stderr
     assert "steps did not behave as expected" in done.stdout, done.stdout

@@ -31,8 +31,15 @@ async def node(stack: Stack, mode: str, *args: str, timeout_s: float = 60) -> di
     settings = stack.settings
     assert settings.redis_url is not None
     proc = await asyncio.create_subprocess_exec(
-        NODE, str(NODE_DIR / "interop.js"), mode, settings.redis_url, settings.queue_prefix, *args,
-        cwd=NODE_DIR, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        NODE,
+        str(NODE_DIR / "interop.js"),
+        mode,
+        settings.redis_url,
+        settings.queue_prefix,
+        *args,
+        cwd=NODE_DIR,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
@@ -95,8 +102,13 @@ async def test_node_bullmq_reads_errands_counts_and_jobs(stack: Stack) -> None:
     seen = await node(stack, "read", *jobs.values())
     ours = errand_counts(await admin(stack, "/admin/queues"))
     assert {name: as_errand(c) for name, c in seen["counts"].items()} == ours
-    assert ours["reports"] == {"waiting": 1, "active": 0, "delayed": 0, "completed": 1,
-                               "deadLettered": 0}
+    assert ours["reports"] == {
+        "waiting": 1,
+        "active": 0,
+        "delayed": 0,
+        "completed": 1,
+        "deadLettered": 0,
+    }
     assert seen["counts"]["notifications"]["prioritized"] == 1
 
     for key, job_id in jobs.items():

@@ -42,8 +42,11 @@ def test_jobs_waiting_at_sigterm_complete_after_restart(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     # Slow, narrow workers: the jobs are posted far faster than they drain.
     env = errand_env(
-        data_dir=data_dir, report_seconds=1.0, report_concurrency=1,
-        email_send_ms=400, notify_concurrency=1,
+        data_dir=data_dir,
+        report_seconds=1.0,
+        report_concurrency=1,
+        email_send_ms=400,
+        notify_concurrency=1,
     )
     with processes(tmp_path) as procs:
         port = free_port()
@@ -67,8 +70,12 @@ def test_jobs_waiting_at_sigterm_complete_after_restart(tmp_path: Path) -> None:
             def done() -> dict[str, Any]:
                 return statuses(http, ids)
 
-            final = wait_sync(done, lambda c: c.get("completed") == len(ids), timeout_s=60,
-                              what="every job completed after the restart")
+            final = wait_sync(
+                done,
+                lambda c: c.get("completed") == len(ids),
+                timeout_s=60,
+                what="every job completed after the restart",
+            )
         assert final == {"completed": len(ids)}
         assert second.terminate(timeout_s=60) == 0
         assert procs.leftovers() == []

@@ -116,9 +116,7 @@ def test_busy_api_port_ends_up_naming_the_address_and_starts_nothing(
         assert processes_using(tmp_path) == []
 
 
-def test_a_worker_that_cannot_start_ends_up_with_its_reason(
-    tmp_path: Path, busy_port: int
-) -> None:
+def test_a_worker_that_cannot_start_ends_up_with_its_reason(tmp_path: Path, busy_port: int) -> None:
     data_dir = tmp_path / "data"
     env = errand_env(data_dir=data_dir, worker_metrics_port=busy_port)
     with processes(tmp_path) as procs:
@@ -136,16 +134,24 @@ def test_a_worker_that_cannot_start_ends_up_with_its_reason(
 def test_ctrl_c_hands_the_running_report_back_before_valkey_stops(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     # A stalled job would wait for its 30 s lock: only a hand-back makes it run again at once.
-    slow = {"data_dir": data_dir, "shutdown_grace_seconds": 0.5,
-            "lock_duration_ms": 30000, "stalled_interval_ms": 30000}
+    slow = {
+        "data_dir": data_dir,
+        "shutdown_grace_seconds": 0.5,
+        "lock_duration_ms": 30000,
+        "stalled_interval_ms": 30000,
+    }
     with processes(tmp_path) as procs:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         up = procs.up(port, errand_env(**slow, report_seconds=30))
         wait_log(up, BANNER_END)
         job_id = post_report(base, "u-ctrl-c")
-        wait_sync(lambda: job_status(base, job_id), lambda s: s == "active", timeout_s=10,
-                  what="the report running")
+        wait_sync(
+            lambda: job_status(base, job_id),
+            lambda s: s == "active",
+            timeout_s=10,
+            what="the report running",
+        )
         procs.remember_tree(up)
 
         os.killpg(up.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
@@ -165,8 +171,12 @@ def test_run_py_passes_sigterm_on_to_errand_up(tmp_path: Path) -> None:
     env = errand_env(data_dir=tmp_path / "data")
     with processes(tmp_path) as procs:
         port = free_port()
-        wrapper = procs.run("run.py", [sys.executable, str(ROOT / "run.py"), "up", "--port",
-                                       str(port)], env, cwd=ROOT)
+        wrapper = procs.run(
+            "run.py",
+            [sys.executable, str(ROOT / "run.py"), "up", "--port", str(port)],
+            env,
+            cwd=ROOT,
+        )
         wait_log(wrapper, BANNER_END, timeout_s=120)  # run.py may first refresh .venv
         below = procs.remember_tree(wrapper)
         assert any(" up --port " in info.cmdline for info in below), below

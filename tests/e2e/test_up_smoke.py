@@ -33,8 +33,13 @@ def test_up_serves_a_report_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None
         assert stored.admin_token not in banner and stored.webhook_secret not in banner
         assert f"secrets          {data_dir.resolve() / 'secrets.json'}" in banner
         assert f"errand secrets --data-dir {data_dir.resolve()}" in banner
-        shown = subprocess.run([sys.executable, "-m", "errand", "secrets", "--data-dir",
-                                str(data_dir)], env=env, capture_output=True, text=True, check=True)
+        shown = subprocess.run(
+            [sys.executable, "-m", "errand", "secrets", "--data-dir", str(data_dir)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         assert f"admin token      {stored.admin_token}" in shown.stdout
         assert f"webhook secret   {stored.webhook_secret}" in shown.stdout
 
@@ -71,10 +76,16 @@ def test_up_workers_flag_runs_that_many_worker_processes(tmp_path: Path) -> None
         assert len(workers) == 3 and all("--concurrency 2" in w.cmdline for w in workers)
         admin = {"Authorization": f"Bearer {env['ERRAND_ADMIN_TOKEN']}"}
         with httpx.Client(base_url=base, timeout=30) as http:
-            queues = wait_sync(lambda: http.get("/admin/queues", headers=admin).json(),
-                               lambda q: len(q["workers"]) == 3, timeout_s=30,
-                               what="three worker heartbeats")
+            queues = wait_sync(
+                lambda: http.get("/admin/queues", headers=admin).json(),
+                lambda q: len(q["workers"]) == 3,
+                timeout_s=30,
+                what="three worker heartbeats",
+            )
         assert {q["name"]: q["workers"] for q in queues["queues"]} == {
-            "reports": 3, "notifications": 3, "webhooks": 3}
+            "reports": 3,
+            "notifications": 3,
+            "webhooks": 3,
+        }
         assert up.terminate(timeout_s=60) == 0
         assert procs.leftovers() == []

@@ -15,15 +15,21 @@ async def dead_letter(stack: Stack, user: str = "fail-x") -> str:
     job_id = str(reply.json()["jobId"])
     await wait_for(
         lambda: stack.http.get(f"/jobs/{job_id}"),
-        lambda r: r.json()["status"] == "failed", timeout_s=15, what="dead-lettered",
+        lambda r: r.json()["status"] == "failed",
+        timeout_s=15,
+        what="dead-lettered",
     )
     return job_id
 
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/admin/dlq"), ("GET", "/admin/queues"), ("POST", "/admin/dlq/x/retry"),
-     ("DELETE", "/admin/dlq/x")],
+    [
+        ("GET", "/admin/dlq"),
+        ("GET", "/admin/queues"),
+        ("POST", "/admin/dlq/x/retry"),
+        ("DELETE", "/admin/dlq/x"),
+    ],
 )
 async def test_admin_needs_the_bearer_token(stack: Stack, method: str, path: str) -> None:
     missing = await stack.http.request(method, path)
@@ -51,7 +57,8 @@ async def test_dlq_retry_runs_again_with_fresh_attempts(stack: Stack) -> None:
     assert job_id not in [i["jobId"] for i in listing["items"]] or listing["total"] == 1
     again = await wait_for(
         lambda: stack.http.get(f"/jobs/{job_id}"),
-        lambda r: r.json()["status"] == "failed", timeout_s=15,
+        lambda r: r.json()["status"] == "failed",
+        timeout_s=15,
     )
     assert again.json()["attemptsMade"] == 1, "attemptsMade counts the new round"
     second = await stack.http.post(f"/admin/dlq/{job_id}/retry", headers=stack.admin)
@@ -70,8 +77,9 @@ async def test_dlq_delete_and_conflicts(stack: Stack) -> None:
 
     ok = await stack.http.post("/notifications", json={"type": "welcome", "userId": "u-ok"})
     ok_id = ok.json()["jobId"]
-    await wait_for(lambda: stack.http.get(f"/jobs/{ok_id}"),
-                   lambda r: r.json()["status"] == "completed")
+    await wait_for(
+        lambda: stack.http.get(f"/jobs/{ok_id}"), lambda r: r.json()["status"] == "completed"
+    )
     conflict = await stack.http.post(f"/admin/dlq/{ok_id}/retry", headers=stack.admin)
     assert conflict.status_code == 409
     assert conflict.json()["jobStatus"] == "completed"

@@ -37,8 +37,17 @@ def assert_problem(reply: Any, status: int) -> dict[str, Any]:
 @pytest.mark.parametrize("route", ["/reports", "/notifications"])
 @pytest.mark.parametrize(
     "raw",
-    [b"", b"{", b"not json", b"[1, 2]", b'"text"', b"42", b"null", b"\xff\xfe{}",
-     b'{"userId": "\xed\xa0\x80"}'],
+    [
+        b"",
+        b"{",
+        b"not json",
+        b"[1, 2]",
+        b'"text"',
+        b"42",
+        b"null",
+        b"\xff\xfe{}",
+        b'{"userId": "\xed\xa0\x80"}',
+    ],
 )
 async def test_malformed_body_is_400(stack: Stack, route: str, raw: bytes) -> None:
     reply = await stack.http.post(route, content=raw, headers={"content-type": "application/json"})
@@ -56,12 +65,14 @@ async def test_body_over_64_kib_is_413_and_at_the_limit_is_accepted(
     overhead = len(orjson.dumps(base))
     exact = dict(base, pad="x" * (65536 - overhead))
     assert len(orjson.dumps(exact)) == 65536
-    ok = await stack.http.post(route, content=orjson.dumps(exact),
-                               headers={"content-type": "application/json"})
+    ok = await stack.http.post(
+        route, content=orjson.dumps(exact), headers={"content-type": "application/json"}
+    )
     assert ok.status_code == 202, ok.text
     over = dict(base, pad="x" * (65537 - overhead))
-    reply = await stack.http.post(route, content=orjson.dumps(over),
-                                  headers={"content-type": "application/json"})
+    reply = await stack.http.post(
+        route, content=orjson.dumps(over), headers={"content-type": "application/json"}
+    )
     assert_problem(reply, 413)
     assert await queued_jobs(stack) == 1
 
@@ -73,8 +84,9 @@ async def test_chunked_body_over_limit_is_413(stack: Stack) -> None:
             yield b"y" * 1024
         yield b'"}'
 
-    reply = await stack.http.post("/reports", content=chunks(),
-                                  headers={"content-type": "application/json"})
+    reply = await stack.http.post(
+        "/reports", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert_problem(reply, 413)
 
 
@@ -94,8 +106,10 @@ async def test_chunked_body_over_limit_is_413(stack: Stack) -> None:
         ({"userId": None, "reportType": "activity"}, {"userId"}),
         ({"userId": "u", "reportType": "a", "webhookUrl": "ftp://example.com/x"}, {"webhookUrl"}),
         ({"userId": "u", "reportType": "a", "webhookUrl": ""}, {"webhookUrl"}),
-        ({"userId": "u", "reportType": "a", "webhookUrl": "https://e.com/" + "a" * 2040},
-         {"webhookUrl"}),
+        (
+            {"userId": "u", "reportType": "a", "webhookUrl": "https://e.com/" + "a" * 2040},
+            {"webhookUrl"},
+        ),
     ],
 )
 async def test_report_rule_violations_are_422_per_field(

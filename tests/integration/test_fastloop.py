@@ -16,9 +16,9 @@ import pytest
 import redis.asyncio as aioredis
 from bullmq import Job, Queue, UnrecoverableError
 
-from errand.queue.pipelined import pipelined_from_url
+from errand.engine.fastloop import FastWorker
+from errand.redisio.pipelined import pipelined_from_url
 from errand.settings import Settings
-from errand.workers.fastloop import FastWorker
 from support.waiting import wait_for
 
 QUEUE = "notifications"

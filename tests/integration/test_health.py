@@ -32,9 +32,10 @@ async def test_readyz_turns_503_while_redis_is_down_and_200_when_it_returns(
     valkey.start()
     try:
         settings = settings_for(valkey.url)
-        async with serve_api(settings) as base, httpx.AsyncClient(
-            base_url=base, timeout=10
-        ) as http:
+        async with (
+            serve_api(settings) as base,
+            httpx.AsyncClient(base_url=base, timeout=10) as http,
+        ):
 
             async def readyz() -> tuple[int, dict[str, Any], float]:
                 started = time.monotonic()
@@ -74,8 +75,9 @@ def seen_age_s(worker: dict[str, Any]) -> float:
 
 async def test_admin_queues_shows_live_workers_and_drops_a_stopped_one(stack: Stack) -> None:
     reports_only = await stack.start_worker([QueueName.REPORTS])
-    both = await wait_for(lambda: admin_queues(stack), lambda b: len(b["workers"]) == 2,
-                          what="two live workers")
+    both = await wait_for(
+        lambda: admin_queues(stack), lambda b: len(b["workers"]) == 2, what="two live workers"
+    )
     by_id = {w["id"]: w for w in both["workers"]}
     assert set(by_id) == {w.id for w in stack.workers}
     assert by_id[reports_only.id]["queues"] == ["reports"]
@@ -84,10 +86,13 @@ async def test_admin_queues_shows_live_workers_and_drops_a_stopped_one(stack: St
     assert counts == {"reports": 2, "notifications": 1, "webhooks": 1}
 
     first_seen = by_id[reports_only.id]["lastSeen"]
-    await wait_for(lambda: admin_queues(stack),
-                   lambda b: any(w["id"] == reports_only.id and w["lastSeen"] > first_seen
-                                 for w in b["workers"]),
-                   what="a fresh heartbeat")
+    await wait_for(
+        lambda: admin_queues(stack),
+        lambda b: any(
+            w["id"] == reports_only.id and w["lastSeen"] > first_seen for w in b["workers"]
+        ),
+        what="a fresh heartbeat",
+    )
 
     await reports_only.stop()  # a clean stop removes its entry at once
     stack.workers.remove(reports_only)
@@ -107,12 +112,20 @@ async def test_a_killed_worker_disappears_after_three_missed_heartbeats(
         def pids(body: dict[str, Any]) -> set[int]:
             return {int(w["pid"]) for w in body["workers"]}
 
-        await wait_for(lambda: admin_queues(stack), lambda b: worker.pid in pids(b),
-                       timeout_s=30, what="the subprocess worker's heartbeat")
+        await wait_for(
+            lambda: admin_queues(stack),
+            lambda b: worker.pid in pids(b),
+            timeout_s=30,
+            what="the subprocess worker's heartbeat",
+        )
         worker.send(signal.SIGKILL)  # no clean stop: its entry just stops being refreshed
         await asyncio.to_thread(worker.wait, 10)
         killed_at = time.monotonic()
-        await wait_for(lambda: admin_queues(stack), lambda b: worker.pid not in pids(b),
-                       timeout_s=10, what="the killed worker to drop out")
+        await wait_for(
+            lambda: admin_queues(stack),
+            lambda b: worker.pid not in pids(b),
+            timeout_s=10,
+            what="the killed worker to drop out",
+        )
         beats = settings.heartbeat_seconds
         assert time.monotonic() - killed_at <= 3 * beats + 2

@@ -13,8 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from errand.api.hotpath import HotPath
+from errand.queue.facade import JobQueues
 from support.stack import Stack
 from support.waiting import wait_for
 
@@ -38,8 +40,14 @@ def comparable(reply: httpx.Response) -> tuple[int, dict[str, str], Any]:
 
 
 def scope(method: str, path: str, query: bytes = b"", headers: Any = ()) -> dict[str, Any]:
-    return {"type": "http", "method": method, "path": path, "query_string": query,
-            "headers": list(headers), "root_path": ""}
+    return {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "query_string": query,
+        "headers": list(headers),
+        "root_path": "",
+    }
 
 
 def test_only_the_hot_requests_match() -> None:
@@ -86,7 +94,8 @@ async def test_posts_answer_alike_on_both_paths(stack: Stack, route: str, raw: b
     if hot.status_code == 202 and route == "/reports":  # the same report would be deduplicated
         raw = raw.replace(b"u-2", b"u-3")
     framework = await stack.http.post(
-        route, content=raw,
+        route,
+        content=raw,
         headers={"content-type": "application/json", "idempotency-key": "key-1"},
     )
     assert comparable(hot) == comparable(framework)
@@ -151,10 +160,71 @@ async def test_a_job_reads_the_same_on_both_paths(stack: Stack, query: str) -> N
     assert hot.headers["retry-after"].isdigit()
 
 
+# Each request as the hot path takes it, and the same request sent through FastAPI.
+_BOTH_WAYS = [
+    (("GET", f"/jobs/rep_{'a' * 32}", {}), ("GET", f"/jobs/rep_{'a' * 32}?via=framework", {})),
+    (
+        ("GET", f"/notifications/ntf_{'a' * 32}", {}),
+        ("GET", f"/notifications/ntf_{'a' * 32}?via=framework", {}),
+    ),
+    (
+        ("POST", "/notifications", {"json": {"type": "welcome", "userId": "u"}}),
+        (
+            "POST",
+            "/notifications",
+            {"json": {"type": "welcome", "userId": "u"}, "headers": {"idempotency-key": "k-n"}},
+        ),
+    ),
+    (
+        ("POST", "/reports", {"json": {"userId": "u", "reportType": "a"}}),
+        (
+            "POST",
+            "/reports",
+            {"json": {"userId": "u", "reportType": "a"}, "headers": {"idempotency-key": "k-r"}},
+        ),
+    ),
+]
+_SECRET = "redis://:hunter2@10.0.0.7:6379"
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (RuntimeError(f"bug while talking to {_SECRET}"), 500),
+        (RedisConnectionError(f"Error 111 connecting to {_SECRET}"), 503),
+    ],
+    ids=["unexpected-500", "redis-down-503"],
+)
+@pytest.mark.parametrize(("hot_request", "framework_request"), _BOTH_WAYS)
+async def test_failures_are_the_same_problem_on_both_paths(
+    stack: Stack,
+    monkeypatch: pytest.MonkeyPatch,
+    error: Exception,
+    status: int,
+    hot_request: tuple[str, str, dict[str, Any]],
+    framework_request: tuple[str, str, dict[str, Any]],
+) -> None:
+    async def broken(*_: Any, **__: Any) -> Any:
+        raise error
+
+    monkeypatch.setattr(JobQueues, "snapshot", broken)
+    monkeypatch.setattr(JobQueues, "add", broken)
+    method, url, options = hot_request
+    hot = await stack.http.request(method, url, **options)
+    method, url, options = framework_request
+    framework = await stack.http.request(method, url, **options)
+    assert hot.status_code == status
+    assert hot.headers["content-type"] == "application/problem+json"
+    assert "hunter2" not in hot.text and "10.0.0.7" not in hot.text
+    assert comparable(hot) == comparable(framework)
+
+
 async def test_hot_requests_are_counted_in_the_http_metrics(stack: Stack) -> None:
     def count(text: str, route: str, status: str, method: str) -> float:
-        pattern = (rf'^errand_http_requests_total\{{method="{method}",route="{re.escape(route)}",'
-                   rf'status="{status}"\}} (\S+)$')
+        pattern = (
+            rf'^errand_http_requests_total\{{method="{method}",route="{re.escape(route)}",'
+            rf'status="{status}"\}} (\S+)$'
+        )
         found = re.search(pattern, text, re.MULTILINE)
         return float(found.group(1)) if found else 0.0
 
@@ -165,8 +235,11 @@ async def test_hot_requests_are_counted_in_the_http_metrics(stack: Stack) -> Non
 
     async def counted() -> bool:
         after = (await stack.http.get("/metrics")).text
-        expected = (("/notifications", "202", "POST"), ("/reports", "422", "POST"),
-                    ("/jobs/{job_id}", "404", "GET"))
+        expected = (
+            ("/notifications", "202", "POST"),
+            ("/reports", "422", "POST"),
+            ("/jobs/{job_id}", "404", "GET"),
+        )
         return all(count(after, *key) == count(before, *key) + 1 for key in expected)
 
     await wait_for(counted, timeout_s=5, what="hot requests in errand_http_requests_total")

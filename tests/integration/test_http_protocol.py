@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from errand.api.http_protocol import ErrandHttpToolsProtocol
+from errand.api.http.http_protocol import ErrandHttpToolsProtocol
 from support.stack import serve_api
 
 WRITES: list[bytes] = []

@@ -36,8 +36,9 @@ async def test_same_key_same_body_replays_the_first_response(idle: Stack, route:
     assert first.status_code == 202
     # The same JSON value with keys in another order and other whitespace.
     reordered = "{ " + ", ".join(f'"{k}": "{v}"' for k, v in reversed(ROUTES[route].items())) + " }"
-    again = await idle.http.post(route, content=reordered,
-                                 headers={**headers, "content-type": "application/json"})
+    again = await idle.http.post(
+        route, content=reordered, headers={**headers, "content-type": "application/json"}
+    )
     assert again.status_code == first.status_code
     assert again.content == first.content
     for name in ("location", "retry-after", "content-type", "content-length"):
@@ -71,18 +72,21 @@ async def test_same_key_while_the_first_is_running_is_409(idle: Stack) -> None:
     import orjson
 
     await idle.redis.set(key, orjson.dumps({"state": "pending", "fp": fp, "token": "t"}), ex=30)
-    reply = await idle.http.post("/notifications", json=ROUTES["/notifications"],
-                                 headers={"Idempotency-Key": "busy"})
+    reply = await idle.http.post(
+        "/notifications", json=ROUTES["/notifications"], headers={"Idempotency-Key": "busy"}
+    )
     assert reply.status_code == 409
     assert await jobs_created(idle) == 0
 
 
 async def test_concurrent_requests_with_one_key_create_one_job(idle: Stack) -> None:
     headers = {"Idempotency-Key": "race"}
-    replies = await asyncio.gather(*(
-        idle.http.post("/notifications", json=ROUTES["/notifications"], headers=headers)
-        for _ in range(30)
-    ))
+    replies = await asyncio.gather(
+        *(
+            idle.http.post("/notifications", json=ROUTES["/notifications"], headers=headers)
+            for _ in range(30)
+        )
+    )
     codes = sorted(r.status_code for r in replies)
     assert set(codes) <= {202, 409}
     ok = {r.json()["jobId"] for r in replies if r.status_code == 202}
@@ -92,8 +96,9 @@ async def test_concurrent_requests_with_one_key_create_one_job(idle: Stack) -> N
 
 @pytest.mark.parametrize("key", ["", "x" * 256, "caf\u00e9", "tab\there"])
 async def test_bad_keys_are_422(idle: Stack, key: str) -> None:
-    reply = await idle.http.post("/reports", json=ROUTES["/reports"],
-                                 headers={"Idempotency-Key": key.encode("utf-8")})
+    reply = await idle.http.post(
+        "/reports", json=ROUTES["/reports"], headers={"Idempotency-Key": key.encode("utf-8")}
+    )
     assert reply.status_code == 422
     assert await jobs_created(idle) == 0
 
@@ -102,8 +107,9 @@ async def test_a_rejected_request_does_not_burn_the_key(idle: Stack) -> None:
     headers = {"Idempotency-Key": "fixme"}
     bad = await idle.http.post("/reports", json={"userId": "u"}, headers=headers)
     assert bad.status_code == 422
-    good = await idle.http.post("/reports", json={"userId": "u", "reportType": "a"},
-                                headers=headers)
+    good = await idle.http.post(
+        "/reports", json={"userId": "u", "reportType": "a"}, headers=headers
+    )
     assert good.status_code == 202
 
 

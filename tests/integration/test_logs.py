@@ -75,12 +75,14 @@ async def drive(http: httpx.AsyncClient, hook: str, admin: str) -> dict[str, lis
     closed_hook = f"http://127.0.0.1:{free_port()}/hook"
     jobs: dict[str, list[str]] = {"reports": [], "notifications": []}
     for user, url in (("u-log-1", hook), ("u-log-2", closed_hook)):
-        reply = await http.post("/reports", json={"userId": user, "reportType": "activity",
-                                                  "webhookUrl": url})
+        reply = await http.post(
+            "/reports", json={"userId": user, "reportType": "activity", "webhookUrl": url}
+        )
         assert reply.status_code == 202, reply.text
         jobs["reports"].append(reply.json()["jobId"])
-    reply = await http.post("/notifications", json={"type": "password-reset", "userId": "u-log",
-                                                    "webhookUrl": hook})
+    reply = await http.post(
+        "/notifications", json={"type": "password-reset", "userId": "u-log", "webhookUrl": hook}
+    )
     assert reply.status_code == 202, reply.text
     jobs["notifications"].append(reply.json()["jobId"])
 
@@ -89,8 +91,9 @@ async def drive(http: httpx.AsyncClient, hook: str, admin: str) -> dict[str, lis
     assert (await http.get("/admin/dlq")).status_code == 401
     assert (await http.get("/admin/queues", headers={"Authorization": admin})).status_code == 401
     bearer = {"Authorization": f"Bearer {admin}"}
-    assert (await http.post("/reports", json={"userId": "", "reportType": "x"},
-                            headers=bearer)).status_code == 422
+    assert (
+        await http.post("/reports", json={"userId": "", "reportType": "x"}, headers=bearer)
+    ).status_code == 422
 
     async def dead(job_id: str) -> bool:
         return bool((await http.get(f"/jobs/{job_id}")).json()["deadLettered"])
@@ -113,26 +116,29 @@ async def drive(http: httpx.AsyncClient, hook: str, admin: str) -> dict[str, lis
     return jobs
 
 
-async def test_json_logs_carry_job_fields_and_never_a_secret(
-    stack: Stack, tmp_path: Path
-) -> None:
+async def test_json_logs_carry_job_fields_and_never_a_secret(stack: Stack, tmp_path: Path) -> None:
     await stack.stop_workers()
     values = known_secrets()
     smtp_port = free_port()  # nothing listens: every send fails, then dead-letters
     env = errand_env(
-        redis_url=stack.settings.redis_url, queue_prefix=stack.settings.queue_prefix,
+        redis_url=stack.settings.redis_url,
+        queue_prefix=stack.settings.queue_prefix,
         # DEBUG: completion lines too, and every library's chatter, all checked for secrets.
-        log_format="json", log_level="DEBUG", admin_token=values["admin_token"],
+        log_format="json",
+        log_level="DEBUG",
+        admin_token=values["admin_token"],
         webhook_secret=values["webhook_secret"],
         webhook_secret_previous=values["webhook_secret_previous"],
         email_transport="smtp",
         smtp_url=f"smtp://errand:{values['smtp_password']}@127.0.0.1:{smtp_port}",
-        notify_retries=1, webhook_retries=1,
+        notify_retries=1,
+        webhook_retries=1,
     )
     port = free_port()
-    async with webhook_receiver() as hook, httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{port}", timeout=30
-    ) as http:
+    async with (
+        webhook_receiver() as hook,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http,
+    ):
         with processes(tmp_path) as procs:
             api = procs.api(port, env)
             worker = procs.worker(env)
@@ -176,8 +182,7 @@ async def test_json_logs_carry_job_fields_and_never_a_secret(
 
 
 def test_a_line_logged_while_a_job_runs_gets_the_job_fields() -> None:
-    record = logging.LogRecord("errand.any", logging.INFO, __file__, 1, "sending %s", ("x",),
-                               None)
+    record = logging.LogRecord("errand.any", logging.INFO, __file__, 1, "sending %s", ("x",), None)
     token = job_context.set({"jobId": "ntf_" + "a" * 32, "queue": "notifications", "attempt": 2})
     try:
         assert JobContextFilter().filter(record)
@@ -193,8 +198,10 @@ def test_a_line_logged_while_a_job_runs_gets_the_job_fields() -> None:
 
 
 def test_secret_shapes_are_masked_in_messages() -> None:
-    text = ("Authorization: Bearer abc.def-123 whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw "
-            "smtp://user:pa55word@mail:25 redis://:hunter2@cache:6379/0")
+    text = (
+        "Authorization: Bearer abc.def-123 whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw "
+        "smtp://user:pa55word@mail:25 redis://:hunter2@cache:6379/0"
+    )
     masked = redact(text)
     for secret in ("abc.def-123", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "pa55word", "hunter2"):
         assert secret not in masked

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from errand.metrics import QueueGauges
+from errand.metrics.gauges import QueueGauges
 from errand.server.embedded import free_port
 from support.processes import errand_env, processes
 from support.stack import Stack
@@ -126,8 +126,9 @@ async def test_http_requests_are_counted_by_route_template_and_status(stack: Sta
     assert delta(method="GET", route="unmatched", status="404") == 1
     assert delta(method="POST", route="/reports", status="400") == 1
     assert delta(method="GET", route="/healthz", status="200") == 1
-    assert not any("nope" in str(labels) or "rep_" in str(labels) for _, labels in after), \
+    assert not any("nope" in str(labels) or "rep_" in str(labels) for _, labels in after), (
         "raw paths must never become label values"
+    )
     count = "errand_http_request_duration_seconds_count"
     assert value(after, count, method="GET", route="/healthz") >= 1
 
@@ -141,8 +142,11 @@ async def test_a_dlq_retry_is_counted(stack: Stack) -> None:
     assert reply.status_code == 202, reply.text
     after = await scrape(stack.http)
     labels = {"queue": "notifications", "trigger": "dlq"}
-    assert value(after, "errand_jobs_retried_total", **labels) - value(
-        before, "errand_jobs_retried_total", **labels) == 1
+    assert (
+        value(after, "errand_jobs_retried_total", **labels)
+        - value(before, "errand_jobs_retried_total", **labels)
+        == 1
+    )
 
 
 @contextlib.asynccontextmanager
@@ -157,25 +161,33 @@ async def test_webhook_deliveries_are_counted_by_outcome(stack: Stack) -> None:
     before = await scrape(stack.http)
     closed_url = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
     async with webhook_receiver() as url:
-        ok = await post(stack, "/notifications",
-                        {"type": "welcome", "userId": "u-hook", "webhookUrl": url})
-        bad = await post(stack, "/notifications",
-                         {"type": "welcome", "userId": "u-nohook", "webhookUrl": closed_url})
+        ok = await post(
+            stack, "/notifications", {"type": "welcome", "userId": "u-hook", "webhookUrl": url}
+        )
+        bad = await post(
+            stack,
+            "/notifications",
+            {"type": "welcome", "userId": "u-nohook", "webhookUrl": closed_url},
+        )
 
         async def webhook_status(job_id: str) -> str:
             view = (await stack.http.get(f"/notifications/{job_id}")).json()
             return str((view.get("webhook") or {}).get("status"))
 
-        await wait_for(lambda: webhook_status(ok), lambda s: s == "delivered",
-                       what="webhook delivered")
-        await wait_for(lambda: webhook_status(bad), lambda s: s == "failed",
-                       what="webhook given up")
+        await wait_for(
+            lambda: webhook_status(ok), lambda s: s == "delivered", what="webhook delivered"
+        )
+        await wait_for(
+            lambda: webhook_status(bad), lambda s: s == "failed", what="webhook given up"
+        )
 
     async def deltas() -> dict[str, float]:
         after = await scrape(stack.http)
         name = "errand_webhook_deliveries_total"
-        return {o: value(after, name, outcome=o) - value(before, name, outcome=o)
-                for o in ("delivered", "failed", "dead_lettered")}
+        return {
+            o: value(after, name, outcome=o) - value(before, name, outcome=o)
+            for o in ("delivered", "failed", "dead_lettered")
+        }
 
     # The delivery job is counted when BullMQ has recorded its outcome, just after
     # the state the API shows.
@@ -216,9 +228,7 @@ async def test_a_scrape_still_answers_when_redis_does_not() -> None:
     assert value(samples, "errand_build_info", version="0.1.0") == 1
 
 
-async def test_a_worker_process_serves_its_own_metrics(
-    stack: Stack, tmp_path: Path
-) -> None:
+async def test_a_worker_process_serves_its_own_metrics(stack: Stack, tmp_path: Path) -> None:
     await stack.stop_workers()
     port = free_port()
     settings = stack.settings
@@ -239,8 +249,9 @@ async def test_a_worker_process_serves_its_own_metrics(
             await settled(stack, job_id, "completed")
             samples = await wait_for(
                 worker_scrape,
-                lambda s: s is not None
-                and value(s, "errand_jobs_completed_total", queue="reports") == 1,
+                lambda s: (
+                    s is not None and value(s, "errand_jobs_completed_total", queue="reports") == 1
+                ),
                 what="the worker's own completed counter",
             )
         assert samples is not None

@@ -109,8 +109,11 @@ async def test_same_user_and_type_in_flight_is_deduplicated(stack: Stack) -> Non
     same_user_str = (await post_report(stack, "4242")).json()
     assert same_user_str["jobId"] == same_user_int["jobId"], "42 and '42' are the same user"
 
-    await wait_for(lambda: job(stack, first["jobId"]), lambda v: v["status"] == "completed",
-                   what="first report done")
+    await wait_for(
+        lambda: job(stack, first["jobId"]),
+        lambda v: v["status"] == "completed",
+        what="first report done",
+    )
     third = (await post_report(stack, "u-dedup")).json()
     assert third["jobId"] != first["jobId"]
     assert third["deduplicated"] is False

@@ -32,8 +32,7 @@ SLOW_LOCK = {"lock_duration_ms": 30000, "stalled_interval_ms": 30000}  # no stal
 
 
 def worker_env(settings: Settings, **overrides: Any) -> dict[str, str]:
-    return errand_env(redis_url=settings.redis_url, queue_prefix=settings.queue_prefix,
-                      **overrides)
+    return errand_env(redis_url=settings.redis_url, queue_prefix=settings.queue_prefix, **overrides)
 
 
 @contextlib.asynccontextmanager
@@ -95,11 +94,19 @@ async def test_sigterm_lets_active_jobs_finish_and_takes_no_new_ones(
     async with api_only(make_settings) as stack:
         jobs = [await notify(stack, f"u-drain-{n}") for n in range(4)]
         with processes(tmp_path) as procs:
-            worker = start_worker(procs, stack.settings, "notifications",
-                                  email_send_ms=1500, shutdown_grace_seconds=20)
-            running = await wait_for(lambda: active_ids(stack, QueueName.NOTIFICATIONS),
-                                     lambda ids: len(ids) == 2, timeout_s=30,
-                                     what="two jobs active in the subprocess")
+            worker = start_worker(
+                procs,
+                stack.settings,
+                "notifications",
+                email_send_ms=1500,
+                shutdown_grace_seconds=20,
+            )
+            running = await wait_for(
+                lambda: active_ids(stack, QueueName.NOTIFICATIONS),
+                lambda ids: len(ids) == 2,
+                timeout_s=30,
+                what="two jobs active in the subprocess",
+            )
             worker.send(signal.SIGTERM)
             assert await exit_code(worker, 30) == 0, worker.log()[-3000:]
 
@@ -112,8 +119,11 @@ async def test_sigterm_lets_active_jobs_finish_and_takes_no_new_ones(
             assert await attempt_counters(stack, QueueName.NOTIFICATIONS, job_id) == (0, 0)
 
         await stack.start_worker([QueueName.NOTIFICATIONS])
-        await wait_for(lambda: statuses(stack, jobs),
-                       lambda s: set(s.values()) == {"completed"}, what="all sent")
+        await wait_for(
+            lambda: statuses(stack, jobs),
+            lambda s: set(s.values()) == {"completed"},
+            what="all sent",
+        )
         assert await outbox_counts(stack) == Counter({job_id: 1 for job_id in jobs})
         for job_id in jobs:
             assert await attempt_counters(stack, QueueName.NOTIFICATIONS, job_id) == (1, 1)
@@ -127,17 +137,29 @@ async def test_after_the_grace_unfinished_jobs_are_handed_back_at_once(
         notes = [await notify(stack, f"u-cut-{n}") for n in range(3)]
         rep = await report(stack, "u-cut")
         with processes(tmp_path) as procs:
-            worker = start_worker(procs, stack.settings, "notifications,reports",
-                                  email_send_ms=60_000, report_seconds=60,
-                                  shutdown_grace_seconds=0.5, worker_engine=engine,
-                                  **SLOW_LOCK)
+            worker = start_worker(
+                procs,
+                stack.settings,
+                "notifications,reports",
+                email_send_ms=60_000,
+                report_seconds=60,
+                shutdown_grace_seconds=0.5,
+                worker_engine=engine,
+                **SLOW_LOCK,
+            )
 
             async def running() -> tuple[list[str], list[str]]:
-                return (await active_ids(stack, QueueName.NOTIFICATIONS),
-                        await active_ids(stack, QueueName.REPORTS))
+                return (
+                    await active_ids(stack, QueueName.NOTIFICATIONS),
+                    await active_ids(stack, QueueName.REPORTS),
+                )
 
-            cut, _ = await wait_for(running, lambda r: len(r[0]) == 2 and len(r[1]) == 1,
-                                    timeout_s=30, what="three jobs running in the subprocess")
+            cut, _ = await wait_for(
+                running,
+                lambda r: len(r[0]) == 2 and len(r[1]) == 1,
+                timeout_s=30,
+                what="three jobs running in the subprocess",
+            )
             signalled = time.monotonic()
             worker.send(signal.SIGTERM)
             assert await exit_code(worker, 30) == 0, worker.log()[-3000:]
@@ -157,8 +179,11 @@ async def test_after_the_grace_unfinished_jobs_are_handed_back_at_once(
         taken_over = time.monotonic()
         await stack.start_worker([QueueName.NOTIFICATIONS, QueueName.REPORTS])
         everything = [*notes, rep]
-        await wait_for(lambda: statuses(stack, everything),
-                       lambda s: set(s.values()) == {"completed"}, what="all done elsewhere")
+        await wait_for(
+            lambda: statuses(stack, everything),
+            lambda s: set(s.values()) == {"completed"},
+            what="all done elsewhere",
+        )
         lock_s = SLOW_LOCK["lock_duration_ms"] / 1000
         assert time.monotonic() - taken_over < lock_s / 3, "picked up only after a stall"
         assert await outbox_counts(stack) == Counter({job_id: 1 for job_id in notes})
@@ -179,8 +204,9 @@ async def test_sigterm_drains_the_api_in_flight_requests_then_exits(
         with processes(tmp_path) as procs:
             # One API process: the log-order assertion below reads a single process's log
             # (`errand api` runs one process per core by default).
-            api = procs.api(port, worker_env(stack.settings, shutdown_grace_seconds=10),
-                            "--workers", "1")
+            api = procs.api(
+                port, worker_env(stack.settings, shutdown_grace_seconds=10), "--workers", "1"
+            )
             async with httpx.AsyncClient(base_url=base, timeout=30) as http:
 
                 async def ready() -> int | None:
@@ -194,8 +220,11 @@ async def test_sigterm_drains_the_api_in_flight_requests_then_exits(
 
                 async def in_flight() -> float:
                     text = (await http.get("/metrics")).text
-                    line = next(x for x in text.splitlines()
-                                if x.startswith("errand_http_requests_in_flight "))
+                    line = next(
+                        x
+                        for x in text.splitlines()
+                        if x.startswith("errand_http_requests_in_flight ")
+                    )
                     return float(line.split()[1])
 
                 await wait_for(in_flight, lambda n: n >= 2, what="the long poll in flight")
@@ -220,4 +249,5 @@ async def test_sigterm_drains_the_api_in_flight_requests_then_exits(
             log = api.log()
             # The in-flight request was answered above; the lifespan then closed cleanly.
             assert log.index("Application shutdown complete") < log.index(
-                "Finished server process"), log
+                "Finished server process"
+            ), log

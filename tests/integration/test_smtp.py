@@ -33,8 +33,12 @@ class SmtpStack:
 async def smtp(make_settings: Any) -> AsyncIterator[SmtpStack]:
     async with smtp_sink() as sink:
         settings = make_settings(
-            email_transport="smtp", smtp_url=sink.url, smtp_from=SMTP_FROM,
-            notify_retries=2, notify_backoff_ms=50, smtp_timeout_s=5,
+            email_transport="smtp",
+            smtp_url=sink.url,
+            smtp_from=SMTP_FROM,
+            notify_retries=2,
+            notify_backoff_ms=50,
+            smtp_timeout_s=5,
         )
         async with run_stack(settings) as stack:
             yield SmtpStack(stack, sink)
@@ -50,8 +54,12 @@ async def final_view(stack: Stack, job_id: str) -> dict[str, Any]:
     async def probe() -> dict[str, Any]:
         return dict((await stack.http.get(f"/notifications/{job_id}")).json())
 
-    return await wait_for(probe, lambda v: v["status"] in ("completed", "failed"), timeout_s=20,
-                          what=f"{job_id} finished")
+    return await wait_for(
+        probe,
+        lambda v: v["status"] in ("completed", "failed"),
+        timeout_s=20,
+        what=f"{job_id} finished",
+    )
 
 
 def parts(message: Any) -> dict[str, str]:
@@ -127,8 +135,11 @@ async def test_a_4xx_that_never_clears_exhausts_the_retries(smtp: SmtpStack) -> 
 
 async def test_an_unreachable_server_is_a_transient_failure(make_settings: Any) -> None:
     settings = make_settings(
-        email_transport="smtp", smtp_url=f"smtp://127.0.0.1:{free_port()}",
-        notify_retries=1, notify_backoff_ms=50, smtp_timeout_s=2,
+        email_transport="smtp",
+        smtp_url=f"smtp://127.0.0.1:{free_port()}",
+        notify_retries=1,
+        notify_backoff_ms=50,
+        smtp_timeout_s=2,
     )
     async with run_stack(settings) as stack:
         job_id = await notify(stack, "u-nowhere")

@@ -16,10 +16,10 @@ import pytest
 from bullmq import Job
 
 from errand.keys import QueueName, new_job_id, queue_of
+from errand.processors.webhooks import WebhookEvents
 from errand.queue.facade import JobQueues
 from errand.webhooks.signing import signatures_of
 from errand.webhooks.state import webhook_states
-from errand.workers.webhooks import WebhookEvents
 from support.stack import FAST_DEFAULTS, Stack
 from support.waiting import wait_for
 from support.webhook_receiver import HANG, Received, WebhookReceiver, serve_receiver

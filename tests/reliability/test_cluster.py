@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from conftest import ValkeyCluster, message_id, outbox_ids
-from errand.queue.connection import connect, is_cluster
+from errand.redisio.connection import connect, is_cluster
 from support.processes import Processes, env_for, wait_log
 from support.stack import Stack, run_stack
 from support.stack import test_settings as settings_for

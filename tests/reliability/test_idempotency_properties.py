@@ -27,8 +27,8 @@ import orjson
 from hypothesis import HealthCheck
 from hypothesis import strategies as st
 
+from errand.engine.runner import WorkerProcess
 from errand.keys import QueueName
-from errand.workers.runner import WorkerProcess
 from support.stack import Stack
 from support.waiting import wait_for
 

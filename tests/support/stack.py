@@ -13,12 +13,12 @@ import httpx
 import uvicorn
 
 from errand.api.app import create_app
-from errand.api.http_protocol import ErrandHttpToolsProtocol
+from errand.api.http.http_protocol import ErrandHttpToolsProtocol
+from errand.engine.runner import WorkerProcess
 from errand.keys import Keys, QueueName
-from errand.queue.connection import connect
+from errand.redisio.connection import connect
 from errand.server.embedded import free_port
 from errand.settings import Settings
-from errand.workers.runner import WorkerProcess
 
 FAST_DEFAULTS: dict[str, Any] = {
     "report_seconds": 0.3,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from errand.queue.connection import bullmq_connection, with_socket_timeout
+from errand.engine.fastloop import MAX_BLOCK_S
+from errand.redisio.connection import bullmq_connection, with_socket_timeout
 from errand.settings import Settings
-from errand.workers.fastloop import MAX_BLOCK_S
 
 
 def test_blocking_connections_do_not_time_out_mid_block() -> None:

@@ -19,9 +19,9 @@ import pytest
 import redis.asyncio as aioredis
 from bullmq.redis_connection import SCRIPT_DEFINITIONS
 
+from errand.engine.fastjob import FastJob, dumps, failure_fields
+from errand.engine.fastloop import SCRIPTS, FastWorker
 from errand.pins import PINNED
-from errand.workers.fastjob import FastJob, dumps, failure_fields
-from errand.workers.fastloop import SCRIPTS, FastWorker
 
 NOW_S = 1_700_000_000.5  # exact in binary, so both sides read the same millisecond
 TOKEN = "worker-1:3"
@@ -46,7 +46,8 @@ class Recorder:
 
 @pytest.fixture
 def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(time, "time", lambda: NOW_S)
+    monkeypatch.setattr(time, "time", lambda: NOW_S)  # bullmq's clock
+    monkeypatch.setattr(time, "time_ns", lambda: int(NOW_S * 1e9))  # errand's clock seam
 
 
 @pytest.fixture

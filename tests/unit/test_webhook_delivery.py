@@ -14,20 +14,31 @@ SIGNER = Signer.from_secrets("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
 
 
 @pytest.mark.parametrize(
-    "url", ["http://127.0.0.1:9/hook", "http://localhost:9/", "http://[::ffff:10.0.0.1]/",
-            "http://2130706433/", "https://169.254.169.254/latest/meta-data/"],
+    "url",
+    [
+        "http://127.0.0.1:9/hook",
+        "http://localhost:9/",
+        "http://[::ffff:10.0.0.1]/",
+        "http://2130706433/",
+        "https://169.254.169.254/latest/meta-data/",
+    ],
 )
 async def test_a_private_destination_is_refused_before_any_connection(url: str) -> None:
-    outcome = await deliver(DeliveryRequest(url, "msg_1", b"{}"), SIGNER,
-                            timeout_s=1, allow_private=False)
+    outcome = await deliver(
+        DeliveryRequest(url, "msg_1", b"{}"), SIGNER, timeout_s=1, allow_private=False
+    )
     assert not outcome.delivered and outcome.permanent
     assert outcome.status_code is None
     assert outcome.error is not None and outcome.error.startswith("refused: ")
 
 
 async def test_a_host_that_stops_resolving_is_worth_retrying() -> None:
-    outcome = await deliver(DeliveryRequest("https://gone.invalid/x", "msg_2", b"{}"), SIGNER,
-                            timeout_s=1, allow_private=False)
+    outcome = await deliver(
+        DeliveryRequest("https://gone.invalid/x", "msg_2", b"{}"),
+        SIGNER,
+        timeout_s=1,
+        allow_private=False,
+    )
     assert not outcome.delivered and not outcome.permanent
     assert outcome.error is not None and "does not resolve" in outcome.error
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from errand.keys import QueueName, new_job_id, queue_of
-from errand.queue.status import JobSnapshot, JobStatus
+from errand.queue.snapshot import JobSnapshot, JobStatus
 from errand.webhooks.events import (
     EventType,
     delivery_job_id,
@@ -16,10 +16,21 @@ from errand.webhooks.events import (
 
 def active_snapshot(queue: QueueName, data: dict[str, str]) -> JobSnapshot:
     return JobSnapshot(
-        job_id=new_job_id(queue), queue=queue, status=JobStatus.ACTIVE, name="welcome",
-        data=data, priority=5, progress=40, attempts_made=1, max_attempts=4,
-        created_ms=1_700_000_000_000, started_ms=1_700_000_001_000, finished_ms=0,
-        next_attempt_ms=0, failed_reason=None, webhook={"status": "pending"},
+        job_id=new_job_id(queue),
+        queue=queue,
+        status=JobStatus.ACTIVE,
+        name="welcome",
+        data=data,
+        priority=5,
+        progress=40,
+        attempts_made=1,
+        max_attempts=4,
+        created_ms=1_700_000_000_000,
+        started_ms=1_700_000_001_000,
+        finished_ms=0,
+        next_attempt_ms=0,
+        failed_reason=None,
+        webhook={"status": "pending"},
     )
 
 

@@ -16,16 +16,51 @@ from errand.webhooks.ssrf import (
 )
 
 REFUSED_ADDRESSES = [
-    "127.0.0.1", "127.255.0.9", "0.0.0.0", "0.1.2.3", "10.0.0.1", "172.16.0.1", "172.31.255.254",
-    "192.168.1.1", "169.254.169.254", "169.254.1.1", "100.64.0.1", "100.127.255.254",
-    "224.0.0.1", "239.255.255.250", "255.255.255.255", "240.0.0.1", "192.0.2.1", "198.18.0.1",
-    "::1", "::", "fe80::1", "fc00::1", "fd00:ec2::254", "ff02::1", "fec0::1", "2001:db8::1",
-    "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::ffff:169.254.169.254", "::127.0.0.1",
-    "::ffff:0:7f00:1", "::ffff:100.64.0.1", "2002:7f00:1::", "2002:a00:1::", "64:ff9b::7f00:1",
+    "127.0.0.1",
+    "127.255.0.9",
+    "0.0.0.0",
+    "0.1.2.3",
+    "10.0.0.1",
+    "172.16.0.1",
+    "172.31.255.254",
+    "192.168.1.1",
+    "169.254.169.254",
+    "169.254.1.1",
+    "100.64.0.1",
+    "100.127.255.254",
+    "224.0.0.1",
+    "239.255.255.250",
+    "255.255.255.255",
+    "240.0.0.1",
+    "192.0.2.1",
+    "198.18.0.1",
+    "::1",
+    "::",
+    "fe80::1",
+    "fc00::1",
+    "fd00:ec2::254",
+    "ff02::1",
+    "fec0::1",
+    "2001:db8::1",
+    "::ffff:127.0.0.1",
+    "::ffff:10.0.0.1",
+    "::ffff:169.254.169.254",
+    "::127.0.0.1",
+    "::ffff:0:7f00:1",
+    "::ffff:100.64.0.1",
+    "2002:7f00:1::",
+    "2002:a00:1::",
+    "64:ff9b::7f00:1",
     "64:ff9b::a9fe:a9fe",
 ]
-PUBLIC_ADDRESSES = ["93.184.216.34", "8.8.8.8", "1.1.1.1", "2606:4700:4700::1111",
-                    "::ffff:8.8.8.8", "64:ff9b::808:808"]
+PUBLIC_ADDRESSES = [
+    "93.184.216.34",
+    "8.8.8.8",
+    "1.1.1.1",
+    "2606:4700:4700::1111",
+    "::ffff:8.8.8.8",
+    "64:ff9b::808:808",
+]
 
 
 @pytest.mark.parametrize("text", REFUSED_ADDRESSES)
@@ -47,11 +82,24 @@ def test_embedded_ipv4_is_named_in_the_reason() -> None:
 @pytest.mark.parametrize(
     "url",
     [
-        "http://127.0.0.1/", "http://[::1]:8080/x", "http://10.0.0.1/", "http://172.16.0.1/",
-        "http://192.168.1.1/", "http://169.254.169.254/latest/meta-data/",
-        "http://[::ffff:127.0.0.1]/", "http://localhost:9/", "http://LOCALHOST./", "http://api.localhost/",
-        "http://2130706433/", "http://0x7f000001/", "http://017700000001/", "http://127.1/",
-        "http://0177.0.0.1/", "http://0/", "http://[fd00:ec2::254]/", "https://100.64.0.1/",
+        "http://127.0.0.1/",
+        "http://[::1]:8080/x",
+        "http://10.0.0.1/",
+        "http://172.16.0.1/",
+        "http://192.168.1.1/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://localhost:9/",
+        "http://LOCALHOST./",
+        "http://api.localhost/",
+        "http://2130706433/",
+        "http://0x7f000001/",
+        "http://017700000001/",
+        "http://127.1/",
+        "http://0177.0.0.1/",
+        "http://0/",
+        "http://[fd00:ec2::254]/",
+        "https://100.64.0.1/",
     ],
 )
 async def test_private_destinations_are_refused(url: str) -> None:
@@ -60,8 +108,15 @@ async def test_private_destinations_are_refused(url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["ftp://example.com/", "file:///etc/passwd", "javascript:alert(1)", "http://",
-            "http://user:pw@8.8.8.8/", "gopher://8.8.8.8/"],
+    "url",
+    [
+        "ftp://example.com/",
+        "file:///etc/passwd",
+        "javascript:alert(1)",
+        "http://",
+        "http://user:pw@8.8.8.8/",
+        "gopher://8.8.8.8/",
+    ],
 )
 async def test_syntax_rules_hold_even_when_private_is_allowed(url: str) -> None:
     with pytest.raises(UnsafeWebhookUrl):

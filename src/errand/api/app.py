@@ -13,11 +13,13 @@ from errand import __version__, gc_tuning
 from errand.api.deps import Services
 from errand.api.events import JobEventHub
 from errand.api.hotpath import HotPath
-from errand.api.problems import install_problem_handlers
+from errand.api.http.middleware import HttpMetricsMiddleware
+from errand.api.http.problems import install_problem_handlers
 from errand.api.routes import admin, dashboard, docs, jobs, notifications, ops, reports
-from errand.metrics import HttpMetricsMiddleware, QueueGauges
-from errand.queue.connection import connect, redis_url
+from errand.metrics.gauges import QueueGauges
+from errand.metrics.http import HttpRecorder
 from errand.queue.facade import JobQueues
+from errand.redisio.connection import connect
 from errand.settings import Settings
 
 DESCRIPTION = (
@@ -31,7 +33,8 @@ class ErrandAPI(FastAPI):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.hot_path = HotPath(lambda: self.state.services)
+        self.http_metrics = HttpRecorder()  # one recorder for both paths
+        self.hot_path = HotPath(lambda: self.state.services, self.http_metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = HotPath.match(scope)
@@ -52,8 +55,7 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = connect(settings, pipelined=True)  # one pipelined connection per process
         queues = JobQueues(settings, redis)
-        events = JobEventHub(settings, queues, redis_url(settings))
-        await events.start()
+        events = JobEventHub(settings, queues)
         app.state.services = Services(settings, redis, queues, events)
         app.state.queue_gauges = QueueGauges(queues.counts)
         if tune_gc:
@@ -77,7 +79,7 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
         app.include_router(module.router)
     app.include_router(dashboard.router)
     app.include_router(docs.router)
-    app.add_middleware(HttpMetricsMiddleware)
+    app.add_middleware(HttpMetricsMiddleware, recorder=app.http_metrics)
     return app
 
 

@@ -1,11 +1,11 @@
-"""JobEventHub: one BullMQ QueueEvents reader per queue per API process, fanned out in memory.
+"""JobEventHub: one queue-events reader per queue per API process, fanned out in memory.
 
 Long-polls and SSE streams subscribe here instead of polling Redis. The readers
 consume BullMQ's events streams (Redis streams, not Pub/Sub), so a reader that
 reconnects after an outage resumes from the last entry it saw and loses nothing.
 
-A queue's reader runs only while someone in this process waits on one of its jobs
-(and READER_LINGER_S after): every job makes several events, and an API process
+A queue's reader (queue/events.py) runs only while someone in this process waits on
+one of its jobs (and READER_LINGER_S after): every job makes several events, and an API process
 that parsed all of them for nobody spent a fifth of its CPU on it under load. A
 reader starts at the stream's tail as it was before the first subscriber's own
 read of the job, so nothing that subscriber needs can fall between the two.
@@ -20,19 +20,14 @@ from collections import defaultdict
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-from bullmq import QueueEvents
-
 from errand.keys import QueueName, queue_of
-from errand.queue.connection import bullmq_connection
+from errand.queue.events import EventListener, read_events
 from errand.queue.facade import JobQueues
-from errand.queue.status import JobSnapshot
+from errand.queue.snapshot import JobSnapshot
 from errand.settings import Settings
 
 log = logging.getLogger("errand.events")
 
-WATCHED_EVENTS = (
-    "waiting", "active", "progress", "completed", "failed", "delayed", "stalled", "removed",
-)
 RECONNECT_DELAY_S = 0.5
 READER_LINGER_S = 30.0
 
@@ -40,10 +35,9 @@ READER_LINGER_S = 30.0
 class JobEventHub:
     """Routes each queue event to the in-process subscribers of its job."""
 
-    def __init__(self, settings: Settings, queues: JobQueues, redis_url: str) -> None:
+    def __init__(self, settings: Settings, queues: JobQueues) -> None:
         self.settings = settings
         self.queues = queues
-        self.redis_url = redis_url
         self.last_ids: dict[QueueName, str] = {}
         self._subscribers: dict[str, set[asyncio.Queue[str]]] = defaultdict(set)
         self._readers: dict[QueueName, asyncio.Task[None]] = {}
@@ -54,9 +48,6 @@ class JobEventHub:
         self._reads: dict[tuple[str, str], asyncio.Future[JobSnapshot]] = {}
 
     # --- lifecycle -------------------------------------------------------
-    async def start(self) -> None:
-        """Nothing to start: a queue's reader starts with its first subscriber."""
-
     async def close(self) -> None:
         for handle in self._idle_stops.values():
             handle.cancel()
@@ -112,38 +103,13 @@ class JobEventHub:
         return str(entries[0][0]) if entries else "0-0"
 
     async def _read_forever(self, queue: QueueName) -> None:
-        """Run a QueueEvents reader; when it dies (Redis outage) start another where it stopped."""
+        """Run a queue-events reader; when it dies (Redis outage) start another where it stopped."""
         while True:
-            failed = asyncio.Event()
-            reader = QueueEvents(
-                str(queue),
-                {
-                    "connection": bullmq_connection(self.settings),
-                    "prefix": self.settings.queue_prefix,
-                    "autorun": False,
-                    "lastEventId": self.last_ids[queue],
-                    "blockingTimeout": 5000,
-                    "skipVersionCheck": True,
-                },
-            )
-            for event in WATCHED_EVENTS:
-                reader.on(event, self._listener(queue))
-            reader.on("error", lambda *_, failed=failed: failed.set())
-            run = asyncio.ensure_future(reader.run())
-            stop = asyncio.ensure_future(failed.wait())
-            try:
-                await asyncio.wait({run, stop}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stop.cancel()
-                await reader.close()
-                if not run.done():
-                    run.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await run
+            await read_events(self.settings, queue, self.last_ids[queue], self._listener(queue))
             log.warning("event reader for %s stopped; reconnecting", queue)
             await asyncio.sleep(RECONNECT_DELAY_S)
 
-    def _listener(self, queue: QueueName) -> Any:
+    def _listener(self, queue: QueueName) -> EventListener:
         def on_event(args: dict[str, Any], entry_id: str) -> None:
             # A sync listener, as BullMQ requires: only hand the id over, never await here.
             self.last_ids[queue] = entry_id

@@ -90,9 +90,7 @@ def _answer_from_record(record: dict[str, Any], fp: str) -> Response:
         )
     if record.get("state") != "done":
         raise IdempotencyInProgress("the first request with this Idempotency-Key is still running")
-    return Response(
-        record["body"].encode(), record["status"], headers=record["headers"]
-    )
+    return Response(record["body"].encode(), record["status"], headers=record["headers"])
 
 
 async def _run_and_store(
@@ -111,11 +109,7 @@ async def _run_and_store(
     if not 200 <= response.status_code < 300:
         await redis.eval(_RELEASE, 1, record_key, token)
         return response
-    headers = {
-        name: value
-        for name, value in response.headers.items()
-        if name in _REPLAYED_HEADERS
-    }
+    headers = {name: value for name, value in response.headers.items() if name in _REPLAYED_HEADERS}
     record = {
         "state": "done",
         "fp": fp,

@@ -18,9 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from errand.api.deps import Services
-from errand.api.responses import json_response
-from errand.api.views import retry_after_s
-from errand.queue.status import JobSnapshot
+from errand.api.polling import status_response
+from errand.queue.snapshot import JobSnapshot
 
 View = Callable[[JobSnapshot], dict[str, Any]]
 
@@ -38,14 +37,6 @@ WaitSeconds = Annotated[
 """The `?wait=N` parameter: 0 < N <= 60 seconds, anything else is a 422."""
 
 SSE_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
-
-
-def status_response(svc: Services, snap: JobSnapshot, view: View) -> Response:
-    """`view(snap)` as a 200, with a Retry-After polling hint while the job is not final."""
-    headers = None
-    if not snap.is_final:
-        headers = {"Retry-After": str(retry_after_s(svc.settings, snap.queue, snap))}
-    return json_response(view(snap), 200, headers)
 
 
 async def long_poll(
@@ -67,7 +58,8 @@ async def long_poll(
         with contextlib.suppress(asyncio.CancelledError):
             await waiting
         return Response(status_code=499)
-    return status_response(svc, waiting.result(), view)
+    snap = waiting.result()
+    return status_response(svc.settings, snap, view(snap))
 
 
 async def _disconnected(request: Request) -> None:

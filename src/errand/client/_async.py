@@ -51,8 +51,12 @@ class AsyncClient(Operations, ClientBase[httpx.AsyncClient], AsyncDriver):
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                        trace: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
@@ -70,8 +74,11 @@ class AsyncClient(Operations, ClientBase[httpx.AsyncClient], AsyncDriver):
             with contextlib.closing(op):
                 reply = None
                 while (step := advance(op, reply)) is not None:
-                    reply = ((yield step.value) if isinstance(step, Emit)
-                             else await self._perform(step, stream))
+                    reply = (
+                        (yield step.value)
+                        if isinstance(step, Emit)
+                        else await self._perform(step, stream)
+                    )
 
     async def _perform(self, step: Step, stream: _AsyncStream) -> Any:
         if isinstance(step, Sleep):

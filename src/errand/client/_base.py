@@ -39,8 +39,7 @@ class ClientBase(Generic[H]):
         self.base_url = base_url.rstrip("/")
         self._timeout_s = timeout_s
         self._session = Session(retry or RetryPolicy(max_retries=max_retries), event_reconnects)
-        self._http: H = self._http_class(base_url=self.base_url, headers=headers,
-                                         timeout=timeout_s)
+        self._http: H = self._http_class(base_url=self.base_url, headers=headers, timeout=timeout_s)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
@@ -50,6 +49,10 @@ class ClientBase(Generic[H]):
         if request.read_timeout_s is not None:
             timeout = httpx.Timeout(self._timeout_s, read=request.read_timeout_s)
         return self._http.build_request(
-            request.method, request.path, params=request.params, json=request.json,
-            headers=request.headers, timeout=timeout,
+            request.method,
+            request.path,
+            params=request.params,
+            json=request.json,
+            headers=request.headers,
+            timeout=timeout,
         )

@@ -54,8 +54,13 @@ def _job(job_id: str) -> str:
 
 def _submit(session: Session, path: str, body: dict[str, Any], key: str | None) -> Op[Accepted]:
     key = key or str(uuid.uuid4())
-    request = Request("POST", path, json=body, headers={"Idempotency-Key": key},
-                      retry_statuses=SUBMIT_RETRY_STATUSES)
+    request = Request(
+        "POST",
+        path,
+        json=body,
+        headers={"Idempotency-Key": key},
+        retry_statuses=SUBMIT_RETRY_STATUSES,
+    )
     response = yield from send(session, request)
     accepted = Accepted.model_validate_json(response.content)
     yield Emit(accepted.model_copy(update={"idempotency_key": key}))
@@ -92,8 +97,7 @@ def submit_notification(
     yield from _submit(session, "/notifications", body, idempotency_key)
 
 
-def submit_notifications(session: Session, items: Iterable[NotificationRequest]
-                         ) -> Op[BatchResult]:
+def submit_notifications(session: Session, items: Iterable[NotificationRequest]) -> Op[BatchResult]:
     """POST /notifications/batch: one result per item, in order. Every item without an
     `idempotency_key` gets a UUID4 one, so the batch can be retried safely."""
     bodies = [
@@ -129,8 +133,12 @@ def wait(session: Session, job_id: str, timeout_s: float = 60.0) -> Op[JobView]:
     while True:
         remaining_s = min(deadline - time.monotonic(), MAX_WAIT_S)
         params = {"wait": f"{remaining_s:.3f}"} if remaining_s >= 0.001 else None
-        request = Request("GET", _job(job_id), params=params,
-                          read_timeout_s=max(remaining_s, 0) + LONG_POLL_GRACE_S)
+        request = Request(
+            "GET",
+            _job(job_id),
+            params=params,
+            read_timeout_s=max(remaining_s, 0) + LONG_POLL_GRACE_S,
+        )
         response = yield from send(session, request)
         view = JobView.model_validate_json(response.content)
         if view.is_final:
@@ -148,8 +156,9 @@ def cancel(session: Session, job_id: str) -> Op[JobView]:
     yield from fetch(session, request, JobView.model_validate_json)
 
 
-def _read_events(parser: SseParser, last: JobView | None
-                 ) -> Generator[Step | Emit[JobView], Any, JobView | None]:
+def _read_events(
+    parser: SseParser, last: JobView | None
+) -> Generator[Step | Emit[JobView], Any, JobView | None]:
     """Emit the status events of one connection until it ends; the last view seen."""
     while True:
         line = yield NextLine()
@@ -175,8 +184,9 @@ def events(session: Session, job_id: str) -> Op[JobView]:
         headers = {"Accept": "text/event-stream"}
         if parser.last_event_id is not None:
             headers["Last-Event-ID"] = parser.last_event_id
-        request = Request("GET", f"{_job(job_id)}/events", headers=headers,
-                          read_timeout_s=STREAM_READ_TIMEOUT_S)
+        request = Request(
+            "GET", f"{_job(job_id)}/events", headers=headers, read_timeout_s=STREAM_READ_TIMEOUT_S
+        )
         outcome = yield OpenStream(request)
         if isinstance(outcome, httpx.Response):
             raise_for(outcome)

@@ -95,8 +95,9 @@ class RetryPolicy:
     max_backoff_s: float = 8.0
     max_total_s: float = 60.0
 
-    def delay_s(self, request: Request, outcome: Outcome, attempt: int, elapsed_s: float
-                ) -> float | None:
+    def delay_s(
+        self, request: Request, outcome: Outcome, attempt: int, elapsed_s: float
+    ) -> float | None:
         """Seconds to wait before retrying `request` after `outcome`, or None: no retry."""
         if not request.retryable or attempt >= self.max_retries:
             return None

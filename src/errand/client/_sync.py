@@ -49,8 +49,12 @@ class Client(Operations, ClientBase[httpx.Client], SyncDriver):
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -67,8 +71,9 @@ class Client(Operations, ClientBase[httpx.Client], SyncDriver):
         with _Stream() as stream, contextlib.closing(op):
             reply = None
             while (step := advance(op, reply)) is not None:
-                reply = ((yield step.value) if isinstance(step, Emit)
-                         else self._perform(step, stream))
+                reply = (
+                    (yield step.value) if isinstance(step, Emit) else self._perform(step, stream)
+                )
 
     def _perform(self, step: Step, stream: _Stream) -> Any:
         if isinstance(step, Sleep):

@@ -39,9 +39,7 @@ class WaitTimeout(ErrandClientError):
     """`wait()` reached its timeout before the job was final; `last` is the last view."""
 
     def __init__(self, job_id: str, timeout_s: float, last: JobView) -> None:
-        super().__init__(
-            f"job {job_id} still {last.status} after {timeout_s:g} s"
-        )
+        super().__init__(f"job {job_id} still {last.status} after {timeout_s:g} s")
         self.last = last
 
 

@@ -51,21 +51,28 @@ async def run_steps(demo: Demo) -> list[tuple[str, bool, str]]:
 
 
 @contextlib.asynccontextmanager
-async def errand_target(timeline: Timeline, url: str | None, admin_token: str | None,
-                        webhook_secret: str | None) -> AsyncIterator[Target]:
+async def errand_target(
+    timeline: Timeline, url: str | None, admin_token: str | None, webhook_secret: str | None
+) -> AsyncIterator[Target]:
     if url is None:
         async with own_errand(timeline) as target:
             yield target
         return
     if not admin_token or not webhook_secret:
-        raise StepFailed("with --url, give --admin-token and --webhook-secret "
-                         "(or ERRAND_ADMIN_TOKEN and ERRAND_WEBHOOK_SECRET)")
+        raise StepFailed(
+            "with --url, give --admin-token and --webhook-secret "
+            "(or ERRAND_ADMIN_TOKEN and ERRAND_WEBHOOK_SECRET)"
+        )
     timeline.say(f"using the errand at {url} (it must allow private webhook URLs)")
     yield Target(url.rstrip("/"), admin_token, webhook_secret, owned=False)
 
 
-async def run_demo(url: str | None, admin_token: str | None, webhook_secret: str | None,
-                   console: Console | None = None) -> int:
+async def run_demo(
+    url: str | None,
+    admin_token: str | None,
+    webhook_secret: str | None,
+    console: Console | None = None,
+) -> int:
     """The whole demo; returns the exit code (0 only when every step behaved)."""
     timeline = Timeline(console or Console(highlight=False))
     task = asyncio.current_task()
@@ -73,9 +80,11 @@ async def run_demo(url: str | None, admin_token: str | None, webhook_secret: str
     if task is not None:  # SIGTERM stops the demo like Ctrl-C: cancel once, clean up
         loop.add_signal_handler(signal.SIGTERM, lambda: task.cancelling() or task.cancel())
     try:
-        async with errand_target(timeline, url, admin_token, webhook_secret) as target, \
-                serve_receiver(target.webhook_secret) as receiver, \
-                httpx.AsyncClient(base_url=target.url, timeout=STEP_TIMEOUT_S) as http:
+        async with (
+            errand_target(timeline, url, admin_token, webhook_secret) as target,
+            serve_receiver(target.webhook_secret) as receiver,
+            httpx.AsyncClient(base_url=target.url, timeout=STEP_TIMEOUT_S) as http,
+        ):
             timeline.say(f"webhook receiver on {receiver.base_url}")
             results = await run_steps(Demo(target, http, receiver, timeline))
     except (StepFailed, httpx.HTTPError, OSError) as err:
@@ -91,8 +100,9 @@ def _summary(console: Console, results: list[tuple[str, bool, str]]) -> int:
     table.add_column("step")
     table.add_column("result")
     for title, passed, detail in results:
-        table.add_row(escape(title), f"[green]✓ {escape(detail)}" if passed
-                      else f"[red]✗ {escape(detail)}")
+        table.add_row(
+            escape(title), f"[green]✓ {escape(detail)}" if passed else f"[red]✗ {escape(detail)}"
+        )
     console.print(table)
     failed = sum(1 for _, passed, _ in results if not passed)
     if failed:

@@ -114,10 +114,16 @@ class Receiver:
             error = f"{type(err).__name__}: {err}"
             status = 400
         stamp = headers.get("webhook-timestamp", "0")
-        self.deliveries.append(Delivery(
-            request.url.path, headers.get("webhook-id", ""),
-            int(stamp) if stamp.isdigit() else 0, event, error, status,
-        ))
+        self.deliveries.append(
+            Delivery(
+                request.url.path,
+                headers.get("webhook-id", ""),
+                int(stamp) if stamp.isdigit() else 0,
+                event,
+                error,
+                status,
+            )
+        )
         return Response(status_code=status)
 
     def at(self, path: str) -> list[Delivery]:
@@ -137,10 +143,17 @@ async def serve_receiver(secret: str) -> AsyncIterator[Receiver]:
     receiver = Receiver(secret)
     app = Starlette(routes=[Route("/{path:path}", receiver.handle, methods=["POST"])])
     port = _free_port()
-    server = _SignalFreeServer(uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="off", log_level="warning",
-        access_log=False, loop="none",
-    ))
+    server = _SignalFreeServer(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            loop="none",
+        )
+    )
     task = asyncio.create_task(server.serve())
     await _until(lambda: _ready(server, task), 10, "the webhook receiver to listen")
     receiver.base_url = f"http://127.0.0.1:{port}"
@@ -178,14 +191,25 @@ async def own_errand(timeline: Timeline) -> AsyncIterator[Target]:
     port, token, secret = _free_port(), secrets.token_urlsafe(18), new_webhook_secret()
     with tempfile.TemporaryDirectory(prefix="errand-demo-") as data_dir:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ERRAND_")}
-        env.update(DEMO_SETTINGS, ERRAND_DATA_DIR=data_dir, ERRAND_ADMIN_TOKEN=token,
-                   ERRAND_WEBHOOK_SECRET=secret, PYTHONUNBUFFERED="1")
+        env.update(
+            DEMO_SETTINGS,
+            ERRAND_DATA_DIR=data_dir,
+            ERRAND_ADMIN_TOKEN=token,
+            ERRAND_WEBHOOK_SECRET=secret,
+            PYTHONUNBUFFERED="1",
+        )
         log_path = Path(data_dir) / "errand.log"
         argv = [sys.executable, "-m", "errand", "up", "--host", "127.0.0.1", "--port", str(port)]
         with log_path.open("wb") as log:
-            process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                       stderr=subprocess.STDOUT, start_new_session=True,
-                                       preexec_fn=_die_with_parent)
+            process = subprocess.Popen(
+                argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
         timeline.say(f"starting errand: `errand up --port {port}` (pid {process.pid})")
         url = f"http://127.0.0.1:{port}"
         try:
@@ -198,6 +222,7 @@ async def own_errand(timeline: Timeline) -> AsyncIterator[Target]:
 
 async def _wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=2) as http:
+
         async def ready() -> bool:
             if process.poll() is not None:
                 tail = log_path.read_text(errors="replace")[-2000:]
@@ -282,8 +307,10 @@ class Demo:
             now = (view["status"], view["attemptsMade"])
             if narrate and now != last:
                 last = now
-                self.timeline.say(f"  {view['status']}, attempts made: {view['attemptsMade']}"
-                                  f"{_retry_hint(view['nextAttemptAt'])}")
+                self.timeline.say(
+                    f"  {view['status']}, attempts made: {view['attemptsMade']}"
+                    f"{_retry_hint(view['nextAttemptAt'])}"
+                )
             return view if until(view) else None
 
         view: dict[str, Any] = await _until(probe, STEP_TIMEOUT_S, f"notification {job_id}")

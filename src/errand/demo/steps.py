@@ -12,8 +12,9 @@ from errand.demo.harness import Demo, expect
 
 
 async def step_report(demo: Demo) -> str:
-    accepted = await demo.post("/reports", {"userId": f"demo-ada-{demo.run_id}",
-                                            "reportType": "activity"})
+    accepted = await demo.post(
+        "/reports", {"userId": f"demo-ada-{demo.run_id}", "reportType": "activity"}
+    )
     job_id = accepted["jobId"]
     demo.timeline.say(f"POST /reports → 202, job {job_id}; long-polling GET /jobs/{{id}}?wait=10")
     view = await demo.get(f"/jobs/{job_id}", wait=10)
@@ -23,18 +24,24 @@ async def step_report(demo: Demo) -> str:
     expect(view["status"] == "completed", f"the report ended {view['status']}: {view['error']}")
     report = await demo.get(view["resultUrl"])
     totals = report["totals"]
-    demo.timeline.say(f"  completed in {view['attemptsMade']} attempt; result: "
-                      f"{len(report['rows'])} weekly rows, {totals['events']} events, "
-                      f"{totals['sessions']} sessions")
+    demo.timeline.say(
+        f"  completed in {view['attemptsMade']} attempt; result: "
+        f"{len(report['rows'])} weekly rows, {totals['events']} events, "
+        f"{totals['sessions']} sessions"
+    )
     return "completed; result fetched"
 
 
 async def step_signed_webhook(demo: Demo) -> str:
     path = "/hooks/orders"
-    accepted = await demo.post("/notifications", {
-        "type": "order-confirmed", "userId": f"demo-grace-{demo.run_id}",
-        "webhookUrl": demo.receiver.base_url + path,
-    })
+    accepted = await demo.post(
+        "/notifications",
+        {
+            "type": "order-confirmed",
+            "userId": f"demo-grace-{demo.run_id}",
+            "webhookUrl": demo.receiver.base_url + path,
+        },
+    )
     job_id = accepted["jobId"]
     demo.timeline.say(f"POST /notifications with a webhookUrl → job {job_id}")
     [delivery] = await demo.deliveries(path, 1)
@@ -42,11 +49,15 @@ async def step_signed_webhook(demo: Demo) -> str:
     event, data = delivery.event, delivery.event["data"]
     expect(event["type"] == "notification.sent", f"got a {event['type']} event")
     expect(data["jobId"] == job_id and data["status"] == "completed", f"unexpected data: {data}")
-    demo.timeline.say(f"  event {event['type']}: job {data['status']} after "
-                      f"{data['attemptsMade']} attempt, verified with standardwebhooks")
+    demo.timeline.say(
+        f"  event {event['type']}: job {data['status']} after "
+        f"{data['attemptsMade']} attempt, verified with standardwebhooks"
+    )
     view = await _webhook_delivered(demo, job_id)
-    demo.timeline.say(f"  GET /notifications/{{id}} → webhook {view['webhook']['status']}, "
-                      f"HTTP {view['webhook']['lastStatusCode']}")
+    demo.timeline.say(
+        f"  GET /notifications/{{id}} → webhook {view['webhook']['status']}, "
+        f"HTTP {view['webhook']['lastStatusCode']}"
+    )
     return "notification.sent delivered and verified"
 
 
@@ -58,42 +69,55 @@ async def _webhook_delivered(demo: Demo, job_id: str) -> dict[str, Any]:
 
 async def step_priority(demo: Demo) -> str:
     count = 8 if demo.target.owned else 60  # enough to queue up behind the workers
-    welcomes = await asyncio.gather(*(
-        demo.post("/notifications", {"type": "welcome", "userId": f"demo-new-{demo.run_id}-{n}"})
-        for n in range(count)
-    ))
-    reset = await demo.post("/notifications", {"type": "password-reset",
-                                                "userId": f"demo-locked-{demo.run_id}"})
+    welcomes = await asyncio.gather(
+        *(
+            demo.post(
+                "/notifications", {"type": "welcome", "userId": f"demo-new-{demo.run_id}-{n}"}
+            )
+            for n in range(count)
+        )
+    )
+    reset = await demo.post(
+        "/notifications", {"type": "password-reset", "userId": f"demo-locked-{demo.run_id}"}
+    )
     demo.timeline.say(f"queued {count} welcomes (priority 5), then one password-reset (priority 1)")
-    done = await asyncio.gather(*(
-        demo.follow(job["jobId"], lambda v: v["status"] == "completed", narrate=False)
-        for job in [*welcomes, reset]
-    ))
+    done = await asyncio.gather(
+        *(
+            demo.follow(job["jobId"], lambda v: v["status"] == "completed", narrate=False)
+            for job in [*welcomes, reset]
+        )
+    )
     order = sorted(done, key=lambda v: (v["startedAt"], v["jobId"]))
     labels = {w["jobId"]: f"welcome {n}" for n, w in enumerate(welcomes, 1)}
     shown = [labels.get(v["jobId"], "PASSWORD-RESET") for v in order]
     demo.timeline.say("  order the worker took them: " + ", ".join(shown))
     overtaken = count - [v["jobId"] for v in order].index(reset["jobId"])
     expect(overtaken > 0, "the password-reset started after every welcome")
-    demo.timeline.say(f"  the password-reset went ahead of {overtaken} of the {count} "
-                      "welcomes queued before it")
+    demo.timeline.say(
+        f"  the password-reset went ahead of {overtaken} of the {count} welcomes queued before it"
+    )
     return f"overtook {overtaken} queued welcomes"
 
 
 async def step_flaky(demo: Demo) -> str:
-    accepted = await demo.post("/notifications", {"type": "welcome",
-                                                  "userId": f"flaky-{demo.run_id}"})
-    demo.timeline.say("a flaky-… user: the simulated mail server fails twice "
-                      f"(job {accepted['jobId']})")
+    accepted = await demo.post(
+        "/notifications", {"type": "welcome", "userId": f"flaky-{demo.run_id}"}
+    )
+    demo.timeline.say(
+        f"a flaky-… user: the simulated mail server fails twice (job {accepted['jobId']})"
+    )
     view = await demo.follow(accepted["jobId"], lambda v: v["status"] in ("completed", "failed"))
-    expect(view["status"] == "completed" and view["attemptsMade"] == 3,
-           f"ended {view['status']} after {view['attemptsMade']} attempts")
+    expect(
+        view["status"] == "completed" and view["attemptsMade"] == 3,
+        f"ended {view['status']} after {view['attemptsMade']} attempts",
+    )
     return "sent on attempt 3"
 
 
 async def step_dead_letter(demo: Demo) -> str:
-    accepted = await demo.post("/notifications", {"type": "welcome",
-                                                  "userId": f"fail-{demo.run_id}"})
+    accepted = await demo.post(
+        "/notifications", {"type": "welcome", "userId": f"fail-{demo.run_id}"}
+    )
     job_id = accepted["jobId"]
     demo.timeline.say(f"a fail-… user: every attempt fails (job {job_id})")
     view = await demo.follow(job_id, lambda v: v["status"] == "failed")
@@ -106,8 +130,9 @@ async def step_dead_letter(demo: Demo) -> str:
     demo.timeline.say("  POST /admin/dlq/{id}/retry → 202: it left the DLQ with fresh attempts")
     view = await demo.follow(job_id, lambda v: v["status"] == "failed")
     await _expect_in_dlq(demo, job_id, True)
-    demo.timeline.say(f"  failed again after {view['attemptsMade']} attempts, as expected: "
-                      "back in the DLQ")
+    demo.timeline.say(
+        f"  failed again after {view['attemptsMade']} attempts, as expected: back in the DLQ"
+    )
     return "dead-lettered, retried, dead-lettered again"
 
 
@@ -120,18 +145,24 @@ async def _expect_in_dlq(demo: Demo, job_id: str, present: bool) -> None:
 async def step_webhook_retries(demo: Demo) -> str:
     path = "/hooks/flaky"
     demo.receiver.scripts[path] = [500, 500, 200]
-    accepted = await demo.post("/notifications", {
-        "type": "welcome", "userId": f"demo-hooked-{demo.run_id}",
-        "webhookUrl": demo.receiver.base_url + path,
-    })
+    accepted = await demo.post(
+        "/notifications",
+        {
+            "type": "welcome",
+            "userId": f"demo-hooked-{demo.run_id}",
+            "webhookUrl": demo.receiver.base_url + path,
+        },
+    )
     demo.timeline.say(f"a receiver that answers 500, 500, then 200 (job {accepted['jobId']})")
     deliveries = await demo.deliveries(path, 3)
     expect(len({d.webhook_id for d in deliveries}) == 1, "the retries changed the webhook-id")
     view = await _webhook_delivered(demo, accepted["jobId"])
     hook = view["webhook"]
     expect(hook["attempts"] == 3, f"{hook['attempts']} attempts recorded")
-    demo.timeline.say(f"  GET /notifications/{{id}} → webhook {hook['status']} after "
-                      f"{hook['attempts']} attempts; the job itself stayed {view['status']}")
+    demo.timeline.say(
+        f"  GET /notifications/{{id}} → webhook {hook['status']} after "
+        f"{hook['attempts']} attempts; the job itself stayed {view['status']}"
+    )
     return "delivered on attempt 3 with one webhook-id"
 
 

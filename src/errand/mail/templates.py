@@ -65,7 +65,5 @@ def render(kind: str, user_id: str, message_id: str) -> RenderedEmail:
     subject = subject_t.format(user_id=user_id)
     heading, body = heading_t.format(user_id=user_id), body_t.format(user_id=user_id)
     text = _TEXT_LAYOUT.format(heading=heading, body=body, user_id=user_id)
-    html = _HTML_LAYOUT.format(
-        heading=escape(heading), body=escape(body), user_id=escape(user_id)
-    )
+    html = _HTML_LAYOUT.format(heading=escape(heading), body=escape(body), user_id=escape(user_id))
     return RenderedEmail(recipient_for(user_id), subject, text, html, message_id)

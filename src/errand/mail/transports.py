@@ -99,8 +99,14 @@ class SimulatedSender:
         }
         if mark is not None:
             await self.redis.eval(
-                _DELIVER_ONCE, 2, self.keys.outbox(), mark.key,
-                orjson.dumps(record), OUTBOX_CAP, mark.value, mark.ttl_s,
+                _DELIVER_ONCE,
+                2,
+                self.keys.outbox(),
+                mark.key,
+                orjson.dumps(record),
+                OUTBOX_CAP,
+                mark.value,
+                mark.ttl_s,
             )
             return
         async with self.redis.pipeline(transaction=True) as pipe:

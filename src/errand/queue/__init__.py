@@ -1,1 +1,1 @@
-"""Queues and jobs: the one place that imports bullmq."""
+"""The queue model: the BullMQ facade, job snapshots and views, policies, DLQ, indexes."""

@@ -10,13 +10,13 @@ import heapq
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from bullmq import Job
 
 from errand.errors import Conflict, NotFound
 from errand.keys import QueueName, queue_of
 from errand.queue.facade import JobQueues
-from errand.queue.status import JobStatus
+from errand.queue.jobhash import attempts_made, int_field, json_field
+from errand.queue.snapshot import JobStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,18 +64,15 @@ async def list_dead_letters(
 def _dead_letter(
     job_id: str, queue: QueueName, failed_ms: int, fields: dict[str, str]
 ) -> DeadLetter:
-    try:
-        data = orjson.loads(fields.get("data", "{}"))
-    except orjson.JSONDecodeError:
-        data = {}
+    data = json_field(fields, "data", {})
     return DeadLetter(
         job_id=job_id,
         queue=queue,
         name=fields.get("name", ""),
         data=data if isinstance(data, dict) else {"value": data},
         failed_reason=fields.get("failedReason") or None,
-        attempts_made=int(fields.get("atm") or fields.get("attemptsMade") or 0),
-        failed_ms=int(fields.get("finishedOn") or failed_ms),
+        attempts_made=attempts_made(fields),
+        failed_ms=int_field(fields, "finishedOn") or failed_ms,
     )
 
 

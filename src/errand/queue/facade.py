@@ -9,8 +9,9 @@ from bullmq import Job, Queue
 
 from errand.errors import NotFound
 from errand.keys import Keys, QueueName, queue_of
+from errand.queue.jobhash import pairs
 from errand.queue.policies import RetryPolicy, retry_policies
-from errand.queue.status import JobSnapshot, snapshot_from
+from errand.queue.snapshot import JobSnapshot, snapshot_from
 from errand.settings import Settings
 
 COUNT_STATES = ("waiting", "prioritized", "active", "delayed", "completed", "failed", "paused")
@@ -95,8 +96,11 @@ class JobQueues:
             raise NotFound(f"no job with id {job_id!r}")
         fields, completed, failed, delayed, active_pos, webhook, waiting, prioritized = reply
         return snapshot_from(
-            job_id, queue, _pairs(fields),
-            (_score(completed), _score(failed), _score(delayed), active_pos), _pairs(webhook),
+            job_id,
+            queue,
+            pairs(fields),
+            (_score(completed), _score(failed), _score(delayed), active_pos),
+            pairs(webhook),
             queue_depth=int(waiting) + int(prioritized),
         )
 
@@ -104,11 +108,6 @@ class JobQueues:
         """Jobs per BullMQ state."""
         raw = await self._queues[queue].getJobCounts(*COUNT_STATES)
         return {state: int(raw.get(state, 0)) for state in COUNT_STATES}
-
-
-def _pairs(flat: list[Any]) -> dict[str, str]:
-    """A HGETALL reply as Lua returns it (field, value, field, value...) as a dict."""
-    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _score(raw: str | None) -> float | None:

@@ -14,18 +14,25 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import bullmq
-
 from errand.keys import Keys, QueueName
+from errand.queue.scripts import bullmq_script
 
 log = logging.getLogger("errand.worker")
 
-SCRIPT = Path(bullmq.__file__).parent / "commands" / "moveJobFromActiveToWait-9.lua"
-_SCRIPT_KEYS = ("active", "wait", "stalled", "paused", "meta", "limiter", "prioritized",
-                "marker", "events")
+SCRIPT = "moveJobFromActiveToWait-9.lua"
+_SCRIPT_KEYS = (
+    "active",
+    "wait",
+    "stalled",
+    "paused",
+    "meta",
+    "limiter",
+    "prioritized",
+    "marker",
+    "events",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +53,7 @@ async def hand_back(redis: Any, keys: Keys, held: list[HeldJob]) -> list[HeldJob
     """
     if not held:
         return []
-    script = redis.register_script(SCRIPT.read_text())
+    script = redis.register_script(bullmq_script(SCRIPT))
     moved = []
     for job in held:
         script_keys = [keys.queue(job.queue, name) for name in _SCRIPT_KEYS]
@@ -54,9 +61,11 @@ async def hand_back(redis: Any, keys: Keys, held: list[HeldJob]) -> list[HeldJob
         try:
             code = int(await script(keys=script_keys, args=args))
         except Exception as err:  # the stalled-job check recovers it later
-            log.warning("could not hand back job: %s", err,
-                        extra={"jobId": job.job_id, "queue": str(job.queue),
-                               "attempt": job.attempt})
+            log.warning(
+                "could not hand back job: %s",
+                err,
+                extra={"jobId": job.job_id, "queue": str(job.queue), "attempt": job.attempt},
+            )
             continue
         if code >= 0:
             moved.append(job)

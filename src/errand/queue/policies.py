@@ -49,3 +49,9 @@ def retry_policies(settings: Settings) -> dict[QueueName, RetryPolicy]:
             settings.webhook_retries + 1, settings.webhook_backoff_ms, keep_ok, keep_failed
         ),
     }
+
+
+def is_last_attempt(attempt: int, max_attempts: int | None) -> bool:
+    """Whether attempt number `attempt` (1-based) of a job allowed `max_attempts` is its last:
+    no retry follows its failure. The one statement of this rule (engine, processors, metrics)."""
+    return attempt >= (max_attempts or 1)

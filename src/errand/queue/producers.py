@@ -8,7 +8,7 @@ from errand.errors import NotFound, QueueUnavailable
 from errand.keys import QueueName, new_job_id, report_dedup_id
 from errand.queue.facade import JobQueues
 from errand.queue.policies import NOTIFICATION_PRIORITIES
-from errand.queue.status import JobStatus
+from errand.queue.snapshot import JobStatus
 
 
 @dataclass(frozen=True, slots=True)

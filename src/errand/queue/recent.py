@@ -13,15 +13,13 @@ import asyncio
 from errand.errors import NotFound
 from errand.keys import QueueName
 from errand.queue.facade import JobQueues
-from errand.queue.status import JobSnapshot
+from errand.queue.snapshot import JobSnapshot
 
 _LISTS = ("wait", "active")  # newest at the head (BullMQ LPUSHes)
 _SORTED_SETS = ("prioritized", "delayed", "completed", "failed")
 
 
-async def recent_jobs(
-    queues: JobQueues, queue: QueueName | None, limit: int
-) -> list[JobSnapshot]:
+async def recent_jobs(queues: JobQueues, queue: QueueName | None, limit: int) -> list[JobSnapshot]:
     """Up to `limit` jobs, newest first, of one queue or of all of them."""
     names = [queue] if queue else list(QueueName)
     redis, keys = queues.redis, queues.keys
@@ -33,19 +31,24 @@ async def recent_jobs(
                 pipe.zrevrange(keys.queue(name, state), 0, limit - 1)
         replies = await pipe.execute()
     per_queue = len(_LISTS) + len(_SORTED_SETS)
-    candidates = list(dict.fromkeys(
-        (name, job_id)
-        for index, name in enumerate(names)
-        for reply in replies[index * per_queue : (index + 1) * per_queue]
-        for job_id in reply
-    ))
+    candidates = list(
+        dict.fromkeys(
+            (name, job_id)
+            for index, name in enumerate(names)
+            for reply in replies[index * per_queue : (index + 1) * per_queue]
+            for job_id in reply
+        )
+    )
     async with redis.pipeline(transaction=False) as pipe:
         for name, job_id in candidates:
             pipe.hget(keys.job(name, job_id), "timestamp")
         stamps = await pipe.execute()
     newest = sorted(
-        ((int(stamp), job_id) for (_, job_id), stamp in zip(candidates, stamps, strict=True)
-         if stamp),
+        (
+            (int(stamp), job_id)
+            for (_, job_id), stamp in zip(candidates, stamps, strict=True)
+            if stamp
+        ),
         reverse=True,
     )[:limit]
     snapshots = await asyncio.gather(

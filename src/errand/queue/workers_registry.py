@@ -1,4 +1,4 @@
-"""Live worker processes, from the heartbeats they publish (see workers/runner.py)."""
+"""Live worker processes, from the heartbeats they publish (see engine/runner.py)."""
 
 from __future__ import annotations
 
@@ -23,13 +23,15 @@ async def live_workers(redis: Any, keys: Keys, settings: Settings) -> list[dict[
         if int(record.get("lastSeen", 0)) < horizon:
             stale.append(worker_id)
             continue
-        live.append({
-            "id": worker_id,
-            "pid": record.get("pid"),
-            "host": record.get("host"),
-            "queues": record.get("queues", []),
-            "lastSeen": iso_ms(int(record["lastSeen"])),
-        })
+        live.append(
+            {
+                "id": worker_id,
+                "pid": record.get("pid"),
+                "host": record.get("host"),
+                "queues": record.get("queues", []),
+                "lastSeen": iso_ms(int(record["lastSeen"])),
+            }
+        )
     if stale:
         await redis.hdel(keys.workers(), *stale)
     return sorted(live, key=lambda w: str(w["id"]))

@@ -53,13 +53,19 @@ class Child:
     def spawn(self, env: dict[str, str]) -> None:
         """Start in a session of its own, so a terminal's Ctrl-C reaches only the supervisor."""
         self.process = subprocess.Popen(
-            self.argv, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            start_new_session=True, preexec_fn=die_with_parent,
+            self.argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         assert self.process.stderr is not None
         self._reader = threading.Thread(
-            target=_copy_lines, args=(self.process.stderr, self.tail),
-            name=f"stderr-{self.name}", daemon=True,
+            target=_copy_lines,
+            args=(self.process.stderr, self.tail),
+            name=f"stderr-{self.name}",
+            daemon=True,
         )
         self._reader.start()
         self.started_at = time.monotonic()

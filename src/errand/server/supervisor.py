@@ -71,8 +71,10 @@ class Supervisor:
         if self.settings.webhook_secret is None:
             env["ERRAND_WEBHOOK_SECRET"] = generated.webhook_secret
         if self.settings.admin_token is None or self.settings.webhook_secret is None:
-            self.notes.append(f"secrets          {self.data_dir / SECRETS_FILE} "
-                              f"(show them: {self._secrets_command()})")
+            self.notes.append(
+                f"secrets          {self.data_dir / SECRETS_FILE} "
+                f"(show them: {self._secrets_command()})"
+            )
         if "ERRAND_WEBHOOK_ALLOW_PRIVATE" not in os.environ:
             env["ERRAND_WEBHOOK_ALLOW_PRIVATE"] = "true"
             self.notes.append(
@@ -90,8 +92,10 @@ class Supervisor:
     def _children(self) -> tuple[Child, list[Child]]:
         py = [sys.executable, "-m", "errand"]
         o = self.options
-        api = Child("api", [*py, "api", "--host", o.host, "--port", str(o.port),
-                            "--workers", str(o.api_workers)])
+        api = Child(
+            "api",
+            [*py, "api", "--host", o.host, "--port", str(o.port), "--workers", str(o.api_workers)],
+        )
         workers = []
         for n in range(o.worker_processes):
             argv = [*py, "worker"]
@@ -183,8 +187,11 @@ class Supervisor:
             if not child.ever_ready:
                 raise StartupError(f"{child.name} could not start: {child.reason()}")
             delay = child.schedule_restart(now)
-            print(f"errand: {child.reason()}\nerrand: restarting {child.name} in {delay:g} s",
-                  file=sys.stderr, flush=True)
+            print(
+                f"errand: {child.reason()}\nerrand: restarting {child.name} in {delay:g} s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def request_stop(self, *_: object) -> None:
         """Signal handler: the main loop notices and calls `stop()` (safe to call twice)."""
@@ -212,7 +219,8 @@ class Supervisor:
         fsync = "always" if s.durability == "strict" else "everysec"
         store = (
             f"{self.redis_url} (embedded Valkey, AOF {fsync})"
-            if self.valkey else redact(self.redis_url)  # never print a password
+            if self.valkey
+            else redact(self.redis_url)  # never print a password
         )
         lines = [
             f"errand {version} is up",

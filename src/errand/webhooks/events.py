@@ -15,10 +15,10 @@ import hashlib
 from enum import StrEnum
 from typing import Any
 
-from errand.api.views import job_view, notification_view
 from errand.clock import iso_ms
 from errand.keys import QueueName
-from errand.queue.status import JobSnapshot, JobStatus
+from errand.queue.snapshot import JobSnapshot, JobStatus
+from errand.queue.views import job_view, notification_view
 
 WEBHOOK_ID_PREFIX = "msg_"
 _DELIVERY_TAG = "whk_"
@@ -61,9 +61,7 @@ def webhook_id_for(delivery_id: str) -> str:
     return WEBHOOK_ID_PREFIX + delivery_id.removeprefix(_DELIVERY_TAG)
 
 
-def final_snapshot(
-    active: JobSnapshot, finished_ms: int, error: str | None
-) -> JobSnapshot:
+def final_snapshot(active: JobSnapshot, finished_ms: int, error: str | None) -> JobSnapshot:
     """The job as it will look once BullMQ records the outcome the processor just reached.
 
     `active` is read while the job is still active, so this is the one place that

@@ -26,19 +26,26 @@ redis.call('HDEL', KEYS[1], 'eventJobId', 'event', 'webhookId',
 """
 
 # ARGV: ttl. Returns the new round.
-_START_ROUND = _ROUND_RESET + """
+_START_ROUND = (
+    _ROUND_RESET
+    + """
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return redis.call('HINCRBY', KEYS[1], 'round', 1)
 """
+)
 
 # ARGV: the round that was current before the retry, ttl. Returns 1 when it reset the state.
-_AWAIT_ROUND = """
+_AWAIT_ROUND = (
+    """
 local round = redis.call('HGET', KEYS[1], 'round')
 if not round or round ~= ARGV[1] then return 0 end
-""" + _ROUND_RESET + """
+"""
+    + _ROUND_RESET
+    + """
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 """
+)
 
 # ARGV: event job id, event type, webhook id, ttl. Returns 1 when the event is new.
 _MARK_PENDING = """
@@ -102,8 +109,13 @@ class WebhookStates:
     ) -> bool:
         """Point the job's state at a new event, pending. False if it already pointed there."""
         marked = await self.redis.eval(
-            _MARK_PENDING, 1, self.keys.webhook_state(job_id),
-            event_job_id, event, webhook_id, self.ttl_s,
+            _MARK_PENDING,
+            1,
+            self.keys.webhook_state(job_id),
+            event_job_id,
+            event,
+            webhook_id,
+            self.ttl_s,
         )
         return bool(marked)
 
@@ -116,8 +128,13 @@ class WebhookStates:
         """
         pairs = [item for pair in fields.items() for item in pair]
         attempts = await self.redis.eval(
-            _RECORD, 1, self.keys.webhook_state(job_id),
-            event_job_id, self.ttl_s, "1" if attempt else "0", *pairs,
+            _RECORD,
+            1,
+            self.keys.webhook_state(job_id),
+            event_job_id,
+            self.ttl_s,
+            "1" if attempt else "0",
+            *pairs,
         )
         return None if int(attempts) < 0 else int(attempts)
 

@@ -9,40 +9,49 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from errand.api.deps import Services, services
-from errand.api.responses import ResponseError, json_response, problem
+from errand.api.http.problems import ProblemRoute
+from errand.api.http.responses import ResponseError, json_response, problem
 from errand.api.routes._openapi import problems
 from errand.api.schemas import DeadLetterPage
 from errand.clock import iso_ms
 from errand.keys import QueueName
-from errand.metrics import record_dlq_retry
+from errand.metrics.jobs import record_dlq_retry
 from errand.queue.dlq import delete_dead_letter, list_dead_letters, retry_dead_letter
 from errand.queue.workers_registry import live_workers
 from errand.webhooks.state import webhook_states
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+router = APIRouter(prefix="/admin", tags=["admin"], route_class=ProblemRoute)
 
 
 def require_admin(request: Request, svc: Services = Depends(services)) -> None:
     """Bearer token check, in constant time. 401 without a token, 403 with a wrong one."""
     configured = svc.settings.admin_token
     if configured is None or not configured.get_secret_value():
-        raise ResponseError(problem(
-            403, "Forbidden",
-            "admin routes are disabled: set ERRAND_ADMIN_TOKEN (errand up generates one "
-            "and prints it) and send it as 'Authorization: Bearer <token>'",
-            "admin-disabled",
-        ))
+        raise ResponseError(
+            problem(
+                403,
+                "Forbidden",
+                "admin routes are disabled: set ERRAND_ADMIN_TOKEN (errand up generates one "
+                "and prints it) and send it as 'Authorization: Bearer <token>'",
+                "admin-disabled",
+            )
+        )
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not given:
-        raise ResponseError(problem(
-            401, "Unauthorized", "send 'Authorization: Bearer <ERRAND_ADMIN_TOKEN>'",
-            "unauthorized", headers={"WWW-Authenticate": 'Bearer realm="errand-admin"'},
-        ))
+        raise ResponseError(
+            problem(
+                401,
+                "Unauthorized",
+                "send 'Authorization: Bearer <ERRAND_ADMIN_TOKEN>'",
+                "unauthorized",
+                headers={"WWW-Authenticate": 'Bearer realm="errand-admin"'},
+            )
+        )
     if not hmac.compare_digest(given.strip().encode(), configured.get_secret_value().encode()):
         raise ResponseError(problem(403, "Forbidden", "the admin token is wrong", "forbidden"))
 
 
-guarded = APIRouter(dependencies=[Depends(require_admin)])
+guarded = APIRouter(dependencies=[Depends(require_admin)], route_class=ProblemRoute)
 
 
 @guarded.get("/dlq", response_model=DeadLetterPage, responses=problems(401, 403, 422))
@@ -54,21 +63,23 @@ async def get_dlq(
 ) -> Response:
     """Every dead-lettered job, newest failure first."""
     total, items = await list_dead_letters(svc.queues, queue, limit, offset)
-    return json_response({
-        "total": total,
-        "items": [
-            {
-                "jobId": d.job_id,
-                "queue": str(d.queue),
-                "name": d.name,
-                "data": d.data,
-                "failedReason": d.failed_reason,
-                "attemptsMade": d.attempts_made,
-                "failedAt": iso_ms(d.failed_ms),
-            }
-            for d in items
-        ],
-    })
+    return json_response(
+        {
+            "total": total,
+            "items": [
+                {
+                    "jobId": d.job_id,
+                    "queue": str(d.queue),
+                    "name": d.name,
+                    "data": d.data,
+                    "failedReason": d.failed_reason,
+                    "attemptsMade": d.attempts_made,
+                    "failedAt": iso_ms(d.failed_ms),
+                }
+                for d in items
+            ],
+        }
+    )
 
 
 @guarded.post("/dlq/{job_id}/retry", status_code=202, responses=problems(401, 403, 404, 409))
@@ -104,16 +115,18 @@ async def get_queues(svc: Services = Depends(services)) -> Response:
     result = []
     for name in QueueName:
         counts = await svc.queues.counts(name)
-        result.append({
-            "name": str(name),
-            "waiting": counts["waiting"] + counts["prioritized"] + counts["paused"],
-            "active": counts["active"],
-            "delayed": counts["delayed"],
-            "completed": counts["completed"],
-            "failed": counts["failed"],
-            "deadLettered": counts["failed"],
-            "workers": sum(1 for w in workers if str(name) in w["queues"]),
-        })
+        result.append(
+            {
+                "name": str(name),
+                "waiting": counts["waiting"] + counts["prioritized"] + counts["paused"],
+                "active": counts["active"],
+                "delayed": counts["delayed"],
+                "completed": counts["completed"],
+                "failed": counts["failed"],
+                "deadLettered": counts["failed"],
+                "workers": sum(1 for w in workers if str(name) in w["queues"]),
+            }
+        )
     return json_response({"queues": result, "workers": workers})
 
 

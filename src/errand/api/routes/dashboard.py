@@ -15,14 +15,15 @@ from starlette.templating import Jinja2Templates
 
 from errand import __version__
 from errand.api.deps import Services, services
-from errand.api.responses import json_response
+from errand.api.http.problems import ProblemRoute
+from errand.api.http.responses import json_response
 from errand.api.routes._openapi import problems
 from errand.api.routes.admin import require_admin
-from errand.api.views import job_view
 from errand.errors import NotFound
 from errand.keys import QueueName
 from errand.queue.recent import recent_jobs
-from errand.queue.status import JobSnapshot
+from errand.queue.snapshot import JobSnapshot
+from errand.queue.views import job_view
 
 API_DIR = Path(__file__).resolve().parent.parent
 STATIC_DIR = API_DIR / "static"
@@ -41,7 +42,7 @@ PAGE_HEADERS = {
 }
 
 templates = Jinja2Templates(directory=API_DIR / "templates")
-router = APIRouter(prefix="/admin", tags=["admin"])
+router = APIRouter(prefix="/admin", tags=["admin"], route_class=ProblemRoute)
 
 
 @router.get("/ui", include_in_schema=False)
@@ -58,14 +59,22 @@ async def dashboard_asset(name: str) -> Response:
     media_type = STATIC_TYPES.get(path.suffix)
     if media_type is None or "/" in name or not path.is_file():
         raise NotFound(f"no dashboard asset {name!r}")
-    return Response(path.read_bytes(), media_type=media_type,
-                    headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
+    return Response(
+        path.read_bytes(),
+        media_type=media_type,
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )
 
 
 def admin_job_view(snap: JobSnapshot) -> dict[str, object]:
     """The job view plus what only an admin sees: its name, data and attempt budget."""
-    return {**job_view(snap), "name": snap.name, "data": snap.data,
-            "priority": snap.priority, "maxAttempts": snap.max_attempts}
+    return {
+        **job_view(snap),
+        "name": snap.name,
+        "data": snap.data,
+        "priority": snap.priority,
+        "maxAttempts": snap.max_attempts,
+    }
 
 
 @router.get("/jobs", dependencies=[Depends(require_admin)], responses=problems(401, 403, 422))
@@ -79,8 +88,9 @@ async def get_recent_jobs(
     return json_response({"items": [admin_job_view(s) for s in snaps]})
 
 
-@router.get("/jobs/{job_id}", dependencies=[Depends(require_admin)],
-            responses=problems(401, 403, 404))
+@router.get(
+    "/jobs/{job_id}", dependencies=[Depends(require_admin)], responses=problems(401, 403, 404)
+)
 async def get_admin_job(job_id: str, svc: Services = Depends(services)) -> Response:
     """One job with its data, attempts, error and webhook delivery."""
     return json_response(admin_job_view(await svc.queues.snapshot(job_id)))

@@ -7,24 +7,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from errand.api.deps import Services, services
+from errand.api.http.problems import ProblemRoute
+from errand.api.polling import status_response
 from errand.api.routes._openapi import problems
 from errand.api.schemas import JobPublic
-from errand.api.views import job_view
-from errand.api.waiting import (
-    SSE_RESPONSES,
-    WaitSeconds,
-    event_stream,
-    long_poll,
-    status_response,
-)
-from errand.queue.status import JobSnapshot
+from errand.api.waiting import SSE_RESPONSES, WaitSeconds, event_stream, long_poll
+from errand.queue.snapshot import JobSnapshot
+from errand.queue.views import job_view
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], route_class=ProblemRoute)
 
 
 def job_response(svc: Services, snap: JobSnapshot) -> Response:
-    """The GET /jobs/{job_id} answer for one snapshot (also the hot path's handler)."""
-    return status_response(svc, snap, job_view)
+    """The GET /jobs/{job_id} answer for `snap` (also the hot path's)."""
+    return status_response(svc.settings, snap, job_view(snap))
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic, responses=problems(404, 422))

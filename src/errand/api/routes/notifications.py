@@ -8,25 +8,21 @@ from fastapi import APIRouter, Depends
 from starlette.requests import Request
 from starlette.responses import Response
 
-from errand.api.body import read_json_object, validate_body
 from errand.api.deps import Services, services
+from errand.api.http.body import read_json_object, validate_body
+from errand.api.http.problems import ProblemRoute
 from errand.api.idempotency import idempotent
+from errand.api.polling import accepted, status_response
 from errand.api.routes._openapi import json_body, problems
 from errand.api.schemas import NotificationAccepted, NotificationCreate, NotificationPublic
-from errand.api.views import accepted, notification_view
-from errand.api.waiting import (
-    SSE_RESPONSES,
-    WaitSeconds,
-    event_stream,
-    long_poll,
-    status_response,
-)
+from errand.api.waiting import SSE_RESPONSES, WaitSeconds, event_stream, long_poll
 from errand.errors import NotFound
 from errand.keys import QueueName, queue_of
 from errand.queue.producers import enqueue_notification
+from errand.queue.views import notification_view
 from errand.webhooks.ssrf import check_webhook_destination
 
-router = APIRouter(tags=["notifications"])
+router = APIRouter(tags=["notifications"], route_class=ProblemRoute)
 
 
 @router.post(
@@ -85,4 +81,4 @@ def notification_id(job_id: str) -> str:
 async def status(svc: Services, job_id: str) -> Response:
     """The GET /notifications/{job_id} answer (also the hot path's handler)."""
     snap = await svc.queues.snapshot(notification_id(job_id))
-    return status_response(svc, snap, notification_view)
+    return status_response(svc.settings, snap, notification_view(snap))

@@ -9,10 +9,12 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from errand.api.deps import Services, services
-from errand.api.responses import json_response, problem
-from errand.metrics import CONTENT_TYPE, QueueGauges
+from errand.api.http.problems import ProblemRoute
+from errand.api.http.responses import json_response, problem
+from errand.metrics.gauges import QueueGauges
+from errand.metrics.registry import CONTENT_TYPE
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=ProblemRoute)
 
 READY_TIMEOUT_S = 1.0
 

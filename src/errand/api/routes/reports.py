@@ -8,19 +8,20 @@ from fastapi import APIRouter, Depends
 from starlette.requests import Request
 from starlette.responses import Response
 
-from errand.api.body import read_json_object, validate_body
 from errand.api.deps import Services, services
+from errand.api.http.body import read_json_object, validate_body
+from errand.api.http.problems import ProblemRoute
 from errand.api.idempotency import idempotent
+from errand.api.polling import accepted
 from errand.api.routes._openapi import json_body, problems
 from errand.api.schemas import ReportAccepted, ReportCreate
-from errand.api.views import accepted
 from errand.errors import Conflict, NotFound
 from errand.keys import QueueName, queue_of
 from errand.queue.producers import enqueue_report
-from errand.queue.status import JobStatus
+from errand.queue.snapshot import JobStatus
 from errand.webhooks.ssrf import check_webhook_destination
 
-router = APIRouter(tags=["reports"])
+router = APIRouter(tags=["reports"], route_class=ProblemRoute)
 
 
 @router.post(

@@ -13,17 +13,16 @@ policy for the `webhooks` queue supplies the backoff and the dead-lettering.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from bullmq import Job, UnrecoverableError
-from bullmq.custom_errors import DelayedError, WaitingChildrenError
 
 from errand.clock import iso_ms, now_ms
-from errand.errors import NotFound
+from errand.errors import JobDeferred, NotFound, PermanentFailure
 from errand.keys import QueueName
+from errand.processors.job import Processor, RunningJob
 from errand.queue.facade import JobQueues
+from errand.queue.policies import is_last_attempt
 from errand.settings import Settings
 from errand.webhooks.delivery import DeliveryOutcome, DeliveryRequest, deliver
 from errand.webhooks.events import (
@@ -38,10 +37,6 @@ from errand.webhooks.state import webhook_states
 
 log = logging.getLogger("errand.worker.webhooks")
 
-Processor = Callable[[Job, str], Awaitable[Any]]
-
-_NOT_FAILURES = (DelayedError, WaitingChildrenError)
-
 # A delivery waits (without spending an attempt) until BullMQ has recorded the outcome
 # of its source job, so a receiver that reads the job back sees it finished; at most
 # this long, in case the source job's worker died in between.
@@ -53,8 +48,8 @@ class WebhookDeliveryFailed(Exception):
     """One delivery attempt did not get a 2xx; BullMQ retries it with backoff."""
 
 
-def _is_last_attempt(job: Job) -> bool:
-    return int(job.attemptsMade) + 1 >= int(job.opts.get("attempts") or 1)
+def _is_last_attempt(job: RunningJob) -> bool:
+    return is_last_attempt(int(job.attemptsMade) + 1, job.opts.get("attempts"))
 
 
 class WebhookEvents:
@@ -67,17 +62,17 @@ class WebhookEvents:
     def wrap(self, queue: QueueName, processor: Processor) -> Processor:
         """`processor`, emitting an event when a job with a webhookUrl reaches a final outcome."""
 
-        async def process(job: Job, token: str) -> Any:
+        async def process(job: RunningJob, token: str) -> Any:
             if not job.data.get("webhookUrl"):
                 return await processor(job, token)
             if job.attemptsMade == 0 and job.attemptsStarted <= 1:
                 await self.states.start_round(str(job.id))
             try:
                 result = await processor(job, token)
-            except _NOT_FAILURES:
+            except JobDeferred:
                 raise
             except Exception as err:
-                if isinstance(err, UnrecoverableError) or job.discarded or _is_last_attempt(job):
+                if isinstance(err, PermanentFailure) or job.discarded or _is_last_attempt(job):
                     await self._emit_quietly(queue, job, str(err))
                 raise
             await self.emit(queue, job, None)
@@ -85,7 +80,7 @@ class WebhookEvents:
 
         return process
 
-    async def emit(self, queue: QueueName, job: Job, error: str | None) -> str | None:
+    async def emit(self, queue: QueueName, job: RunningJob, error: str | None) -> str | None:
         """Enqueue the delivery of the job's event (once per round); its delivery job id."""
         event = event_type_for(queue, succeeded=error is None)
         if event is None:
@@ -109,13 +104,15 @@ class WebhookEvents:
         await self.queues.add(QueueName.WEBHOOKS, str(event), data, delivery_id)
         return delivery_id
 
-    async def _emit_quietly(self, queue: QueueName, job: Job, error: str) -> None:
+    async def _emit_quietly(self, queue: QueueName, job: RunningJob, error: str) -> None:
         """Emit a failure event; a failure to emit must not mask the job's own error."""
         try:
             await self.emit(queue, job, error)
         except Exception:
-            log.exception("could not emit the webhook event of a failed job",
-                          extra={"jobId": job.id, "queue": str(queue)})
+            log.exception(
+                "could not emit the webhook event of a failed job",
+                extra={"jobId": job.id, "queue": str(queue)},
+            )
 
 
 class WebhookProcessor:
@@ -138,7 +135,7 @@ class WebhookProcessor:
             )
         return self._signer
 
-    async def __call__(self, job: Job, token: str) -> dict[str, Any]:
+    async def __call__(self, job: RunningJob, token: str) -> dict[str, Any]:
         data = job.data
         try:
             source_id, event_job_id = str(data["sourceJobId"]), str(job.id)
@@ -146,13 +143,14 @@ class WebhookProcessor:
                 str(data["url"]), str(data["webhookId"]), _body(data["payload"])
             )
         except (KeyError, TypeError) as err:
-            raise UnrecoverableError(f"malformed delivery job: {err!r}") from err
+            raise PermanentFailure(f"malformed delivery job: {err!r}") from err
         if job.attemptsMade == 0:
             await self._wait_for_source(job, token, source_id)
         await self.states.record(source_id, event_job_id, {"status": "pending"}, attempt=True)
         try:
             outcome = await deliver(
-                request, self.signer(),
+                request,
+                self.signer(),
                 timeout_s=self.settings.webhook_timeout_s,
                 allow_private=self.settings.webhook_allow_private,
             )
@@ -162,13 +160,13 @@ class WebhookProcessor:
         if outcome.delivered:
             return {"delivered": True, "statusCode": outcome.status_code}
         if outcome.permanent:
-            raise UnrecoverableError(outcome.error or "refused")
+            raise PermanentFailure(outcome.error or "refused")
         raise WebhookDeliveryFailed(outcome.error or "not delivered")
 
-    async def _wait_for_source(self, job: Job, token: str, source_id: str) -> None:
+    async def _wait_for_source(self, job: RunningJob, token: str, source_id: str) -> None:
         """Return once the source job is recorded final; else put this job back for a moment.
 
-        Raises DelayedError (BullMQ's "not now, and no attempt spent") to put it back.
+        Raises JobDeferred (the engine's "not now, and no attempt spent") to put it back.
         """
         if now_ms() - int(job.data.get("emittedAt") or 0) > SETTLE_LIMIT_MS:
             return
@@ -178,15 +176,19 @@ class WebhookProcessor:
         except NotFound:
             return
         await job.moveToDelayed(now_ms() + SETTLE_POLL_MS, token)
-        raise DelayedError()
+        raise JobDeferred
 
     async def _record(
         self, source_id: str, event_job_id: str, outcome: DeliveryOutcome, *, final: bool
     ) -> None:
         code = str(outcome.status_code) if outcome.status_code is not None else ""
         if outcome.delivered:
-            fields = {"status": "delivered", "lastStatusCode": code, "lastError": "",
-                      "deliveredAt": iso_ms(now_ms()) or ""}
+            fields = {
+                "status": "delivered",
+                "lastStatusCode": code,
+                "lastError": "",
+                "deliveredAt": iso_ms(now_ms()) or "",
+            }
         else:
             status = "failed" if final or outcome.permanent else "pending"
             fields = {"status": status, "lastStatusCode": code, "lastError": outcome.error or ""}

@@ -7,10 +7,10 @@ import hashlib
 from typing import Any
 
 import orjson
-from bullmq import Job
 
 from errand.clock import iso_ms, now_ms
 from errand.keys import Keys
+from errand.processors.job import RunningJob
 from errand.settings import Settings
 
 PROGRESS_STEPS = 10
@@ -52,7 +52,7 @@ class ReportProcessor:
         self.redis = redis
         self.keys = Keys(settings.queue_prefix)
 
-    async def __call__(self, job: Job, token: str) -> dict[str, Any]:
+    async def __call__(self, job: RunningJob, token: str) -> dict[str, Any]:
         data = job.data
         step_s = self.settings.report_seconds / PROGRESS_STEPS
         for step in range(1, PROGRESS_STEPS + 1):

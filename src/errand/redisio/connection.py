@@ -12,7 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from errand.queue.pipelined import PipelinedRedis
+from errand.redisio.pipelined import PipelinedRedis
 from errand.settings import Settings
 
 # Connections that block (BullMQ's BZPOPMIN, QueueEvents' XREAD) wait up to 10 s on
@@ -66,7 +66,7 @@ def connect(settings: Settings, *, pipelined: bool = False, **overrides: Any) ->
     """A redis-py asyncio client for errand's data (decoded strings, short retries).
 
     With `pipelined`, a single server gets a PipelinedRedis: the same client, but its
-    non-blocking commands share one pipelined connection (queue/pipelined.py), several
+    non-blocking commands share one pipelined connection (redisio/pipelined.py), several
     times cheaper per command in CPU. Returns `Any` because bullmq and redis-py type
     their clients loosely; callers treat it as `redis.asyncio.Redis`.
     """
@@ -98,3 +98,10 @@ def with_socket_timeout(url: str, timeout_s: float) -> str:
     query = dict(parse_qsl(parts.query))
     query.setdefault("socket_timeout", str(timeout_s))
     return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def url_of(client: Any) -> str:
+    """The `redis://` URL of a standalone client's pool, for a second connection like it."""
+    kw = client.connection_pool.connection_kwargs
+    auth = f"{kw.get('username') or ''}:{kw['password']}@" if kw.get("password") else ""
+    return f"redis://{auth}{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db') or 0}"

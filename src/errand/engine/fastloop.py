@@ -7,7 +7,7 @@ less Python per job than bullmq's `Worker`:
   (bullmq-python sends moveToActive and moveToFinished separately);
 - `concurrency` long-lived slot coroutines instead of a task per job and an
   `asyncio.wait` over the whole in-flight set on every completion;
-- every command goes over one pipelined connection (queue/pipelined.py);
+- every command goes over one pipelined connection (redisio/pipelined.py);
 - one shared BZPOPMIN on the queue's marker wakes idle slots one at a time.
 
 Semantics follow bullmq's Worker and Job: locks taken by the scripts and renewed
@@ -27,18 +27,21 @@ from collections import deque
 from typing import Any
 
 import redis.asyncio as aioredis
-from bullmq import UnrecoverableError, Worker
+from bullmq import UnrecoverableError
 from bullmq.backends import RedisBackend
 from bullmq.backoffs import Backoffs
 from bullmq.custom_errors import DelayedError, WaitingChildrenError
 from bullmq.event_emitter import EventEmitter
-from bullmq.redis_connection import RedisConnection, loadScript
+from bullmq.redis_connection import RedisConnection
 from bullmq.scripts import Scripts
 
-from errand.queue.connection import is_cluster
-from errand.queue.pipelined import PipelinedRedis, pipelined_from_url
-from errand.settings import Settings, WorkerEngine
-from errand.workers.fastjob import FastJob, ScriptArgs, dumps, failure_fields, now_ms
+from errand.clock import now_ms
+from errand.engine.fastjob import FastJob, ScriptArgs, dumps, failure_fields
+from errand.keys import Keys
+from errand.queue.policies import is_last_attempt
+from errand.queue.scripts import bullmq_script
+from errand.redisio.connection import url_of
+from errand.redisio.pipelined import pipelined_from_url
 
 log = logging.getLogger("errand.worker.fast")
 
@@ -80,8 +83,13 @@ class FastWorker(EventEmitter):  # type: ignore[misc]  # bullmq is untyped
         )
         self.qualifiedName = self.backend.qualifiedName
         self.scripts: Scripts = self.backend.scripts
-        self.args = ScriptArgs(self.scripts.keys, self.opts["lockDuration"], self.opts.get("name"))
-        self._lua = {n: self.client.register_script(loadScript(f)) for n, f in SCRIPTS.items()}
+        self.args = ScriptArgs(
+            self.scripts.keys,
+            (Keys(self.prefix), name),
+            self.opts["lockDuration"],
+            self.opts.get("name"),
+        )
+        self._lua = {n: self.client.register_script(bullmq_script(f)) for n, f in SCRIPTS.items()}
         # Compatibility with code written against bullmq's Worker.
         self.redisConnection = None
         self.blockingRedisConnection = None
@@ -107,7 +115,7 @@ class FastWorker(EventEmitter):  # type: ignore[misc]  # bullmq is untyped
         self.running = True
         url = self.opts["connection"]
         self.bclient = aioredis.from_url(
-            url if isinstance(url, str) else _url_of(self.client),
+            url if isinstance(url, str) else url_of(self.client),
             decode_responses=True,
             single_connection_client=True,
         )
@@ -337,8 +345,8 @@ class FastWorker(EventEmitter):  # type: ignore[misc]  # bullmq is untyped
     async def _move_failed(
         self, job: FastJob, token: str, err: BaseException, fields: dict[str, Any], fetch: bool
     ) -> Any:
-        attempts = job.opts.get("attempts") or 0
-        if job.attemptsMade + 1 < attempts and not isinstance(err, UnrecoverableError):
+        last = is_last_attempt(job.attemptsMade + 1, job.opts.get("attempts"))
+        if not last and not isinstance(err, UnrecoverableError):
             delay = await Backoffs.calculate(
                 job.opts.get("backoff"), job.attemptsMade + 1, err, job, None
             )
@@ -394,27 +402,3 @@ class FastWorker(EventEmitter):  # type: ignore[misc]  # bullmq is untyped
             except Exception as err:
                 self.emit("error", err)
             await asyncio.sleep(interval_ms / 1000)
-
-
-def _url_of(client: Any) -> str:
-    kw = client.connection_pool.connection_kwargs
-    auth = f"{kw.get('username') or ''}:{kw['password']}@" if kw.get("password") else ""
-    return f"redis://{auth}{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db') or 0}"
-
-
-def uses_fast_engine(settings: Settings) -> bool:
-    """ERRAND_WORKER_ENGINE=fast on a single server (a cluster keeps bullmq's Worker)."""
-    return settings.worker_engine is WorkerEngine.FAST and not is_cluster(settings)
-
-
-def build_worker(
-    settings: Settings, name: str, processor: Any, opts: dict[str, Any], client: Any
-) -> Any:
-    """The worker for one queue: errand's FastWorker or bullmq's Worker, per the settings.
-
-    `client` is the process's Redis client; the fast engine sends its scripts through it
-    when it is a PipelinedRedis (see `connect(settings, pipelined=True)`).
-    """
-    if uses_fast_engine(settings) and isinstance(client, PipelinedRedis):
-        return FastWorker(name, processor, opts, client)
-    return Worker(name, processor, opts)

@@ -16,12 +16,14 @@ MAX_HEAD_BYTES = 16 * 1024  # h11's default; nginx allows 4 x 8 KiB
 
 
 def _problem_431() -> bytes:
-    body = orjson.dumps({
-        "type": "urn:errand:problem:headers-too-large",
-        "title": "Request Header Fields Too Large",
-        "status": 431,
-        "detail": f"the request line and headers are over {MAX_HEAD_BYTES} bytes",
-    })
+    body = orjson.dumps(
+        {
+            "type": "urn:errand:problem:headers-too-large",
+            "title": "Request Header Fields Too Large",
+            "status": 431,
+            "detail": f"the request line and headers are over {MAX_HEAD_BYTES} bytes",
+        }
+    )
     return (
         b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
         b"content-type: application/problem+json\r\n"

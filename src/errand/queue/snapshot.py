@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-import orjson
-
 from errand.keys import QueueName
+from errand.queue.jobhash import attempts_made, int_field, json_field, max_attempts
 
 # BullMQ scores delayed jobs as `timestamp * 0x1000 + counter`.
 _DELAY_SCORE_FACTOR = 0x1000
@@ -22,22 +21,6 @@ class JobStatus(StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED})
-
-
-def _int(value: str | None) -> int:
-    try:
-        return int(value) if value else 0
-    except ValueError:
-        return 0
-
-
-def _json(value: str | None, default: Any) -> Any:
-    if value is None:
-        return default
-    try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return default
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,26 +75,25 @@ def snapshot_from(
         status = JobStatus.ACTIVE
     else:
         status = JobStatus.WAITING
-    opts = _json(fields.get("opts"), {})
-    progress = _json(fields.get("progress"), 0)
+    progress = json_field(fields, "progress", 0)
     if status is JobStatus.COMPLETED:
         progress = 100
     elif not isinstance(progress, int | float) or isinstance(progress, bool):
         progress = 0
-    data = _json(fields.get("data"), {})
+    data = json_field(fields, "data", {})
     return JobSnapshot(
         job_id=job_id,
         queue=queue,
         status=status,
         name=fields.get("name", ""),
         data=data if isinstance(data, dict) else {},
-        priority=_int(fields.get("priority")),
+        priority=int_field(fields, "priority"),
         progress=max(0, min(100, int(progress))),
-        attempts_made=_int(fields.get("atm") or fields.get("attemptsMade")),
-        max_attempts=int(opts.get("attempts") or 1) if isinstance(opts, dict) else 1,
-        created_ms=_int(fields.get("timestamp")),
-        started_ms=_int(fields.get("processedOn")),
-        finished_ms=_int(fields.get("finishedOn")) if status in TERMINAL_STATUSES else 0,
+        attempts_made=attempts_made(fields),
+        max_attempts=max_attempts(json_field(fields, "opts", {})),
+        created_ms=int_field(fields, "timestamp"),
+        started_ms=int_field(fields, "processedOn"),
+        finished_ms=int_field(fields, "finishedOn") if status in TERMINAL_STATUSES else 0,
         next_attempt_ms=int(delayed) // _DELAY_SCORE_FACTOR if delayed is not None else 0,
         failed_reason=fields.get("failedReason") or None,
         webhook=webhook,

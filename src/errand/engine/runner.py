@@ -9,32 +9,36 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
 from bullmq import Job, UnrecoverableError, Worker
+from bullmq.custom_errors import DelayedError
 
 from errand import gc_tuning
 from errand.clock import now_ms
+from errand.engine.fastloop import FastWorker
+from errand.errors import JobDeferred, PermanentFailure
 from errand.keys import Keys, QueueName
 from errand.logs import job_context
-from errand.metrics import JobMetrics, WorkerMetricsServer
-from errand.queue.connection import bullmq_connection, connect
+from errand.metrics.jobs import JobMetrics
+from errand.metrics.server import WorkerMetricsServer
+from errand.processors.job import Processor
+from errand.processors.reports import ReportProcessor
 from errand.queue.handback import HeldJob, hand_back
-from errand.settings import Settings
-from errand.workers.fastloop import build_worker, uses_fast_engine
-from errand.workers.reports import ReportProcessor
+from errand.queue.policies import is_last_attempt
+from errand.redisio.connection import bullmq_connection, connect, is_cluster
+from errand.redisio.pipelined import PipelinedRedis
+from errand.settings import Settings, WorkerEngine
 
 log = logging.getLogger("errand.worker")
-
-Processor = Callable[[Job, str], Awaitable[Any]]
 
 
 def build_processors(settings: Settings, redis: Any) -> dict[QueueName, Processor]:
     """One processor per queue. Imports are local so each queue's deps load only when run."""
-    from errand.workers.notifications import NotificationProcessor
-    from errand.workers.webhooks import WebhookEvents, WebhookProcessor
+    from errand.processors.notifications import NotificationProcessor
+    from errand.processors.webhooks import WebhookEvents, WebhookProcessor
 
     # A job with a webhookUrl emits its final outcome as a webhook event.
     events = WebhookEvents(settings, redis)
@@ -53,6 +57,24 @@ def concurrency_for(settings: Settings, queue: QueueName) -> int:
         QueueName.NOTIFICATIONS: settings.notify_concurrency,
         QueueName.WEBHOOKS: settings.webhook_concurrency,
     }[queue]
+
+
+def uses_fast_engine(settings: Settings) -> bool:
+    """ERRAND_WORKER_ENGINE=fast on a single server (a cluster keeps bullmq's Worker)."""
+    return settings.worker_engine is WorkerEngine.FAST and not is_cluster(settings)
+
+
+def build_worker(
+    settings: Settings, name: str, processor: Any, opts: dict[str, Any], client: Any
+) -> Any:
+    """The worker for one queue: errand's FastWorker or bullmq's Worker, per the settings.
+
+    `client` is the process's Redis client; the fast engine sends its scripts through it
+    when it is a PipelinedRedis (see `connect(settings, pipelined=True)`).
+    """
+    if uses_fast_engine(settings) and isinstance(client, PipelinedRedis):
+        return FastWorker(name, processor, opts, client)
+    return Worker(name, processor, opts)
 
 
 class WorkerProcess:
@@ -144,7 +166,8 @@ class WorkerProcess:
     async def _force_close(self, pending: set[asyncio.Future[None]]) -> None:
         held = [
             HeldJob(QueueName(w.name), str(job.id), token, job.attemptsMade + 1)
-            for w in self.workers for job, token in list(w.jobs)
+            for w in self.workers
+            for job, token in list(w.jobs)
         ]
         log.warning("grace period over: force-closing, handing back %d active job(s)", len(held))
         await asyncio.gather(*(w.close(force=True) for w in self.workers), return_exceptions=True)
@@ -152,8 +175,9 @@ class WorkerProcess:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         for job in await hand_back(self.redis, self.keys, held):
-            log.info("job handed back to wait",
-                     extra=job_fields(job.job_id, job.queue, job.attempt))
+            log.info(
+                "job handed back to wait", extra=job_fields(job.job_id, job.queue, job.attempt)
+            )
 
     async def _heartbeat(self) -> None:
         """Publish this process's liveness so `/admin/queues` can list live workers."""
@@ -202,7 +226,9 @@ def job_fields(job_id: Any, queue: QueueName, attempt: int) -> dict[str, Any]:
 
 
 def _observed(queue: QueueName, processor: Processor, metrics: JobMetrics) -> Processor:
-    """`processor` with metrics and the job's log context around each attempt."""
+    """`processor` with metrics and the job's log context around each attempt, and its
+    outcomes in BullMQ's terms: PermanentFailure -> UnrecoverableError, JobDeferred ->
+    DelayedError (processors never import bullmq)."""
 
     async def observed(job: Job, token: str) -> Any:
         context = job_context.set(job_fields(job.id, queue, job.attemptsMade + 1))
@@ -210,6 +236,10 @@ def _observed(queue: QueueName, processor: Processor, metrics: JobMetrics) -> Pr
         started = metrics.started(job.timestamp + (job.delay or 0), first)
         try:
             return await processor(job, token)
+        except PermanentFailure as err:
+            raise UnrecoverableError(str(err)) from err
+        except JobDeferred as err:
+            raise DelayedError() from err
         finally:
             metrics.finished(started)
             job_context.reset(context)
@@ -225,8 +255,11 @@ def _on_completed(queue: QueueName, metrics: JobMetrics) -> Callable[[Job, Any],
             metrics.completed(result)
             if log.isEnabledFor(logging.DEBUG):  # one line per job is too dear at INFO
                 took_ms = now_ms() - job.processedOn if job.processedOn else 0
-                log.debug("job completed in %d ms", took_ms,
-                          extra=job_fields(job.id, queue, job.attemptsMade))
+                log.debug(
+                    "job completed in %d ms",
+                    took_ms,
+                    extra=job_fields(job.id, queue, job.attemptsMade),
+                )
         except Exception:
             log.exception("could not record a completed job")
 
@@ -236,13 +269,15 @@ def _on_completed(queue: QueueName, metrics: JobMetrics) -> Callable[[Job, Any],
 def _on_failed(queue: QueueName, metrics: JobMetrics) -> Callable[[Job, BaseException], None]:
     def on_failed(job: Job, err: BaseException) -> None:
         try:
-            attempts = int(job.opts.get("attempts") or 1)
-            dead = isinstance(err, UnrecoverableError) or job.attemptsMade >= attempts
+            dead = isinstance(err, UnrecoverableError) or is_last_attempt(
+                job.attemptsMade, job.opts.get("attempts")
+            )
             metrics.failed(dead)
             fields = job_fields(job.id, queue, job.attemptsMade)
             if dead:
-                log.warning("job dead-lettered after %d attempt(s): %s", job.attemptsMade, err,
-                            extra=fields)
+                log.warning(
+                    "job dead-lettered after %d attempt(s): %s", job.attemptsMade, err, extra=fields
+                )
             else:
                 log.info("job attempt failed, will retry: %s", err, extra=fields)
         except Exception:
@@ -274,8 +309,10 @@ def _on_lock_renewal_failed(queue: QueueName, worker: Any) -> Callable[[list[str
         for job_id in job_ids:
             job = running.get(str(job_id))
             if job is not None:
-                log.warning("lost the lock of a running job; it may run again elsewhere",
-                            extra=job_fields(job_id, queue, job.attemptsMade + 1))
+                log.warning(
+                    "lost the lock of a running job; it may run again elsewhere",
+                    extra=job_fields(job_id, queue, job.attemptsMade + 1),
+                )
 
     return on_lock_renewal_failed
 
@@ -290,8 +327,9 @@ async def run_worker(
         loop.add_signal_handler(sig, process.request_stop)
     metrics_server = None
     if settings.worker_metrics_port is not None:
-        metrics_server = WorkerMetricsServer(settings.worker_metrics_host,
-                                             settings.worker_metrics_port)
+        metrics_server = WorkerMetricsServer(
+            settings.worker_metrics_host, settings.worker_metrics_port
+        )
         metrics_server.start()
     gc_tuning.tune_after_startup()
     try:

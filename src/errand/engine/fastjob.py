@@ -8,7 +8,6 @@ keys, that Node BullMQ, bull-board and bullmq's own Worker read and write.
 from __future__ import annotations
 
 import json
-import time
 import traceback
 from typing import Any
 
@@ -19,21 +18,12 @@ from bullmq.backoffs import Backoffs
 from bullmq.job import optsDecodeMap
 from bullmq.utils import object_to_flat_array
 
+from errand.clock import now_ms
+from errand.keys import Keys
+from errand.queue.jobhash import attempts_made, attempts_started, int_field, loads, pairs
+
 # Job hash fields that Job.fromJSON reads as integers.
-_INT_FIELDS = (("delay", "delay"), ("priority", "priority"), ("timestamp", "timestamp"))
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _loads(raw: str | None, default: Any) -> Any:
-    if raw is None:
-        return default
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return json.loads(raw)
+_INT_FIELDS = ("delay", "priority", "timestamp")
 
 
 def dumps(value: Any) -> str:
@@ -56,8 +46,8 @@ class FastJob(Job):  # type: ignore[misc]  # bullmq is untyped
 
     @classmethod
     def from_reply(cls, queue: Any, flat: list[Any], job_id: str, token: str) -> FastJob:
-        fields = dict(zip(flat[::2], flat[1::2], strict=True))
-        raw_opts = _loads(fields.get("opts"), {})
+        fields = pairs(flat)
+        raw_opts = loads(fields.get("opts"), {})
         opts = {optsDecodeMap.get(k, k): v for k, v in raw_opts.items()}
         job = cls.__new__(cls)
         job.fields = fields
@@ -67,7 +57,7 @@ class FastJob(Job):  # type: ignore[misc]  # bullmq is untyped
         job.name = fields.get("name")
         job.id = job_id
         job.token = token
-        job.data = _loads(fields.get("data"), {})
+        job.data = loads(fields.get("data"), {})
         job.opts = {
             "attempts": 0,
             "delay": 0,
@@ -75,14 +65,14 @@ class FastJob(Job):  # type: ignore[misc]  # bullmq is untyped
             "backoff": Backoffs.normalize(opts.get("backoff")),
         }
         job.attempts = opts.get("attempts", 1)
-        job.progress = _loads(fields.get("progress"), 0)
-        for attr, key in _INT_FIELDS:
-            setattr(job, attr, int(fields.get(key) or 0))
-        job.processedOn = int(fields.get("processedOn") or 0)
-        job.finishedOn = int(fields.get("finishedOn") or 0)
-        job.attemptsStarted = int(fields.get("ats") or 0)
-        job.attemptsMade = int(fields.get("attemptsMade") or fields.get("atm") or 0)
-        job.stalledCounter = int(fields.get("stc") or 0)
+        job.progress = loads(fields.get("progress"), 0)
+        for name in _INT_FIELDS:
+            setattr(job, name, int_field(fields, name))
+        job.processedOn = int_field(fields, "processedOn")
+        job.finishedOn = int_field(fields, "finishedOn")
+        job.attemptsStarted = attempts_started(fields)
+        job.attemptsMade = attempts_made(fields)
+        job.stalledCounter = int_field(fields, "stc")
         job.failedReason = fields.get("failedReason")
         job.deferredFailure = fields.get("defa")
         job.repeatJobKey = fields.get("rjk")
@@ -91,14 +81,14 @@ class FastJob(Job):  # type: ignore[misc]  # bullmq is untyped
         job.removeOnComplete = opts.get("removeOnComplete", True)
         job.removeOnFail = opts.get("removeOnFail", False)
         job.parentKey = fields.get("parentKey")
-        job.parent = _loads(fields.get("parent"), None)
+        job.parent = loads(fields.get("parent"), None)
         dedup = opts.get("deduplication")
         job.deduplication_id = dedup.get("id") if isinstance(dedup, dict) else None
         job.stacktrace = []
         return job
 
     def load_stacktrace(self) -> list[str]:
-        value = _loads(self.fields.get("stacktrace"), [])
+        value = loads(self.fields.get("stacktrace"), [])
         return value if isinstance(value, list) else []
 
 
@@ -117,10 +107,15 @@ class ScriptArgs:
     """Keys and ARGV of moveToActive, moveToFinished, moveToDelayed, retryJob and friends."""
 
     def __init__(
-        self, keys: dict[str, str], lock_duration_ms: int, worker_name: str | None
+        self,
+        keys: dict[str, str],
+        queue_keys: tuple[Keys, str],
+        lock_duration_ms: int,
+        worker_name: str | None,
     ) -> None:
         self.keys = keys
         self.prefix = keys[""]
+        self.errand_keys, self.queue = queue_keys
         self.lock_duration_ms = lock_duration_ms
         self.worker_name = worker_name
         k = keys
@@ -141,10 +136,13 @@ class ScriptArgs:
         ]
         self._active_keys = [*base, k["marker"]]  # moveToActive's KEYS, in its order
         self._finish_keys = {
-            target: ([*base, k[target]], f"{self.prefix}metrics:{target}")
+            target: ([*base, k[target]], self.errand_keys.bullmq_metrics(self.queue, target))
             for target in ("completed", "failed")
         }
         self._fetch_opts = self.fetch_opts("")
+
+    def job_key(self, job: FastJob) -> str:
+        return self.errand_keys.job(self.queue, str(job.id))
 
     def fetch_opts(self, token: str) -> dict[str, Any]:
         opts: dict[str, Any] = {
@@ -171,7 +169,7 @@ class ScriptArgs:
     ) -> tuple[list[str], list[Any]]:
         """moveToFinished-14: `target` is completed (value: JSON) or failed (value: reason)."""
         base, metrics_key = self._finish_keys[target]
-        keys = [*base, self.prefix + str(job.id), metrics_key, self.keys["marker"]]
+        keys = [*base, self.job_key(job), metrics_key, self.keys["marker"]]
         remove = job.opts.get(
             "removeOnComplete" if target == "completed" else "removeOnFail", False
         )
@@ -215,7 +213,7 @@ class ScriptArgs:
             k["active"],
             k["prioritized"],
             k["delayed"],
-            self.prefix + str(job.id),
+            self.job_key(job),
             k["events"],
             k["meta"],
             k["stalled"],
@@ -246,7 +244,7 @@ class ScriptArgs:
             k["active"],
             k["wait"],
             k["paused"],
-            self.prefix + str(job.id),
+            self.job_key(job),
             k["meta"],
             k["events"],
             k["delayed"],

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from errand.api.http_limits import HeadLimitedHttpToolsProtocol
+from errand.api.http.http_limits import HeadLimitedHttpToolsProtocol
 
 _HEAD = b"HTTP/1.1 "
 

@@ -21,12 +21,10 @@ import secrets
 import signal
 from typing import Any
 
-from bullmq import Job, UnrecoverableError
-
-from errand.errors import PermanentFailure
 from errand.keys import Keys
 from errand.mail.templates import RenderedEmail, render
 from errand.mail.transports import EmailSender, SentMark, build_sender, message_id_for
+from errand.processors.job import RunningJob
 from errand.settings import Settings
 
 log = logging.getLogger("errand.worker.notifications")
@@ -59,7 +57,7 @@ class NotificationProcessor:
         self.sender = sender or build_sender(settings, redis)
         self.claim_ms = settings.lock_duration_ms
 
-    async def __call__(self, job: Job, token: str) -> dict[str, Any]:
+    async def __call__(self, job: RunningJob, token: str) -> dict[str, Any]:
         job_id = str(job.id)
         kind, user_id = str(job.data["type"]), str(job.data["userId"])
         attempt = job.attemptsMade + 1
@@ -68,10 +66,7 @@ class NotificationProcessor:
             return {"sent": False, "reason": "already sent"}
         try:
             email = render(kind, user_id, message_id_for(job_id, self.settings.smtp_from))
-            try:
-                await self._send_and_mark(email, user_id, attempt, job_id)
-            except PermanentFailure as err:
-                raise UnrecoverableError(str(err)) from err
+            await self._send_and_mark(email, user_id, attempt, job_id)  # PermanentFailure: no retry
         finally:
             await self.redis.eval(_RELEASE_CLAIM, 1, self.keys.send_claim(job_id), claim)
         self._maybe_crash()

@@ -1,0 +1,1 @@
+"""HTTP plumbing: body reading, problem documents, responses, the uvicorn protocol."""

@@ -1,0 +1,154 @@
+"""The one error mapper: every exception an API request raises becomes its response.
+
+Domain errors and framework errors become RFC 9457 problem documents; anything
+unexpected becomes a 500 problem document that says nothing of the internals (the
+error is logged). The hot path calls `error_response` directly; the FastAPI routes
+reach it through `ProblemRoute` and the app's exception handlers. HTTP status codes
+for domain errors live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from errand.api.http.body import ClientGone
+from errand.api.http.responses import ResponseError, problem
+from errand.errors import (
+    BodyTooLarge,
+    Conflict,
+    ErrandError,
+    FieldError,
+    InvalidInput,
+    MalformedBody,
+    NotFound,
+    QueueUnavailable,
+)
+
+log = logging.getLogger("errand.api")
+
+_STATUS = {
+    NotFound: (404, "Not Found", "not-found"),
+    Conflict: (409, "Conflict", "conflict"),
+    InvalidInput: (422, "Unprocessable Content", "validation"),
+    MalformedBody: (400, "Bad Request", "malformed-body"),
+    BodyTooLarge: (413, "Content Too Large", "body-too-large"),
+    QueueUnavailable: (503, "Service Unavailable", "unavailable"),
+}
+
+
+def errand_problem(exc: ErrandError) -> Response:
+    """The problem document for a domain error."""
+    for cls in type(exc).__mro__:
+        if cls in _STATUS:
+            status, title, slug = _STATUS[cls]
+            break
+    else:
+        status, title, slug = 400, "Bad Request", "bad-request"
+    extra: dict[str, object] = {}
+    if isinstance(exc, InvalidInput) and exc.errors:
+        extra["errors"] = [asdict(e) for e in exc.errors]
+    if isinstance(exc, Conflict) and exc.job_status is not None:
+        extra["jobStatus"] = exc.job_status
+    headers = {"Retry-After": "5"} if status == 503 else None
+    return problem(status, title, exc.detail, slug, headers=headers, **extra)
+
+
+def _validation_problem(exc: RequestValidationError) -> Response:
+    errors = []
+    for item in exc.errors():
+        loc = [str(p) for p in item.get("loc", ()) if p not in ("query", "path", "header")]
+        errors.append(asdict(FieldError(".".join(loc) or "request", str(item.get("msg", "")))))
+    return problem(
+        422,
+        "Unprocessable Content",
+        "the request breaks the rules below",
+        "validation",
+        errors=errors,
+    )
+
+
+def _http_problem(exc: HTTPException) -> Response:
+    detail = exc.detail if isinstance(exc.detail, str) else "request failed"
+    title = {404: "Not Found", 405: "Method Not Allowed"}.get(exc.status_code, "Error")
+    return problem(exc.status_code, title, detail, "http", headers=exc.headers)
+
+
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError)
+
+
+def redis_down_problem(exc: Exception) -> Response:
+    """The 503 for a job store that does not answer (one of REDIS_DOWN)."""
+    log.warning("redis unavailable: %s", exc)
+    return problem(
+        503,
+        "Service Unavailable",
+        "the job store does not answer; try again shortly",
+        "unavailable",
+        headers={"Retry-After": "5"},
+    )
+
+
+def error_response(exc: Exception, where: str) -> Response:
+    """The response to a request that raised `exc`; `where` ("GET /path") goes to the log."""
+    if isinstance(exc, ErrandError):
+        return errand_problem(exc)
+    if isinstance(exc, REDIS_DOWN):
+        return redis_down_problem(exc)
+    if isinstance(exc, ResponseError):
+        return exc.response
+    if isinstance(exc, RequestValidationError):
+        return _validation_problem(exc)
+    if isinstance(exc, HTTPException):
+        return _http_problem(exc)
+    if isinstance(exc, ClientGone):
+        return Response(status_code=499)  # nobody reads it; the status is for the metrics
+    log.exception("unhandled error answering %s", where)
+    return problem(
+        500, "Internal Server Error", "errand failed to answer; the error is logged", "internal"
+    )
+
+
+def _where(request: Request) -> str:
+    return f"{request.method} {request.url.path}"
+
+
+class ProblemRoute(APIRoute):
+    """A FastAPI route whose every error, expected or not, is answered by `error_response`.
+
+    Starlette sends an exception no handler claims to its ServerErrorMiddleware, which
+    answers with a plain-text 500; catching here keeps every answer a problem document.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def answer(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception as exc:
+                return error_response(exc, _where(request))
+
+        return answer
+
+
+def _handle(request: Request, exc: Exception) -> Response:
+    return error_response(exc, _where(request))
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """For errors raised outside a ProblemRoute (no route matched, a middleware failed)."""
+    known = (ResponseError, ErrandError, *REDIS_DOWN, RequestValidationError, HTTPException)
+    for cls in (*known, ClientGone, Exception):
+        app.add_exception_handler(cls, _handle)

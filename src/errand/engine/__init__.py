@@ -1,0 +1,1 @@
+"""The engine: the worker process and the loops that fetch, lock and finish jobs."""

@@ -1,0 +1,1 @@
+"""Prometheus metrics, split by who records them."""

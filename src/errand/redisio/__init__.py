@@ -1,0 +1,1 @@
+"""General Redis clients: connections per process and the pipelined client."""
