@@ -61,8 +61,9 @@ class Keys:
         return f"{self.prefix}:{queue}:metrics:{target}"
 
     # --- errand's own keys -----------------------------------------------
-    def report_result(self, job_id: str) -> str:
-        return f"{self.prefix}:x:result:{job_id}"
+    def report_result(self, client_id: str, job_id: str) -> str:
+        """A generated report, under its owner: another client's lookup misses it."""
+        return f"{self.prefix}:x:result:{client_id}:{job_id}"
 
     def sent_ledger(self, job_id: str) -> str:
         """Marks a notification whose email went out (idempotent sending)."""
@@ -83,8 +84,9 @@ class Keys:
         """Delivery status of the webhook of one job (a hash)."""
         return f"{self.prefix}:x:webhook:{job_id}"
 
-    def idempotency(self, route: str, key: str) -> str:
-        return f"{self.prefix}:x:idem:{route}:{key}"
+    def idempotency(self, client_id: str, route: str, key: str) -> str:
+        """An Idempotency-Key record, scoped per client and route."""
+        return f"{self.prefix}:x:idem:{client_id}:{route}:{key}"
 
     def workers(self) -> str:
         """Heartbeats of live worker processes (a hash: worker id -> JSON)."""
@@ -94,6 +96,10 @@ class Keys:
         return f"{self.prefix}:x:stats:dead-lettered"
 
 
-def report_dedup_id(user_id: str, report_type: str) -> str:
-    """BullMQ deduplication id of an in-flight report."""
-    return f"report:{user_id}:{report_type}"
+ANONYMOUS_CLIENT = "anonymous"
+"""The client every job belongs to when `ERRAND_AUTH=none`."""
+
+
+def report_dedup_id(client_id: str, user_id: str, report_type: str) -> str:
+    """BullMQ deduplication id of an in-flight report: one per client, user and type."""
+    return f"report:{client_id}:{user_id}:{report_type}"

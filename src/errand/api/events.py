@@ -153,16 +153,18 @@ class JobEventHub:
         queue = queue_of(job_id)
         return self.last_ids.get(queue, "0-0") if queue else "0-0"
 
-    async def wait_until_final(self, job_id: str, timeout_s: float) -> JobSnapshot:
+    async def wait_until_final(
+        self, job_id: str, timeout_s: float, owner: str | None = None
+    ) -> JobSnapshot:
         """The job's snapshot as soon as it is final, or after `timeout_s` as it is then.
 
         Subscribes before the first read, so no event can slip between the two.
-        Raises NotFound for an unknown job.
+        Raises NotFound for an unknown job, or one that `owner` (when given) does not own.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         async with self.subscribe(job_id) as inbox:
-            snap = await self.queues.snapshot(job_id)
+            snap = await self.queues.snapshot(job_id, owner)
             while not snap.is_final:
                 remaining = deadline - loop.time()
                 if remaining <= 0:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from errand.api.caller import ANONYMOUS
 from errand.api.deps import Services
 from errand.api.http.body import parse_json_object, read_body
 from errand.api.http.problems import error_response
@@ -75,15 +76,16 @@ class HotPath:
 
     async def _answer(self, route: str, scope: Scope, receive: Receive) -> Response:
         svc = self._services()
+        caller = ANONYMOUS
         try:
             if route == JOB_ROUTE:
                 job_id = scope["path"][len(_JOBS) :]
-                return jobs.job_response(svc, await svc.queues.snapshot(job_id))
+                return jobs.job_response(svc, await svc.queues.snapshot(job_id, caller.client_id))
             if route == NOTIFICATION_ROUTE:
-                return await notifications.status(svc, scope["path"][len(_NOTIFICATIONS) :])
+                return await notifications.status(svc, caller, scope["path"][len(_NOTIFICATIONS) :])
             raw = await read_body(scope["headers"], receive, svc.settings.max_body_bytes)
             accept = notifications.accept if route == "/notifications" else reports.accept
-            return await accept(svc, parse_json_object(raw))
+            return await accept(svc, caller, parse_json_object(raw))
         except Exception as err:
             return error_response(err, f"{scope['method']} {route}")
 

@@ -1,6 +1,6 @@
 """Idempotency-Key for POST routes (IETF draft): claim atomically, store the answer, replay it.
 
-A record lives at `keys.idempotency(route, key)`:
+A record lives at `keys.idempotency(client_id, route, key)`, so two clients' keys never meet:
 - `{"state": "pending", "fp": ...}` with a short lease while the first request runs
   (a concurrent request with the key gets 409; a crashed handler frees it when the
   lease ends);
@@ -20,6 +20,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from errand.api.caller import Caller
 from errand.api.deps import Services
 from errand.errors import FieldError, IdempotencyInProgress, IdempotencyMismatch, InvalidInput
 
@@ -56,6 +57,7 @@ def _checked_key(request: Request) -> str | None:
 async def idempotent(
     request: Request,
     svc: Services,
+    caller: Caller,
     route: str,
     body: dict[str, Any],
     handle: Callable[[], Awaitable[Response]],
@@ -69,7 +71,7 @@ async def idempotent(
     if key is None:
         return await handle()
     redis = svc.redis
-    record_key = svc.queues.keys.idempotency(route, key)
+    record_key = svc.queues.keys.idempotency(caller.client_id, route, key)
     fp = fingerprint(body)
     token = secrets.token_hex(8)
     claim = orjson.dumps({"state": "pending", "fp": fp, "token": token})

@@ -17,6 +17,7 @@ from fastapi import Query
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from errand.api.caller import Caller
 from errand.api.deps import Services
 from errand.api.polling import status_response
 from errand.queue.snapshot import JobSnapshot
@@ -40,14 +41,14 @@ SSE_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-
 
 
 async def long_poll(
-    request: Request, svc: Services, job_id: str, wait_s: float, view: View
+    request: Request, svc: Services, caller: Caller, job_id: str, wait_s: float, view: View
 ) -> Response:
     """The status answer as soon as the job is final, or after `wait_s` as it is then.
 
-    Raises NotFound for an unknown job. A client that leaves gets a 499 (never sent)
-    and frees its subscription at once.
+    Raises NotFound for an unknown job or another client's. A client that leaves gets
+    a 499 (never sent) and frees its subscription at once.
     """
-    waiting = asyncio.ensure_future(svc.events.wait_until_final(job_id, wait_s))
+    waiting = asyncio.ensure_future(svc.events.wait_until_final(job_id, wait_s, caller.client_id))
     gone = asyncio.ensure_future(_disconnected(request))
     try:
         await asyncio.wait({waiting, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -68,10 +69,11 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-async def event_stream(svc: Services, job_id: str, view: View) -> Response:
+async def event_stream(svc: Services, caller: Caller, job_id: str, view: View) -> Response:
     """Server-Sent Events: a `status` event with `view` of the job now and on every change;
-    the stream ends after the final one. Raises NotFound (before the stream starts)."""
-    await svc.queues.snapshot(job_id)
+    the stream ends after the final one. Raises NotFound (before the stream starts) for an
+    unknown job or another client's."""
+    await svc.queues.snapshot(job_id, caller.client_id)
     return StreamingResponse(
         _sse_stream(svc, job_id, view),
         media_type="text/event-stream",

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from errand.clock import iso_ms, now_ms
-from errand.keys import Keys
+from errand.keys import ANONYMOUS_CLIENT, Keys
 from errand.processors.job import RunningJob
 from errand.settings import Settings
 
@@ -62,7 +62,7 @@ class ReportProcessor:
                 await job.updateProgress(step * 100 // PROGRESS_STEPS)
         report = build_report(str(job.id), str(data["userId"]), str(data["reportType"]))
         await self.redis.set(
-            self.keys.report_result(str(job.id)),
+            self.keys.report_result(str(data.get("clientId") or ANONYMOUS_CLIENT), str(job.id)),
             orjson.dumps(report),
             ex=self.settings.result_ttl_seconds,
         )

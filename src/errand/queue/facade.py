@@ -70,9 +70,10 @@ class JobQueues:
         job: Job = await self._queues[queue].add(name, data, opts)
         return str(job.id)
 
-    async def snapshot(self, job_id: str) -> JobSnapshot:
+    async def snapshot(self, job_id: str, owner: str | None = None) -> JobSnapshot:
         """Hash and state of one job, read atomically in one round trip.
 
+        With `owner`, a job of another client is answered exactly like an unknown one.
         Raises NotFound for an unknown, removed or foreign id.
         """
         queue = queue_of(job_id)
@@ -95,7 +96,7 @@ class JobQueues:
         if not reply:
             raise NotFound(f"no job with id {job_id!r}")
         fields, completed, failed, delayed, active_pos, webhook, waiting, prioritized = reply
-        return snapshot_from(
+        snap = snapshot_from(
             job_id,
             queue,
             pairs(fields),
@@ -103,6 +104,9 @@ class JobQueues:
             pairs(webhook),
             queue_depth=int(waiting) + int(prioritized),
         )
+        if owner is not None and snap.client_id != owner:
+            raise NotFound(f"no job with id {job_id!r}")
+        return snap
 
     async def counts(self, queue: QueueName) -> dict[str, int]:
         """Jobs per BullMQ state."""

@@ -19,7 +19,7 @@ class Enqueued:
 
 
 async def enqueue_report(
-    queues: JobQueues, user_id: str, report_type: str, webhook_url: str | None
+    queues: JobQueues, client_id: str, user_id: str, report_type: str, webhook_url: str | None
 ) -> Enqueued:
     """Create a report job, or return the one already in flight for this user and type.
 
@@ -27,10 +27,10 @@ async def enqueue_report(
     or active (it is deleted when the job completes or fails for good), and the
     check-and-add is one Lua script, so concurrent POSTs create one job.
     """
-    data: dict[str, str] = {"userId": user_id, "reportType": report_type}
+    data: dict[str, str] = {"clientId": client_id, "userId": user_id, "reportType": report_type}
     if webhook_url:
         data["webhookUrl"] = webhook_url
-    dedup_id = report_dedup_id(user_id, report_type)
+    dedup_id = report_dedup_id(client_id, user_id, report_type)
     for _ in range(3):
         fresh_id = new_job_id(QueueName.REPORTS)
         job_id = await queues.add(QueueName.REPORTS, "report", data, fresh_id, dedup_id=dedup_id)
@@ -45,10 +45,10 @@ async def enqueue_report(
 
 
 async def enqueue_notification(
-    queues: JobQueues, kind: str, user_id: str, webhook_url: str | None
+    queues: JobQueues, client_id: str, kind: str, user_id: str, webhook_url: str | None
 ) -> Enqueued:
     """Create a notification job with its type's priority."""
-    data: dict[str, str] = {"type": kind, "userId": user_id}
+    data: dict[str, str] = {"clientId": client_id, "type": kind, "userId": user_id}
     if webhook_url:
         data["webhookUrl"] = webhook_url
     job_id = new_job_id(QueueName.NOTIFICATIONS)

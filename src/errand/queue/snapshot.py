@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from errand.keys import QueueName
+from errand.keys import ANONYMOUS_CLIENT, QueueName
 from errand.queue.jobhash import attempts_made, int_field, json_field, max_attempts
 
 # BullMQ scores delayed jobs as `timestamp * 0x1000 + counter`.
@@ -43,6 +43,12 @@ class JobSnapshot:
     failed_reason: str | None
     webhook: dict[str, str]
     queue_depth: int = 0
+
+    @property
+    def client_id(self) -> str:
+        """The client that owns the job (jobs from before clients belong to `anonymous`)."""
+        owner = self.data.get("clientId")
+        return owner if isinstance(owner, str) and owner else ANONYMOUS_CLIENT
 
     @property
     def dead_lettered(self) -> bool:

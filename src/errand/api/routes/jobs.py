@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends
 from starlette.requests import Request
 from starlette.responses import Response
 
+from errand.api.caller import Caller, current_caller
 from errand.api.deps import Services, services
 from errand.api.http.problems import ProblemRoute
 from errand.api.polling import status_response
@@ -25,19 +26,25 @@ def job_response(svc: Services, snap: JobSnapshot) -> Response:
 
 @router.get("/jobs/{job_id}", response_model=JobPublic, responses=problems(404, 422))
 async def get_job(
-    request: Request, job_id: str, wait: WaitSeconds = None, svc: Services = Depends(services)
+    request: Request,
+    job_id: str,
+    wait: WaitSeconds = None,
+    svc: Services = Depends(services),
+    caller: Caller = Depends(current_caller),
 ) -> Response:
     """The job's status; with `?wait=N` a long-poll that answers as soon as it is final."""
     if wait is None:
-        return job_response(svc, await svc.queues.snapshot(job_id))
-    return await long_poll(request, svc, job_id, wait, job_view)
+        return job_response(svc, await svc.queues.snapshot(job_id, caller.client_id))
+    return await long_poll(request, svc, caller, job_id, wait, job_view)
 
 
 @router.get("/jobs/{job_id}/events", responses={**SSE_RESPONSES, **problems(404)})
-async def job_events(job_id: str, svc: Services = Depends(services)) -> Response:
+async def job_events(
+    job_id: str, svc: Services = Depends(services), caller: Caller = Depends(current_caller)
+) -> Response:
     """Server-Sent Events: a `status` event now and on every change; ends after the final one.
 
     A reconnecting client (Last-Event-ID) first gets the job as it is now, so it misses
     no state: each event carries the whole job view, not a delta.
     """
-    return await event_stream(svc, job_id, job_view)
+    return await event_stream(svc, caller, job_id, job_view)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends
 from starlette.requests import Request
 from starlette.responses import Response
 
+from errand.api.caller import Caller, current_caller
 from errand.api.deps import Services, services
 from errand.api.http.body import read_json_object, validate_body
 from errand.api.http.problems import ProblemRoute
@@ -32,19 +33,25 @@ router = APIRouter(tags=["notifications"], route_class=ProblemRoute)
     openapi_extra=json_body(NotificationCreate),
     responses=problems(400, 409, 413, 422, 503),
 )
-async def create_notification(request: Request, svc: Services = Depends(services)) -> Response:
+async def create_notification(
+    request: Request, svc: Services = Depends(services), caller: Caller = Depends(current_caller)
+) -> Response:
     """Queue an email; password-reset jumps the queue (priority 1, the others 5)."""
     body = await read_json_object(request, svc.settings.max_body_bytes)
-    return await idempotent(request, svc, "notifications", body, lambda: accept(svc, body))
+    return await idempotent(
+        request, svc, caller, "notifications", body, lambda: accept(svc, caller, body)
+    )
 
 
-async def accept(svc: Services, body: dict[str, Any]) -> Response:
+async def accept(svc: Services, caller: Caller, body: dict[str, Any]) -> Response:
     """The 202 for a valid notification body, once it is queued (also the hot path's handler)."""
     note = validate_body(NotificationCreate, body)
     await check_webhook_destination(
         note.webhookUrl, allow_private=svc.settings.webhook_allow_private
     )
-    enqueued = await enqueue_notification(svc.queues, note.type, note.userId, note.webhookUrl)
+    enqueued = await enqueue_notification(
+        svc.queues, caller.client_id, note.type, note.userId, note.webhookUrl
+    )
     status_url = f"/notifications/{enqueued.job_id}"
     content = {"jobId": enqueued.job_id, "statusUrl": status_url, "status": "waiting"}
     return accepted(svc.settings, QueueName.NOTIFICATIONS, status_url, content)
@@ -56,19 +63,26 @@ async def accept(svc: Services, body: dict[str, Any]) -> Response:
     responses=problems(404, 422),
 )
 async def get_notification(
-    request: Request, job_id: str, wait: WaitSeconds = None, svc: Services = Depends(services)
+    request: Request,
+    job_id: str,
+    wait: WaitSeconds = None,
+    svc: Services = Depends(services),
+    caller: Caller = Depends(current_caller),
 ) -> Response:
     """A notification's status, attempts, dead-letter flag and webhook delivery; with
     `?wait=N` a long-poll that answers as soon as it is final."""
     if wait is None:
-        return await status(svc, job_id)
-    return await long_poll(request, svc, notification_id(job_id), wait, notification_view)
+        return await status(svc, caller, job_id)
+    job_id = notification_id(job_id)
+    return await long_poll(request, svc, caller, job_id, wait, notification_view)
 
 
 @router.get("/notifications/{job_id}/events", responses={**SSE_RESPONSES, **problems(404)})
-async def notification_events(job_id: str, svc: Services = Depends(services)) -> Response:
+async def notification_events(
+    job_id: str, svc: Services = Depends(services), caller: Caller = Depends(current_caller)
+) -> Response:
     """Server-Sent Events of the notification view, as GET /jobs/{job_id}/events."""
-    return await event_stream(svc, notification_id(job_id), notification_view)
+    return await event_stream(svc, caller, notification_id(job_id), notification_view)
 
 
 def notification_id(job_id: str) -> str:
@@ -78,7 +92,7 @@ def notification_id(job_id: str) -> str:
     return job_id
 
 
-async def status(svc: Services, job_id: str) -> Response:
+async def status(svc: Services, caller: Caller, job_id: str) -> Response:
     """The GET /notifications/{job_id} answer (also the hot path's handler)."""
-    snap = await svc.queues.snapshot(notification_id(job_id))
+    snap = await svc.queues.snapshot(notification_id(job_id), caller.client_id)
     return status_response(svc.settings, snap, notification_view(snap))

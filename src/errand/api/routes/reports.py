@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends
 from starlette.requests import Request
 from starlette.responses import Response
 
+from errand.api.caller import Caller, current_caller
 from errand.api.deps import Services, services
 from errand.api.http.body import read_json_object, validate_body
 from errand.api.http.problems import ProblemRoute
@@ -31,20 +32,26 @@ router = APIRouter(tags=["reports"], route_class=ProblemRoute)
     openapi_extra=json_body(ReportCreate),
     responses=problems(400, 409, 413, 422, 503),
 )
-async def create_report(request: Request, svc: Services = Depends(services)) -> Response:
+async def create_report(
+    request: Request, svc: Services = Depends(services), caller: Caller = Depends(current_caller)
+) -> Response:
     """Queue a report; the same user and report type in flight is deduplicated."""
     body = await read_json_object(request, svc.settings.max_body_bytes)
-    return await idempotent(request, svc, "reports", body, lambda: accept(svc, body))
+    return await idempotent(
+        request, svc, caller, "reports", body, lambda: accept(svc, caller, body)
+    )
 
 
-async def accept(svc: Services, body: dict[str, Any]) -> Response:
+async def accept(svc: Services, caller: Caller, body: dict[str, Any]) -> Response:
     """The 202 for a valid report body, once queued or matched to the one in flight
     (also the hot path's handler)."""
     report = validate_body(ReportCreate, body)
     await check_webhook_destination(
         report.webhookUrl, allow_private=svc.settings.webhook_allow_private
     )
-    enqueued = await enqueue_report(svc.queues, report.userId, report.reportType, report.webhookUrl)
+    enqueued = await enqueue_report(
+        svc.queues, caller.client_id, report.userId, report.reportType, report.webhookUrl
+    )
     status_url = f"/jobs/{enqueued.job_id}"
     content = {
         "jobId": enqueued.job_id,
@@ -59,14 +66,19 @@ async def accept(svc: Services, body: dict[str, Any]) -> Response:
     "/reports/{job_id}/result",
     responses=problems(404, 409),
 )
-async def get_report_result(job_id: str, svc: Services = Depends(services)) -> Response:
-    """The generated report once completed; 409 while it is not; 404 if unknown or expired."""
+async def get_report_result(
+    job_id: str, svc: Services = Depends(services), caller: Caller = Depends(current_caller)
+) -> Response:
+    """The generated report once completed; 409 while it is not; 404 if unknown or expired.
+
+    The result is kept under its owner's id, so another client's lookup misses it and
+    then finds no job of its own either: the same 404 as an unknown id."""
     if queue_of(job_id) is not QueueName.REPORTS:
         raise NotFound(f"no report with id {job_id!r}")
-    raw = await svc.redis.get(svc.queues.keys.report_result(job_id))
+    raw = await svc.redis.get(svc.queues.keys.report_result(caller.client_id, job_id))
     if raw is not None:
         return Response(raw, 200, media_type="application/json")
-    snap = await svc.queues.snapshot(job_id)
+    snap = await svc.queues.snapshot(job_id, caller.client_id)
     if snap.status is JobStatus.COMPLETED:
         raise NotFound(f"the result of report {job_id!r} has expired")
     raise Conflict(f"report {job_id!r} is {snap.status}, not completed", job_status=snap.status)
