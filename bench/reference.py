@@ -1,4 +1,4 @@
-"""The Node reference (/work/shared/reference-node): a scratch copy, `npm ci`, its API process.
+"""The Node reference (Express + Node BullMQ, the v1 contract): a scratch copy, `npm ci`, its API.
 
 The copy lives under /tmp and is reused while its package-lock.json is unchanged;
 none of its code ever enters this repository.
@@ -14,7 +14,10 @@ from pathlib import Path
 
 from harness import Service, errand_env, free_port, scratch_dir, spawn, wait_http
 
-SOURCE = Path(os.environ.get("ERRAND_BENCH_REFERENCE", "/work/shared/reference-node"))
+# It is not part of this repository: by default it sits beside the checkout, in the
+# `shared/reference-node` folder of the project's workspace; ERRAND_BENCH_REFERENCE overrides.
+_BESIDE = Path(__file__).resolve().parents[2] / "shared" / "reference-node"
+SOURCE = Path(os.environ.get("ERRAND_BENCH_REFERENCE", str(_BESIDE)))
 COPY = Path("/tmp/errand-bench-reference")
 
 
@@ -28,7 +31,8 @@ def prepare() -> Path | None:
         return None
     lock = (SOURCE / "package-lock.json").read_bytes()
     stamp = COPY / ".bench-stamp"
-    want = hashlib.sha256(lock + (SOURCE / "server.js").read_bytes()).hexdigest()
+    sources = b"".join(p.read_bytes() for p in sorted(SOURCE.glob("*.js")))
+    want = hashlib.sha256(lock + sources).hexdigest()
     if stamp.exists() and stamp.read_text() == want and (COPY / "node_modules").exists():
         return COPY
     shutil.rmtree(COPY, ignore_errors=True)
@@ -48,7 +52,9 @@ def prepare() -> Path | None:
     return COPY
 
 
-def start_api(directory: Path, redis_url: str) -> Service:
+def start_api(directory: Path, redis_url: str, processes: int) -> Service:
+    """The reference API on `processes` processes behind one port (its cluster.js, as
+    errand runs one API process per core), so the comparison is like for like."""
     port = free_port()
     env = errand_env(
         redis_url,
@@ -57,8 +63,10 @@ def start_api(directory: Path, redis_url: str) -> Service:
         PORT=str(port),
         ERRAND_EMAIL_SEND_MS="0",
         ERRAND_ADMIN_TOKEN="bench",
+        REF_API_PROCESSES=str(processes),
     )
     log = scratch_dir("reference") / "api.log"
-    proc = spawn(["node", "server.js", "api"], env, log, cwd=directory)
+    entry = "cluster.js" if (directory / "cluster.js").exists() else "server.js"
+    proc = spawn(["node", entry, "api"], env, log, cwd=directory)
     wait_http(f"http://127.0.0.1:{port}/readyz", 30)
     return Service("reference api", proc, port, log)

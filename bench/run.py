@@ -420,7 +420,9 @@ def main() -> int:
             say("HTTP: errand")
             http_section("errand", api, wrk, args, report)
             if ref_dir and ref_valkey:
-                ref_api = __import__("reference").start_api(ref_dir, ref_valkey.url)
+                ref_api = __import__("reference").start_api(
+                    ref_dir, ref_valkey.url, report.api_workers
+                )
                 say("HTTP: reference")
                 try:
                     http_section("reference", ref_api, wrk, args, report)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +30,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from errand.secrets_store import new_webhook_secret
+from errand.server.children import die_with_parent
+from errand.server.embedded import free_port
 
 READY_TIMEOUT_S = 60.0
 STEP_TIMEOUT_S = 30.0
@@ -142,7 +142,7 @@ class _SignalFreeServer(uvicorn.Server):
 async def serve_receiver(secret: str) -> AsyncIterator[Receiver]:
     receiver = Receiver(secret)
     app = Starlette(routes=[Route("/{path:path}", receiver.handle, methods=["POST"])])
-    port = _free_port()
+    port = free_port()
     server = _SignalFreeServer(
         uvicorn.Config(
             app,
@@ -173,22 +173,10 @@ async def _ready(server: uvicorn.Server, task: asyncio.Task[None]) -> bool:
 # --- the errand under demonstration ------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    """Linux: errand gets SIGTERM if the demo dies without cleaning up."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-
-
 @contextlib.asynccontextmanager
 async def own_errand(timeline: Timeline) -> AsyncIterator[Target]:
     """`errand up` on a free port with a temporary data dir; stopped (and awaited) on exit."""
-    port, token, secret = _free_port(), secrets.token_urlsafe(18), new_webhook_secret()
+    port, token, secret = free_port(), secrets.token_urlsafe(18), new_webhook_secret()
     with tempfile.TemporaryDirectory(prefix="errand-demo-") as data_dir:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ERRAND_")}
         env.update(
@@ -208,7 +196,7 @@ async def own_errand(timeline: Timeline) -> AsyncIterator[Target]:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         timeline.say(f"starting errand: `errand up --port {port}` (pid {process.pid})")
         url = f"http://127.0.0.1:{port}"
