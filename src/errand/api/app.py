@@ -15,6 +15,7 @@ from errand.api.events import JobEventHub
 from errand.api.hotpath import HotPath
 from errand.api.http.middleware import HttpMetricsMiddleware
 from errand.api.http.problems import install_problem_handlers
+from errand.api.openapi import install_openapi, operation_id
 from errand.api.routes import admin, dashboard, docs, jobs, notifications, ops, reports
 from errand.metrics.gauges import QueueGauges
 from errand.metrics.http import HttpRecorder
@@ -73,12 +74,16 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
         lifespan=lifespan,
         docs_url=None,  # routes/docs.py serves /docs with local assets; ReDoc would need a CDN
         redoc_url=None,
+        generate_unique_id_function=operation_id,
     )
     install_problem_handlers(app)
     for module in (reports, notifications, jobs, admin, ops):
         app.include_router(module.router)
     app.include_router(dashboard.router)
     app.include_router(docs.router)
+    # API keys are not enforced yet: once they are, pass whether this server requires
+    # them (ERRAND_AUTH=keys), and the document declares the apiKey scheme and its 401s.
+    install_openapi(app, api_keys=False)
     app.add_middleware(HttpMetricsMiddleware, recorder=app.http_metrics)
     return app
 

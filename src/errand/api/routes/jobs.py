@@ -10,9 +10,9 @@ from errand.api.caller import Caller, current_caller
 from errand.api.deps import Services, services
 from errand.api.http.problems import ProblemRoute
 from errand.api.polling import status_response
-from errand.api.routes._openapi import problems
+from errand.api.routes._openapi import event_stream, job_status
 from errand.api.schemas import JobPublic
-from errand.api.waiting import SSE_RESPONSES, WaitSeconds, event_stream, long_poll
+from errand.api.waiting import WaitSeconds, long_poll, sse_response
 from errand.queue.snapshot import JobSnapshot
 from errand.queue.views import job_view
 
@@ -24,7 +24,7 @@ def job_response(svc: Services, snap: JobSnapshot) -> Response:
     return status_response(svc.settings, snap, job_view(snap))
 
 
-@router.get("/jobs/{job_id}", response_model=JobPublic, responses=problems(404, 422))
+@router.get("/jobs/{job_id}", responses=job_status(JobPublic))
 async def get_job(
     request: Request,
     job_id: str,
@@ -38,7 +38,7 @@ async def get_job(
     return await long_poll(request, svc, caller, job_id, wait, job_view)
 
 
-@router.get("/jobs/{job_id}/events", responses={**SSE_RESPONSES, **problems(404)})
+@router.get("/jobs/{job_id}/events", **event_stream(JobPublic))
 async def job_events(
     job_id: str, svc: Services = Depends(services), caller: Caller = Depends(current_caller)
 ) -> Response:
@@ -47,4 +47,4 @@ async def job_events(
     A reconnecting client (Last-Event-ID) first gets the job as it is now, so it misses
     no state: each event carries the whole job view, not a delta.
     """
-    return await event_stream(svc, caller, job_id, job_view)
+    return await sse_response(svc, caller, job_id, job_view)
