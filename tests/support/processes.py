@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -306,15 +306,17 @@ class WorkerPool:
     def pids(self) -> list[int]:
         return [w.pid for w in self.workers if w.alive]
 
-    def kill_random(self, rng: Any) -> ErrandProcess | None:
-        """SIGKILL a random worker that has been taking jobs for `min_ready_s` (a kill
-        during start-up would only test Python's import time, and kills faster than
-        start-ups would stop all progress); None when no worker is there yet."""
+    def kill_random(self, rng: Any, among: Collection[int] | None = None) -> ErrandProcess | None:
+        """SIGKILL a random worker (one whose pid is in `among`, if given) that has been
+        taking jobs for `min_ready_s` (a kill during start-up would only test Python's
+        import time, and kills faster than start-ups would stop all progress); None when no
+        such worker is there yet."""
         now = time.monotonic()
         alive = [
             worker
             for worker in self.workers
             if worker.alive
+            and (among is None or worker.pid in among)
             and READY_LINE in worker.log()
             and now - self._ready_since.setdefault(worker.pid, now) >= self.min_ready_s
         ]
