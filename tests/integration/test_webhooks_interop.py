@@ -33,9 +33,11 @@ async def run_node_verifier(capture: Path) -> tuple[int, dict[str, object]]:
         cwd=NODE_DIR, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), timeout=30)
-    assert process.returncode is not None
     assert out, err.decode()
-    return process.returncode, json.loads(out)
+    result = json.loads(out)
+    # The exit status is the verifier's verdict too: 0 with "ok": true, 1 with false.
+    assert process.returncode == (0 if result["ok"] else 1), (process.returncode, err.decode())
+    return process.returncode, result
 
 
 @pytest.mark.settings(webhook_secret_previous=PREVIOUS)
