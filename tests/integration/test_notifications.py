@@ -9,8 +9,10 @@ import orjson
 import pytest
 
 from errand.keys import QueueName
-from support.stack import Stack
+from support.stack import BOTH_ENGINES, Stack
 from support.waiting import wait_for
+
+pytestmark = BOTH_ENGINES  # the notification flow on the fast loop and bullmq's Worker
 
 
 async def notify(stack: Stack, kind: str, user: Any, **extra: Any) -> str:

@@ -19,12 +19,14 @@ from errand.keys import QueueName, new_job_id, queue_of
 from errand.queue.facade import JobQueues
 from errand.webhooks.signing import signatures_of
 from errand.workers.webhooks import WebhookEvents
-from support.stack import FAST_DEFAULTS, Stack
+from support.stack import BOTH_ENGINES, FAST_DEFAULTS, Stack
 from support.waiting import wait_for
 from support.webhook_receiver import HANG, Received, WebhookReceiver, serve_receiver
 
 SECRET: str = FAST_DEFAULTS["webhook_secret"]
 PREVIOUS = "whsec_" + base64.b64encode(b"previous-secret-for-rotation-32b").decode()
+
+pytestmark = BOTH_ENGINES  # the webhook flow on the fast loop and bullmq's Worker
 
 
 @pytest.fixture

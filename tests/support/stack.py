@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 
 from errand.api.app import create_app
@@ -17,7 +18,7 @@ from errand.api.http_protocol import ErrandHttpToolsProtocol
 from errand.keys import Keys, QueueName
 from errand.queue.connection import connect
 from errand.server.embedded import free_port
-from errand.settings import Settings
+from errand.settings import Settings, WorkerEngine
 from errand.workers.runner import WorkerProcess
 
 FAST_DEFAULTS: dict[str, Any] = {
@@ -33,6 +34,10 @@ FAST_DEFAULTS: dict[str, Any] = {
     "stalled_interval_ms": 1000,
     "lock_duration_ms": 2000,
 }
+
+# `pytestmark = BOTH_ENGINES`: every test of the module on each worker engine (the
+# `worker_engine` fixture the `stack` fixture reads, overridden by parametrization).
+BOTH_ENGINES = pytest.mark.parametrize("worker_engine", [e.value for e in WorkerEngine])
 
 
 def test_settings(redis_url: str, **overrides: Any) -> Settings:
