@@ -27,7 +27,9 @@ from support.stack import Stack
 
 EXAMPLES_PER_OPERATION = int(os.environ.get("ERRAND_FUZZ_EXAMPLES", "30"))
 CHECKS = [
-    not_a_server_error, status_code_conformance, content_type_conformance,
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
     response_schema_conformance,
 ]
 
@@ -57,8 +59,11 @@ def _fuzz_operation(
     calls = 0
 
     @hypothesis.settings(
-        max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomize=True,
-        database=None, suppress_health_check=list(HealthCheck),
+        max_examples=EXAMPLES_PER_OPERATION,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
         phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
     )
     @hypothesis.given(case=operation.as_strategy(mode))

@@ -106,4 +106,3 @@ async def test_idempotency_key_and_long_poll_on_the_cluster(cluster_stack: Stack
     assert view["status"] == "completed"
     events = await stack.http.get(f"/jobs/{first.json()['jobId']}/events")
     assert "event: status" in events.text
-

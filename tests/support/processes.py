@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -65,6 +65,7 @@ def errand_env(**values: Any) -> dict[str, str]:
 
 
 # --- /proc helpers -------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class ProcInfo:
@@ -126,6 +127,7 @@ def rss_bytes(pid: int) -> int:
 
 # --- processes -----------------------------------------------------------------------
 
+
 @dataclass
 class ErrandProcess:
     """One errand subprocess started by a test."""
@@ -183,8 +185,9 @@ class Processes:
     def spawn(self, name: str, args: list[str], env: Mapping[str, str]) -> ErrandProcess:
         return self.run(name, [sys.executable, "-m", "errand", *args], env)
 
-    def run(self, name: str, argv: list[str], env: Mapping[str, str],
-            cwd: Path | None = None) -> ErrandProcess:
+    def run(
+        self, name: str, argv: list[str], env: Mapping[str, str], cwd: Path | None = None
+    ) -> ErrandProcess:
         """Start any command in a session of its own (its pid is its process group)."""
         self._serial += 1
         log_path = self.log_dir / f"{self._serial:03d}-{name}.log"
@@ -312,15 +315,17 @@ class WorkerPool:
     def pids(self) -> list[int]:
         return [w.pid for w in self.workers if w.alive]
 
-    def kill_random(self, rng: Any) -> ErrandProcess | None:
-        """SIGKILL a random worker that has been taking jobs for `min_ready_s` (a kill
-        during start-up would only test Python's import time, and kills faster than
-        start-ups would stop all progress); None when no worker is there yet."""
+    def kill_random(self, rng: Any, among: Collection[int] | None = None) -> ErrandProcess | None:
+        """SIGKILL a random worker (one whose pid is in `among`, if given) that has been
+        taking jobs for `min_ready_s` (a kill during start-up would only test Python's
+        import time, and kills faster than start-ups would stop all progress); None when no
+        such worker is there yet."""
         now = time.monotonic()
         alive = [
             worker
             for worker in self.workers
             if worker.alive
+            and (among is None or worker.pid in among)
             and READY_LINE in worker.log()
             and now - self._ready_since.setdefault(worker.pid, now) >= self.min_ready_s
         ]
@@ -354,8 +359,11 @@ class WorkerPool:
         for worker in self.workers:
             if worker.pid in self._killed:
                 continue
-            wait_sync(lambda w=worker: READY_LINE in w.log() or not w.alive, timeout_s=timeout_s,
-                      what=f"{worker.name} to finish starting")
+            wait_sync(
+                lambda w=worker: READY_LINE in w.log() or not w.alive,
+                timeout_s=timeout_s,
+                what=f"{worker.name} to finish starting",
+            )
             if worker.alive:
                 codes.append(worker.terminate(timeout_s))
         return codes

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 
 from errand.api.app import create_app
@@ -18,7 +19,7 @@ from errand.engine.runner import WorkerProcess
 from errand.keys import Keys, QueueName
 from errand.redisio.connection import connect
 from errand.server.embedded import free_port
-from errand.settings import Settings
+from errand.settings import Settings, WorkerEngine
 
 FAST_DEFAULTS: dict[str, Any] = {
     "report_seconds": 0.3,
@@ -34,11 +35,19 @@ FAST_DEFAULTS: dict[str, Any] = {
     "lock_duration_ms": 2000,
 }
 
+# `pytestmark = BOTH_ENGINES`: every test of the module on each worker engine (the
+# `worker_engine` fixture the `stack` fixture reads, overridden by parametrization).
+BOTH_ENGINES = pytest.mark.parametrize("worker_engine", [e.value for e in WorkerEngine])
+
 
 def test_settings(redis_url: str, **overrides: Any) -> Settings:
     """Settings for one test: a unique hash-tagged key prefix isolates it on the shared server."""
-    values = {**FAST_DEFAULTS, "redis_url": redis_url,
-              "queue_prefix": "{t" + uuid.uuid4().hex[:10] + "}", **overrides}
+    values = {
+        **FAST_DEFAULTS,
+        "redis_url": redis_url,
+        "queue_prefix": "{t" + uuid.uuid4().hex[:10] + "}",
+        **overrides,
+    }
     return Settings(**values)
 
 
@@ -83,8 +92,14 @@ async def serve_api(
     with the HTTP protocol `errand api` runs (or `http`)."""
     port = free_port()
     config = uvicorn.Config(
-        app or create_app(settings), host="127.0.0.1", port=port, loop="none", http=http,
-        lifespan="on", log_level="warning", access_log=False,
+        app or create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        loop="none",
+        http=http,
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -106,9 +121,10 @@ async def run_stack(settings: Settings, with_worker: bool = True) -> AsyncIterat
     # Idle keep-alive connections are dropped well before uvicorn's 5 s keep-alive
     # timeout, so a test never reuses one the server is closing (a ReadError race).
     limits = httpx.Limits(max_connections=200, keepalive_expiry=1.0)
-    async with serve_api(settings, app) as base_url, httpx.AsyncClient(
-        base_url=base_url, timeout=30, limits=limits
-    ) as http:
+    async with (
+        serve_api(settings, app) as base_url,
+        httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as http,
+    ):
         stack = Stack(settings, base_url, http, redis, [], app)
         if with_worker:
             await stack.start_worker()
