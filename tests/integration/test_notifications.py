@@ -130,7 +130,11 @@ async def test_fail_user_is_dead_lettered_after_four_attempts_with_growing_backo
     [item] = dlq["items"]
     assert item["jobId"] == job_id and item["queue"] == "notifications"
     assert item["attemptsMade"] == 4 and "554" in item["failedReason"]
-    assert item["data"] == {"type": "password-reset", "userId": "fail-1"}
+    assert item["data"] == {
+        "type": "password-reset",
+        "userId": "fail-1",
+        "clientId": stack.client_id,
+    }
     assert item["name"] == "password-reset" and item["failedAt"]
 
 

@@ -16,7 +16,7 @@ import uvicorn
 from errand.api.app import create_app
 from errand.api.http.http_protocol import ErrandHttpToolsProtocol
 from errand.engine.runner import WorkerProcess
-from errand.keys import Keys, QueueName
+from errand.keys import ANONYMOUS_CLIENT, Keys, QueueName
 from errand.redisio.connection import connect
 from errand.server.embedded import free_port
 from errand.settings import Settings, WorkerEngine
@@ -59,6 +59,11 @@ class Stack:
     redis: Any
     workers: list[WorkerProcess]
     app: Any = None
+
+    @property
+    def client_id(self) -> str:
+        """The client whose jobs this stack's requests create."""
+        return ANONYMOUS_CLIENT
 
     @property
     def keys(self) -> Keys:
