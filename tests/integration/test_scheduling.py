@@ -131,8 +131,16 @@ async def test_expired_notification_is_never_sent_nor_dead_lettered(stack: Stack
     assert dlq["total"] == 0
 
 
-@pytest.mark.settings(notify_backoff_ms=1500)
-async def test_expiry_during_a_retry_backoff(stack: Stack) -> None:
+@pytest.mark.parametrize(
+    "engine",
+    [
+        pytest.param("fast", marks=pytest.mark.settings(notify_backoff_ms=1500)),
+        pytest.param(
+            "bullmq", marks=pytest.mark.settings(notify_backoff_ms=1500, worker_engine="bullmq")
+        ),
+    ],
+)
+async def test_expiry_during_a_retry_backoff(stack: Stack, engine: str) -> None:
     """`flaky-` fails its first attempt; the retry is due after expiresAt: expired, unsent."""
     accepted = await post_notification(stack, "flaky-exp", expiresAt=rfc3339(in_ms(700)))
     path = accepted["statusUrl"]
