@@ -32,6 +32,7 @@ class DueResult:
     bytes_per_scheduled: float = 0.0
     job_hash_bytes: int = 0
     fill_s: float = 0.0
+    ready_ms: float = 0.0  # the worker was ready this long after the due second (< 0: before)
     first_send_ms: float = 0.0  # after the due second
     seconds: float = 0.0  # due second -> last job finished
     completed: int = 0
@@ -89,6 +90,7 @@ async def due_at_once(redis_url: str, n: int, lead_s: float) -> DueResult:
         result.job_hash_bytes = int(await client.memory_usage(sample) or 0)
         proc = spawn([PY, "-m", "errand", "worker", "--queues", "notifications"], env, log)
         await wait_ready(redis_url, prefix, log, proc, "errand")
+        result.ready_ms = now_ms() - due_ms
         cpu0 = cpu_seconds(proc.pid)
         result.completed = await wait_drained(client, prefix, n)
         result.worker_cpu_s = cpu_seconds(proc.pid) - cpu0
@@ -111,7 +113,8 @@ def scheduled_run(redis_url: str, due_jobs: int, say: Callable[[str], None]) -> 
     say(
         f"scheduled: {result.bytes_per_scheduled:,.0f} B per scheduled notification; "
         f"{result.completed:,}/{result.jobs:,} due at once sent, first "
-        f"{result.first_send_ms:,.0f} ms after the due second, {result.rate:,.0f} jobs/s"
+        f"{result.first_send_ms:,.0f} ms after the due second, {result.rate:,.0f} jobs/s "
+        f"(fill {result.fill_s:.1f} s, worker ready {result.ready_ms:,.0f} ms after due)"
     )
     return asdict(result) | {"rate": result.rate}
 
