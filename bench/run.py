@@ -11,6 +11,9 @@ Sections (all by default):
            processor, on the same Valkey; Redis bytes per waiting/completed job
   latency  POST -> worker start and POST -> long-poll answered (idle worker);
            waiting for a report by long-poll, 100 ms polling, SSE and webhook
+  scheduled  100,000 notifications with a sendAt, all due at the same second: Redis
+           bytes per scheduled notification, time to the first send, drain rate
+           (compare with the drain section's fast engine)
   --reference adds the Node reference (Express + Node BullMQ) on its own Valkey.
 """
 
@@ -36,6 +39,7 @@ from drain import DrainResult, drain
 from httpload import ensure_wrk, load
 from latency import start_and_longpoll, waiting_strategies
 from rawhttp import RawHttp
+from scheduled import scheduled_lines, scheduled_run
 
 from errand.settings import Settings
 
@@ -62,6 +66,7 @@ class Report:
     latency: dict[str, Any] = field(default_factory=dict)
     waiting: list[dict[str, Any]] = field(default_factory=list)
     rss: dict[str, Any] = field(default_factory=dict)
+    scheduled: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -76,7 +81,10 @@ def options() -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--reference", action="store_true", help="also run the Node reference")
-    parser.add_argument("--only", default="http,drain,latency", help="sections to run")
+    parser.add_argument("--only", default="http,drain,latency,scheduled", help="sections to run")
+    parser.add_argument(
+        "--due-jobs", type=int, default=100_000, help="notifications due at once (scheduled)"
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="per HTTP route")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--jobs", type=int, default=10_000, help="notifications per drain")
@@ -282,6 +290,11 @@ def latency_section(
         worker.stop()
 
 
+# --- scheduled notifications ------------------------------------------------------
+def scheduled_section(valkey: Any, args: argparse.Namespace, report: Report) -> None:
+    report.scheduled = scheduled_run(valkey.url, args.due_jobs, say)
+
+
 # --- output -------------------------------------------------------------------
 def fmt(value: float, digits: int = 1) -> str:
     return "n/a" if value != value else f"{value:,.{digits}f}"  # NaN check
@@ -368,6 +381,8 @@ def print_tables(report: Report) -> None:
         lines += http_lines(report)
     if report.drains:
         lines += drain_lines(report)
+    if report.scheduled:
+        lines += scheduled_lines(report.scheduled, report.drains)
     for name, rss in report.rss.items():
         lines.append(f"RSS {name}: {', '.join(f'{r:.0f}' for r in rss)} MiB")
     lines += [f"note: {n}" for n in report.notes]
@@ -431,6 +446,8 @@ def main() -> int:
                 redis_sync.Redis.from_url(ref_valkey.url).flushall()  # before its drain
         if "drain" in sections:
             drain_section(valkey, args, report, (ref_dir, ref_valkey) if ref_dir else None)
+        if "scheduled" in sections:
+            scheduled_section(valkey, args, report)
     finally:
         api.stop()
         report.load_after = harness.loadavg()

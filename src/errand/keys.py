@@ -92,6 +92,17 @@ class Keys:
         """Heartbeats of live worker processes (a hash: worker id -> JSON)."""
         return f"{self.prefix}:x:workers"
 
+    def cancel_request(self, job_id: str) -> str:
+        """A job's cancel flag: set when a client cancels an active report (its processor
+        stops at the next progress step) and on a job canceled before it ran (a worker
+        still running a stalled copy of it then never sends). Kept as long as the job.
+
+        Slot: with the job's own queue keys (the snapshot script and the cancel script
+        read it together with the job hash); a partitioned queue keeps it in the job's
+        partition, not in a per-client slot.
+        """
+        return f"{self.prefix}:x:cancel:{job_id}"
+
     def dead_lettered_total(self) -> str:
         return f"{self.prefix}:x:stats:dead-lettered"
 

@@ -18,6 +18,7 @@ from errand.api.http.problems import install_problem_handlers
 from errand.api.routes import admin, dashboard, docs, jobs, notifications, ops, reports
 from errand.metrics.gauges import QueueGauges
 from errand.metrics.http import HttpRecorder
+from errand.processors.webhooks import WebhookEvents
 from errand.queue.facade import JobQueues
 from errand.redisio.connection import connect
 from errand.settings import Settings
@@ -56,7 +57,8 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
         redis = connect(settings, pipelined=True)  # one pipelined connection per process
         queues = JobQueues(settings, redis)
         events = JobEventHub(settings, queues)
-        app.state.services = Services(settings, redis, queues, events)
+        webhooks = WebhookEvents(settings, redis, queues)
+        app.state.services = Services(settings, redis, queues, events, webhooks)
         app.state.queue_gauges = QueueGauges(queues.counts)
         if tune_gc:
             gc_tuning.tune_after_startup()

@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 
 from errand.api.events import JobEventHub
+from errand.processors.webhooks import WebhookEvents
 from errand.queue.facade import JobQueues
 from errand.settings import Settings
 
@@ -18,6 +19,7 @@ class Services:
     redis: Any
     queues: JobQueues
     events: JobEventHub
+    webhooks: WebhookEvents
 
 
 async def services(request: Request) -> Services:

@@ -43,8 +43,9 @@ def retry_after_s(settings: Settings, queue: QueueName, snap: JobSnapshot | None
             estimate = typical_s * (100 - snap.progress) / 100
         elif snap.status is JobStatus.WAITING and snap.queue_depth:
             estimate = typical_s * math.ceil((snap.queue_depth + 1) / concurrency)
-        if snap.next_attempt_ms:
-            estimate = max(estimate, (snap.next_attempt_ms - now_ms()) / 1000)
+        due_ms = snap.next_attempt_ms or snap.scheduled_ms
+        if due_ms:
+            estimate = max(estimate, (due_ms - now_ms()) / 1000)
     return max(1, min(RETRY_AFTER_CAP_S, math.ceil(estimate)))
 
 

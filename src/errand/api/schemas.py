@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import math
+import re
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 
+from errand.clock import now_ms
+from errand.queue.producers import Timing
 from errand.webhooks.urls import check_webhook_url_syntax
 
 USER_ID_MAX = 128
+MAX_SEND_AHEAD_MS = 365 * 86_400_000
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
 
 
 def _user_id(value: Any) -> Any:
@@ -20,6 +36,34 @@ def _user_id(value: Any) -> Any:
         raise ValueError(f"userId must be 1-{USER_ID_MAX} characters once stringified")
     return text
 
+
+def _rfc3339_ms(value: Any) -> int:
+    """An RFC 3339 timestamp with an offset (`Z` counts) as epoch ms, rounded up so a
+    job is never due before the instant asked for."""
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError(
+            "must be an RFC 3339 timestamp with an offset, e.g. 2026-12-01T08:00:00+01:00"
+        )
+    text = value.upper().replace("Z", "+00:00")
+    fraction = re.search(r"\.(\d+)", text)
+    if fraction and len(fraction.group(1)) > 6:  # datetime keeps microseconds only
+        text = text.replace(fraction.group(0), "." + fraction.group(1)[:6], 1)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as err:
+        raise ValueError("is not a valid date and time") from err
+    return math.ceil(moment.timestamp() * 1000)
+
+
+Rfc3339Ms = Annotated[
+    int,
+    BeforeValidator(_rfc3339_ms),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+    Field(description="RFC 3339 with an offset, e.g. 2026-12-01T08:00:00+01:00."),
+]
+PublicStatus = Literal[
+    "scheduled", "waiting", "active", "completed", "failed", "canceled", "expired"
+]
 
 UserId = Annotated[
     str,
@@ -49,6 +93,30 @@ class NotificationCreate(_Request):
     type: NotificationType
     userId: UserId
     webhookUrl: WebhookUrl | None = None
+    sendAt: Rfc3339Ms | None = None
+    expiresAt: Rfc3339Ms | None = None
+
+    @field_validator("sendAt")
+    @classmethod
+    def _within_a_year(cls, send_at_ms: int | None) -> int | None:
+        if send_at_ms is not None and send_at_ms - now_ms() > MAX_SEND_AHEAD_MS:
+            raise ValueError("must be at most 365 days ahead")
+        return send_at_ms
+
+    @field_validator("expiresAt")
+    @classmethod
+    def _after_now_and_send_at(cls, expires_ms: int | None, info: ValidationInfo) -> int | None:
+        if expires_ms is None:
+            return None
+        if expires_ms <= now_ms():
+            raise ValueError("must be later than now")
+        send_at_ms = info.data.get("sendAt")
+        if send_at_ms is not None and expires_ms <= send_at_ms:
+            raise ValueError("must be later than sendAt")
+        return expires_ms
+
+    def timing(self) -> Timing:
+        return Timing(self.sendAt or 0, self.expiresAt or 0)
 
 
 class ReportAccepted(BaseModel):
@@ -76,13 +144,15 @@ class WebhookPublic(BaseModel):
 class JobPublic(BaseModel):
     jobId: str
     queue: str
-    status: Literal["waiting", "active", "completed", "failed"]
+    status: PublicStatus
     progress: int
     attemptsMade: int
     createdAt: str | None
     startedAt: str | None
     finishedAt: str | None
     nextAttemptAt: str | None = None
+    scheduledFor: str | None = None
+    cancelRequested: bool = False
     deadLettered: bool
     resultUrl: str | None = None
     error: str | None = None
@@ -94,7 +164,7 @@ class NotificationPublic(BaseModel):
     type: str
     userId: str
     priority: int
-    status: Literal["waiting", "active", "completed", "failed"]
+    status: PublicStatus
     attemptsMade: int
     deadLettered: bool
     error: str | None = None
@@ -102,6 +172,10 @@ class NotificationPublic(BaseModel):
     startedAt: str | None = None
     finishedAt: str | None = None
     nextAttemptAt: str | None = None
+    sendAt: str | None = None
+    expiresAt: str | None = None
+    scheduledFor: str | None = None
+    cancelRequested: bool = False
     webhook: WebhookPublic | None = None
 
 

@@ -9,6 +9,7 @@ from bullmq import Job, Queue
 
 from errand.errors import NotFound
 from errand.keys import Keys, QueueName, queue_of
+from errand.queue.cancel import CancelOutcome, JobCanceller
 from errand.queue.jobhash import pairs
 from errand.queue.policies import RetryPolicy, retry_policies
 from errand.queue.snapshot import JobSnapshot, snapshot_from
@@ -18,7 +19,8 @@ COUNT_STATES = ("waiting", "prioritized", "active", "delayed", "completed", "fai
 
 # Everything a status answer needs, read atomically: what a MULTI of these eight
 # commands returns, as one command (the client packs and parses one instead of ten).
-# KEYS: job hash, completed, failed, delayed, active, webhook state, wait, prioritized.
+# KEYS: job hash, completed, failed, delayed, active, webhook state, wait, prioritized,
+# cancel flag.
 _SNAPSHOT = """
 local fields = redis.call('HGETALL', KEYS[1])
 if #fields == 0 then return false end
@@ -26,7 +28,7 @@ local id = ARGV[1]
 return {fields, redis.call('ZSCORE', KEYS[2], id), redis.call('ZSCORE', KEYS[3], id),
         redis.call('ZSCORE', KEYS[4], id), redis.call('LPOS', KEYS[5], id),
         redis.call('HGETALL', KEYS[6]), redis.call('LLEN', KEYS[7]),
-        redis.call('ZCARD', KEYS[8])}
+        redis.call('ZCARD', KEYS[8]), redis.call('EXISTS', KEYS[9])}
 """
 
 
@@ -41,6 +43,9 @@ class JobQueues:
         opts = {"connection": redis, "prefix": settings.queue_prefix}
         self._queues = {name: Queue(str(name), opts) for name in QueueName}
         self._snapshot = redis.register_script(_SNAPSHOT)
+        # The cancel flag outlives any record of the job it stops.
+        flag_ttl_s = max(settings.keep_completed_seconds, settings.keep_failed_seconds) + 3600
+        self._canceller = JobCanceller(redis, self.keys, flag_ttl_s)
 
     def bullmq(self, queue: QueueName) -> Queue:
         return self._queues[queue]
@@ -54,17 +59,20 @@ class JobQueues:
         *,
         priority: int = 0,
         dedup_id: str | None = None,
+        delay_ms: int = 0,
     ) -> str:
         """Enqueue a job under its queue's policy; returns the id of the job that holds the work.
 
         With `dedup_id`, BullMQ keeps one job per id in flight: the id returned is the
-        in-flight job's when there is one, so `!= job_id` means deduplicated.
-
+        in-flight job's when there is one, so `!= job_id` means deduplicated. With
+        `delay_ms`, the job waits in BullMQ's delayed set until it is due.
         """
         opts: dict[str, Any] = self.policies[queue].job_options()
         opts["jobId"] = job_id
         if priority:
             opts["priority"] = priority
+        if delay_ms > 0:
+            opts["delay"] = delay_ms
         if dedup_id is not None:
             opts["deduplication"] = {"id": dedup_id}
         job: Job = await self._queues[queue].add(name, data, opts)
@@ -90,12 +98,13 @@ class JobQueues:
                 keys.webhook_state(job_id),
                 keys.queue(queue, "wait"),
                 keys.queue(queue, "prioritized"),
+                keys.cancel_request(job_id),
             ],
             args=[job_id],
         )
         if not reply:
             raise NotFound(f"no job with id {job_id!r}")
-        fields, completed, failed, delayed, active_pos, webhook, waiting, prioritized = reply
+        fields, completed, failed, delayed, active_pos, webhook, waiting, prioritized, flag = reply
         snap = snapshot_from(
             job_id,
             queue,
@@ -103,10 +112,15 @@ class JobQueues:
             (_score(completed), _score(failed), _score(delayed), active_pos),
             pairs(webhook),
             queue_depth=int(waiting) + int(prioritized),
+            cancel_requested=bool(flag),
         )
         if owner is not None and snap.client_id != owner:
             raise NotFound(f"no job with id {job_id!r}")
         return snap
+
+    async def cancel(self, queue: QueueName, job_id: str) -> CancelOutcome:
+        """Cancel a job that has not started, or ask an active report to stop (cancel.py)."""
+        return await self._canceller.cancel(queue, job_id)
 
     async def counts(self, queue: QueueName) -> dict[str, int]:
         """Jobs per BullMQ state."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from errand.clock import iso_ms, now_ms
 from errand.errors import NotFound, QueueUnavailable
 from errand.keys import QueueName, new_job_id, report_dedup_id
 from errand.queue.facade import JobQueues
@@ -44,15 +45,41 @@ async def enqueue_report(
     raise QueueUnavailable("the in-flight report kept vanishing; try again")
 
 
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """When a notification is due (`send_at_ms`) and after when it must not go out."""
+
+    send_at_ms: int = 0
+    expires_at_ms: int = 0
+
+
 async def enqueue_notification(
-    queues: JobQueues, client_id: str, kind: str, user_id: str, webhook_url: str | None
+    queues: JobQueues,
+    client_id: str,
+    kind: str,
+    user_id: str,
+    webhook_url: str | None,
+    timing: Timing = Timing(),
 ) -> Enqueued:
-    """Create a notification job with its type's priority."""
+    """Create a notification job with its type's priority.
+
+    A future `send_at_ms` makes it a BullMQ delayed job (`scheduled` until due); both
+    times are kept in the job data (ISO 8601 UTC), where the processor checks expiry.
+    """
     data: dict[str, str] = {"clientId": client_id, "type": kind, "userId": user_id}
     if webhook_url:
         data["webhookUrl"] = webhook_url
+    for name, epoch_ms in (("sendAt", timing.send_at_ms), ("expiresAt", timing.expires_at_ms)):
+        if epoch_ms:
+            data[name] = iso_ms(epoch_ms) or ""
     job_id = new_job_id(QueueName.NOTIFICATIONS)
+    delay_ms = timing.send_at_ms - now_ms() if timing.send_at_ms else 0
     await queues.add(
-        QueueName.NOTIFICATIONS, kind, data, job_id, priority=NOTIFICATION_PRIORITIES[kind]
+        QueueName.NOTIFICATIONS,
+        kind,
+        data,
+        job_id,
+        priority=NOTIFICATION_PRIORITIES[kind],
+        delay_ms=delay_ms,
     )
-    return Enqueued(job_id, JobStatus.WAITING)
+    return Enqueued(job_id, JobStatus.SCHEDULED if delay_ms > 0 else JobStatus.WAITING)

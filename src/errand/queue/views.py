@@ -13,7 +13,6 @@ from errand.queue.snapshot import JobSnapshot, JobStatus
 def job_view(snap: JobSnapshot) -> dict[str, Any]:
     """The `GET /jobs/{id}` body: every field from one atomic snapshot."""
     completed = snap.status is JobStatus.COMPLETED
-    failed = snap.status is JobStatus.FAILED
     return {
         "jobId": snap.job_id,
         "queue": str(snap.queue),
@@ -24,11 +23,13 @@ def job_view(snap: JobSnapshot) -> dict[str, Any]:
         "startedAt": iso_ms(snap.started_ms),
         "finishedAt": iso_ms(snap.finished_ms),
         "nextAttemptAt": iso_ms(snap.next_attempt_ms) if not snap.is_final else None,
+        "scheduledFor": scheduled_for(snap),
+        "cancelRequested": snap.cancel_requested,
         "deadLettered": snap.dead_lettered,
         "resultUrl": f"/reports/{snap.job_id}/result"
         if completed and snap.queue is QueueName.REPORTS
         else None,
-        "error": snap.failed_reason if failed else None,
+        "error": snap.error,
         "webhook": webhook_view(snap),
     }
 
@@ -43,13 +44,25 @@ def notification_view(snap: JobSnapshot) -> dict[str, Any]:
         "status": str(snap.status),
         "attemptsMade": snap.attempts_made,
         "deadLettered": snap.dead_lettered,
-        "error": snap.failed_reason if snap.status is JobStatus.FAILED else None,
+        "error": snap.error,
         "createdAt": iso_ms(snap.created_ms),
         "startedAt": iso_ms(snap.started_ms),
         "finishedAt": iso_ms(snap.finished_ms),
         "nextAttemptAt": iso_ms(snap.next_attempt_ms) if not snap.is_final else None,
+        "sendAt": snap.data.get("sendAt"),
+        "expiresAt": snap.data.get("expiresAt"),
+        "scheduledFor": scheduled_for(snap),
+        "cancelRequested": snap.cancel_requested,
         "webhook": webhook_view(snap),
     }
+
+
+def scheduled_for(snap: JobSnapshot) -> str | None:
+    """When a scheduled job is due (its `sendAt`, in UTC); None once it is due."""
+    if snap.status is not JobStatus.SCHEDULED:
+        return None
+    send_at = snap.data.get("sendAt")
+    return str(send_at) if send_at else iso_ms(snap.scheduled_ms)
 
 
 def webhook_view(snap: JobSnapshot) -> dict[str, Any] | None:

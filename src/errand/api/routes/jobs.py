@@ -1,4 +1,4 @@
-"""GET /jobs/{jobId}: any job's status, whatever its queue."""
+"""GET /jobs/{jobId} (any job's status, whatever its queue) and POST /jobs/{jobId}/cancel."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from errand.api.caller import Caller, current_caller
+from errand.api.cancel import cancel_job
 from errand.api.deps import Services, services
 from errand.api.http.problems import ProblemRoute
-from errand.api.polling import status_response
+from errand.api.http.responses import json_response
+from errand.api.polling import retry_after_s, status_response
 from errand.api.routes._openapi import problems
 from errand.api.schemas import JobPublic
 from errand.api.waiting import SSE_RESPONSES, WaitSeconds, event_stream, long_poll
@@ -48,3 +50,21 @@ async def job_events(
     no state: each event carries the whole job view, not a delta.
     """
     return await event_stream(svc, caller, job_id, job_view)
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    response_model=JobPublic,
+    responses={202: {"model": JobPublic}, **problems(404, 409)},
+)
+async def cancel(
+    job_id: str, svc: Services = Depends(services), caller: Caller = Depends(current_caller)
+) -> Response:
+    """Cancel a scheduled or waiting job (200, now `canceled`), or ask an active report to
+    stop at its next progress step (202, still `active` with `cancelRequested`). An active
+    notification or a final job: 409 with `jobStatus`. A body, if any, is ignored."""
+    snap, canceled = await cancel_job(svc, caller, job_id)
+    if canceled or snap.is_final:
+        return json_response(job_view(snap), 200)
+    headers = {"Retry-After": str(retry_after_s(svc.settings, snap.queue, snap))}
+    return json_response(job_view(snap), 202, headers)

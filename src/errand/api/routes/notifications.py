@@ -50,10 +50,10 @@ async def accept(svc: Services, caller: Caller, body: dict[str, Any]) -> Respons
         note.webhookUrl, allow_private=svc.settings.webhook_allow_private
     )
     enqueued = await enqueue_notification(
-        svc.queues, caller.client_id, note.type, note.userId, note.webhookUrl
+        svc.queues, caller.client_id, note.type, note.userId, note.webhookUrl, note.timing()
     )
     status_url = f"/notifications/{enqueued.job_id}"
-    content = {"jobId": enqueued.job_id, "statusUrl": status_url, "status": "waiting"}
+    content = {"jobId": enqueued.job_id, "statusUrl": status_url, "status": str(enqueued.status)}
     return accepted(svc.settings, QueueName.NOTIFICATIONS, status_url, content)
 
 
