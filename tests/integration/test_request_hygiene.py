@@ -66,6 +66,10 @@ async def test_a_body_not_declared_json_is_415_and_creates_nothing(
             problem = reply.json()
             assert reply.headers["content-type"] == "application/problem+json"
             assert problem["status"] == 415 and problem["type"].endswith("unsupported-media-type")
+    big = await stack.http.post(  # the content type is checked first, before the size
+        "/reports", content=b"x" * 70_000, headers={**key, "content-type": "text/plain"}
+    )
+    assert big.status_code == 415, big.text
     assert await waiting(stack) == {"reports": 0, "notifications": 0, "webhooks": 0}
     if idempotency_key:  # the refused requests did not claim the key
         again = await stack.http.post(

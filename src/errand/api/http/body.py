@@ -51,13 +51,15 @@ async def read_body(
     past `max_bytes` (declared or received), ClientGone when the client disconnects
     first.
     """
-    media_type = b""
+    media_type = declared = b""
     for name, value in headers:
-        if name == _CONTENT_LENGTH:
-            check_declared_length(value.decode("latin-1"), max_bytes)
-        elif name == _CONTENT_TYPE and not media_type:
+        if name == _CONTENT_TYPE and not media_type:
             media_type = value
+        elif name == _CONTENT_LENGTH:
+            declared = value
     check_json_media_type(media_type)
+    if declared:
+        check_declared_length(declared.decode("latin-1"), max_bytes)
     chunks: list[bytes] = []
     size = 0
     while True:
