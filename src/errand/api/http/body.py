@@ -28,6 +28,7 @@ from errand.errors import (
 M = TypeVar("M", bound=BaseModel)
 
 MAX_JSON_DEPTH = 32  # objects and arrays nested in each other; the top-level object is 1
+_CONTAINERS = (dict, list)
 
 _CONTENT_LENGTH = b"content-length"
 _CONTENT_TYPE = b"content-type"
@@ -119,7 +120,7 @@ def check_depth(value: dict[str, Any]) -> None:
             inner
             for outer in level
             for inner in (outer.values() if isinstance(outer, dict) else outer)
-            if isinstance(inner, dict | list)
+            if isinstance(inner, _CONTAINERS)
         ]
         if not level:
             return
