@@ -163,3 +163,22 @@ async def test_a_chunked_body_with_a_small_trailer_is_served(stack: Stack) -> No
         await writer.drain()
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     assert head.startswith(b"HTTP/1.1 202"), head
+
+
+async def test_a_trailer_section_under_the_limit_is_served_however_it_arrives(
+    stack: Stack,
+) -> None:
+    await stack.stop_workers()
+    port = int(stack.base_url.rsplit(":", 1)[1])
+    trailers = b"".join(b"x-t-%04d: %s\r\n" % (i, b"v" * 40) for i in range(240))
+    assert 12 * 1024 < len(trailers) < MAX_TRAILER_BYTES
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    with contextlib.closing(writer):
+        writer.write(REPORT_HEAD + chunked(REPORT_BODY, 16) + b"0\r\n")
+        for start in range(0, len(trailers), 1000):  # one read per piece, as a slow client
+            writer.write(trailers[start : start + 1000])
+            await writer.drain()
+            await asyncio.sleep(0.005)
+        writer.write(b"\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 202"), head

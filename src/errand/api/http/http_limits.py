@@ -57,9 +57,10 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
     _problem = HEAD_TOO_LARGE
     _after_chunk_header = False  # a chunk header with no body yet: maybe the last chunk
     _trailer_bytes = 0
+    _trailer_parsed = 0  # trailer field bytes parsed during the current read
 
     def data_received(self, data: bytes) -> None:
-        in_trailers = self._after_chunk_header
+        in_trailers, self._trailer_parsed = self._after_chunk_header, 0
         super().data_received(data)
         if self.transport.is_closing():
             return
@@ -67,7 +68,7 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
             self._too_large = self._too_large or self._head_bytes > MAX_HEAD_BYTES
         elif in_trailers and self._after_chunk_header:  # no body came: all of it is trailers
-            self._trailer_bytes += len(data)
+            self._trailer_bytes += len(data) - self._trailer_parsed  # those fields are in it
             if self._trailer_bytes > MAX_TRAILER_BYTES:
                 self._too_large, self._problem = True, TRAILERS_TOO_LARGE
         if self._too_large:
@@ -92,6 +93,7 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._head_open:  # a trailer field: counted, never a header of the request
+            self._trailer_parsed += len(name) + len(value) + 4
             self._trailer_bytes += len(name) + len(value) + 4
             if self._trailer_bytes > MAX_TRAILER_BYTES:
                 self._too_large, self._problem = True, TRAILERS_TOO_LARGE
