@@ -27,10 +27,12 @@ PortOpt = Annotated[int, typer.Option("--port", help="Port the API listens on.")
 def _settings() -> Settings:
     from pydantic import ValidationError
 
+    from errand.logs import redact
+
     try:
         return Settings()
-    except ValidationError as err:
-        typer.echo(f"errand: bad configuration:\n{err}", err=True)
+    except ValidationError as err:  # its text shows the values given: mask the secret shapes
+        typer.echo(f"errand: bad configuration:\n{redact(str(err))}", err=True)
         raise typer.Exit(2) from err
 
 
@@ -109,7 +111,7 @@ def secrets(
         typer.Option(help="The data directory (default: ERRAND_DATA_DIR, else ./.errand)."),
     ] = None,
 ) -> None:
-    """Print the admin token and webhook secret that `errand up` generated for a data dir."""
+    """Print the admin token, webhook secret and Valkey password `errand up` generated."""
     from errand.secrets_store import FILE_NAME, load
 
     folder = data_dir if data_dir is not None else _settings().data_dir
@@ -123,6 +125,8 @@ def secrets(
         raise typer.Exit(1)
     typer.echo(f"admin token      {stored.admin_token}")
     typer.echo(f"webhook secret   {stored.webhook_secret}")
+    if stored.redis_password:
+        typer.echo(f"valkey password  {stored.redis_password}")
     typer.echo(
         f"(from {folder.resolve() / FILE_NAME}; ERRAND_ADMIN_TOKEN and "
         "ERRAND_WEBHOOK_SECRET, when set, take their place)"

@@ -8,6 +8,7 @@
     │   └── IdempotencyMismatch
     ├── MalformedBody       not UTF-8 JSON, or not a JSON object (400)
     ├── BodyTooLarge        over the size limit (413)
+    ├── UnsupportedMediaType  a body that is not declared JSON (415)
     └── QueueUnavailable    Redis does not answer (503)
 
 And two outcomes of a job attempt, raised by processors and converted by the engine:
@@ -18,6 +19,7 @@ And two outcomes of a job attempt, raised by processors and converted by the eng
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 
@@ -67,6 +69,10 @@ class BodyTooLarge(ErrandError):
     pass
 
 
+class UnsupportedMediaType(ErrandError):
+    pass
+
+
 class QueueUnavailable(ErrandError):
     pass
 
@@ -84,3 +90,18 @@ class PermanentFailure(Exception):
 
 class JobDeferred(Exception):
     """The processor moved its job back to delayed itself (no failure, no attempt spent)."""
+
+
+# Where a failure happened, as exception messages say it: a socket address tuple,
+# [IPv6]:port, IPv4[:port], host:port. Public error fields say what failed, not where.
+_ADDRESSES = re.compile(
+    r"\('[^']*', \d+(?:, \d+, \d+)?\)"
+    r"|\[[0-9A-Fa-f:.%]+\](?::\d+)?"
+    r"|\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b"
+    r"|(?<![\w.-])[A-Za-z][A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)*:\d{2,5}\b"
+)
+
+
+def without_addresses(text: str) -> str:
+    """`text` with every network address in it (IP, host:port) replaced by `<address>`."""
+    return _ADDRESSES.sub("<address>", text)

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     queue_prefix: str = "{errand}"
     durability: Durability = Durability.NORMAL
     embedded_port: int = Field(default=0, ge=0, le=65535)
+    # The embedded Valkey's memory cap (`maxmemory`, with `noeviction`): past it, writes
+    # are refused (the API answers 503) instead of the machine killing the store. 0 = no cap.
+    embedded_maxmemory: str = Field(default="1gb", pattern=r"(?i)^[0-9]+(b|k|kb|m|mb|g|gb)?$")
     redis_pool_size: int = Field(default=32, ge=2, le=10_000)
     # How long one Redis command may take before errand gives up on it: the API then
     # answers 503 and a job attempt fails, instead of hanging on a frozen server.

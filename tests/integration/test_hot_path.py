@@ -104,8 +104,11 @@ async def test_posts_answer_alike_on_both_paths(stack: Stack, route: str, raw: b
 
 async def test_a_body_over_the_limit_is_413_on_both_paths(stack: Stack) -> None:
     raw = b'{"userId": "u", "reportType": "a", "pad": "' + b"x" * 70_000 + b'"}'
-    hot = await stack.http.post("/reports", content=raw)
-    framework = await stack.http.post("/reports", content=raw, headers={"idempotency-key": "big"})
+    json = {"content-type": "application/json"}
+    hot = await stack.http.post("/reports", content=raw, headers=json)
+    framework = await stack.http.post(
+        "/reports", content=raw, headers={**json, "idempotency-key": "big"}
+    )
     assert hot.status_code == 413
     assert comparable(hot) == comparable(framework)
 
@@ -243,3 +246,32 @@ async def test_hot_requests_are_counted_in_the_http_metrics(stack: Stack) -> Non
         return all(count(after, *key) == count(before, *key) + 1 for key in expected)
 
     await wait_for(counted, timeout_s=5, what="hot requests in errand_http_requests_total")
+
+
+def nested(levels: int) -> bytes:
+    """A report body whose objects and arrays nest `levels` deep (the body itself is 1)."""
+    inner = b"[" * (levels - 1) + b"]" * (levels - 1)
+    return b'{"userId": "deep", "reportType": "activity", "pad": ' + inner + b"}"
+
+
+@pytest.mark.parametrize(
+    ("headers", "raw", "status"),
+    [
+        ({"content-type": "text/plain"}, b'{"userId": "u", "reportType": "a"}', 415),
+        ({"content-type": "application/x-www-form-urlencoded"}, b"userId=u&reportType=a", 415),
+        ({}, b'{"userId": "u", "reportType": "a"}', 415),
+        ({"content-type": "application/json"}, nested(33), 400),
+    ],
+    ids=["text-plain", "form", "no-content-type", "33-levels-deep"],
+)
+@pytest.mark.parametrize("route", ["/reports", "/notifications"])
+async def test_unsupported_and_deep_bodies_answer_alike_on_both_paths(
+    stack: Stack, route: str, headers: dict[str, str], raw: bytes, status: int
+) -> None:
+    hot = await stack.http.post(route, content=raw, headers=headers)
+    framework = await stack.http.post(
+        route, content=raw, headers={**headers, "idempotency-key": "odd-body"}
+    )
+    assert hot.status_code == status, hot.text
+    assert hot.headers["content-type"] == "application/problem+json"
+    assert comparable(hot) == comparable(framework)

@@ -5,6 +5,7 @@ request-head and body limits, the admin token, and no secret in any answer or lo
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,14 +123,15 @@ def test_bodies_over_64_kib_get_413_declared_or_streamed(deployment: Deployment)
     exact = (padding % ("x" * (limit - len(padding % "")))).encode()
     assert len(exact) == limit
     with httpx.Client(base_url=deployment.base) as http:
-        assert http.post("/notifications", content=exact).status_code == 202  # 64 KiB is fine
-        assert http.post("/notifications", content=exact + b" ").status_code == 413
+        post = functools.partial(http.post, headers={"content-type": "application/json"})
+        assert post("/notifications", content=exact).status_code == 202  # 64 KiB is fine
+        assert post("/notifications", content=exact + b" ").status_code == 413
 
         def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while streaming
             for _ in range(100):
                 yield b" " * 10_000
 
-        assert http.post("/reports", content=chunks()).status_code == 413
+        assert post("/reports", content=chunks()).status_code == 413
 
 
 def test_admin_routes_need_the_exact_token(deployment: Deployment) -> None:
@@ -185,7 +187,9 @@ def test_no_secret_in_any_answer_or_log_line(deployment: Deployment) -> None:
         replies += [
             http.get("/admin/dlq", headers={"Authorization": "Bearer wrong"}),
             http.get("/admin/dlq", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}),
-            http.post("/reports", content=b"{not json"),
+            http.post(
+                "/reports", content=b"{not json", headers={"content-type": "application/json"}
+            ),
             http.post("/notifications", json={"type": "nope", "userId": ""}),
         ]
         replies += every_get_route(http, ids)

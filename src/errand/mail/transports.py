@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
@@ -14,7 +15,7 @@ import aiosmtplib
 import orjson
 
 from errand.clock import iso_ms, now_ms
-from errand.errors import PermanentFailure
+from errand.errors import PermanentFailure, without_addresses
 from errand.keys import Keys
 from errand.mail.templates import RenderedEmail
 from errand.settings import EmailTransport, Settings
@@ -158,17 +159,37 @@ class SmtpSender:
             )
         except aiosmtplib.SMTPRecipientsRefused as err:
             codes = [r.code for r in err.recipients]
-            reason = "smtp: " + "; ".join(f"{r.code} {r.message}" for r in err.recipients)
+            reason = "; ".join(f"{r.code} {r.message}" for r in err.recipients)
             if codes and all(500 <= c < 600 for c in codes):
-                raise PermanentFailure(reason) from err
-            raise TransientFailure(reason) from err
+                raise PermanentFailure(self._public(reason)) from err
+            raise TransientFailure(self._public(reason)) from err
         except aiosmtplib.SMTPResponseException as err:
-            reason = f"smtp: {err.code} {err.message}"
+            reason = self._public(f"{err.code} {err.message}")
             if 500 <= err.code < 600:
                 raise PermanentFailure(reason) from err
             raise TransientFailure(reason) from err
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as err:
-            raise TransientFailure(f"smtp: {type(err).__name__}: {err}") from err
+            raise TransientFailure(f"smtp: {_what_failed(err)}") from err
+
+    def _public(self, reply: str) -> str:
+        """The server's reply as a job's public `error`: without the server's name or address."""
+        return "smtp: " + without_addresses(reply.replace(self.host, "<mail server>"))
+
+
+def _what_failed(err: Exception) -> str:
+    """A failure to talk to the mail server, said without its host or port (the exception
+    messages name both; the worker's log keeps them)."""
+    if isinstance(err, TimeoutError):  # aiosmtplib's timeouts are TimeoutErrors too
+        return "the mail server did not answer in time"
+    if isinstance(err, aiosmtplib.SMTPServerDisconnected):
+        return "the mail server closed the connection"
+    if isinstance(err, aiosmtplib.SMTPConnectError | ConnectionError):
+        return "could not connect to the mail server"
+    if isinstance(err, ssl.SSLError):
+        return "TLS with the mail server failed"
+    if isinstance(err, OSError):
+        return "could not reach the mail server"
+    return f"{type(err).__name__} talking to the mail server"
 
 
 def build_sender(settings: Settings, redis: Any) -> EmailSender:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from errand.clock import iso_ms
+from errand.errors import without_addresses
 from errand.keys import QueueName
 from errand.queue.snapshot import JobSnapshot, JobStatus
 
@@ -29,7 +30,7 @@ def job_view(snap: JobSnapshot) -> dict[str, Any]:
         "resultUrl": f"/reports/{snap.job_id}/result"
         if completed and snap.queue is QueueName.REPORTS
         else None,
-        "error": snap.error,
+        "error": public_error(snap.error),
         "webhook": webhook_view(snap),
     }
 
@@ -44,7 +45,7 @@ def notification_view(snap: JobSnapshot) -> dict[str, Any]:
         "status": str(snap.status),
         "attemptsMade": snap.attempts_made,
         "deadLettered": snap.dead_lettered,
-        "error": snap.error,
+        "error": public_error(snap.error),
         "createdAt": iso_ms(snap.created_ms),
         "startedAt": iso_ms(snap.started_ms),
         "finishedAt": iso_ms(snap.finished_ms),
@@ -77,6 +78,11 @@ def webhook_view(snap: JobSnapshot) -> dict[str, Any] | None:
         "status": state.get("status", "pending"),
         "attempts": int(state.get("attempts", 0)),
         "lastStatusCode": int(code) if code else None,
-        "lastError": state.get("lastError") or None,
+        "lastError": public_error(state.get("lastError")),
         "deliveredAt": state.get("deliveredAt") or None,
     }
+
+
+def public_error(reason: str | None) -> str | None:
+    """A failure reason as clients see it: no internal address (the mail server's, Redis's)."""
+    return without_addresses(reason) if reason else None

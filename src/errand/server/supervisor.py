@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import sys
 import time
@@ -61,6 +62,8 @@ class Supervisor:
 
     # --- environment for the children -------------------------------------
     def _child_env(self, redis_url: str) -> dict[str, str]:
+        """The children's environment: the parent's, the store's URL (with its password:
+        never logged), the data dir and the generated secrets the user did not set."""
         env = dict(os.environ)
         env.update(self.options.extra_env)
         env["ERRAND_REDIS_URL"] = redis_url
@@ -75,13 +78,29 @@ class Supervisor:
                 f"secrets          {self.data_dir / SECRETS_FILE} "
                 f"(show them: {self._secrets_command()})"
             )
-        if "ERRAND_WEBHOOK_ALLOW_PRIVATE" not in os.environ:
-            env["ERRAND_WEBHOOK_ALLOW_PRIVATE"] = "true"
-            self.notes.append(
-                "private webhook URLs are allowed (ERRAND_WEBHOOK_ALLOW_PRIVATE=true) "
-                "for local development"
-            )
+        self._allow_private_webhooks_on_loopback(env)
         return env
+
+    def _allow_private_webhooks_on_loopback(self, env: dict[str, str]) -> None:
+        """Bound to loopback only the machine's own users reach the API, so webhook URLs
+        on private addresses (a local receiver) are allowed unless the user said
+        otherwise; bound to any other address, never by default (SSRF)."""
+        if "webhook_allow_private" in self.settings.model_fields_set:
+            return  # the user chose: the children read the same variable
+        if "ERRAND_WEBHOOK_ALLOW_PRIVATE" in self.options.extra_env:
+            return
+        if not is_loopback(self.options.host):
+            env["ERRAND_WEBHOOK_ALLOW_PRIVATE"] = "false"
+            self.notes.append(
+                f"private webhook URLs are refused: the API listens on {self.options.host} "
+                "(ERRAND_WEBHOOK_ALLOW_PRIVATE=true allows them)"
+            )
+            return
+        env["ERRAND_WEBHOOK_ALLOW_PRIVATE"] = "true"
+        self.notes.append(
+            "private webhook URLs are allowed (ERRAND_WEBHOOK_ALLOW_PRIVATE=true): "
+            "the API listens on loopback only"
+        )
 
     def _secrets_command(self) -> str:
         """The command that prints the generated secrets (never the banner itself)."""
@@ -127,7 +146,11 @@ class Supervisor:
         """The Redis URL for the children: the embedded Valkey's, or ERRAND_REDIS_URL."""
         if self.settings.embedded:
             self.valkey = EmbeddedValkey(
-                self.data_dir / "valkey", self.settings.embedded_port, self.settings.durability
+                self.data_dir / "valkey",
+                self.settings.embedded_port,
+                self.settings.durability,
+                password=load_or_create(self.data_dir).redis_password,
+                maxmemory=self.settings.embedded_maxmemory,
             )
             try:
                 self.valkey.start()
@@ -214,14 +237,13 @@ class Supervisor:
         self.lock.release()
 
     def banner(self, version: str) -> str:
+        """What `errand up` prints once ready: where everything is, and no secret."""
         o, s = self.options, self.settings
         base = f"http://{o.host}:{o.port}"
         fsync = "always" if s.durability == "strict" else "everysec"
-        store = (
-            f"{self.redis_url} (embedded Valkey, AOF {fsync})"
-            if self.valkey
-            else redact(self.redis_url)  # never print a password
-        )
+        store = redact(self.redis_url)  # never print a password
+        if self.valkey:
+            store += f" (embedded Valkey, AOF {fsync}, maxmemory {self.valkey.maxmemory})"
         lines = [
             f"errand {version} is up",
             f"  API              {base}",
@@ -235,3 +257,14 @@ class Supervisor:
             "Press Ctrl-C to stop.",
         ]
         return "\n".join(lines)
+
+
+def is_loopback(host: str) -> bool:
+    """True for `localhost` and loopback addresses (127.0.0.0/8, ::1); False for every
+    other name or address, `0.0.0.0` and `::` included."""
+    if host.rstrip(".").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

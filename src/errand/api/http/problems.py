@@ -18,6 +18,8 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError
+from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -34,6 +36,7 @@ from errand.errors import (
     MalformedBody,
     NotFound,
     QueueUnavailable,
+    UnsupportedMediaType,
 )
 
 log = logging.getLogger("errand.api")
@@ -44,6 +47,7 @@ _STATUS = {
     InvalidInput: (422, "Unprocessable Content", "validation"),
     MalformedBody: (400, "Bad Request", "malformed-body"),
     BodyTooLarge: (413, "Content Too Large", "body-too-large"),
+    UnsupportedMediaType: (415, "Unsupported Media Type", "unsupported-media-type"),
     QueueUnavailable: (503, "Service Unavailable", "unavailable"),
 }
 
@@ -100,12 +104,34 @@ def redis_down_problem(exc: Exception) -> Response:
     )
 
 
+def is_store_full(exc: Exception) -> bool:
+    """The store refused a write at its `maxmemory` (noeviction): Valkey's OOM error, also
+    when a Lua script (BullMQ's) relays it. The write was refused whole: nothing half-made."""
+    if isinstance(exc, OutOfMemoryError):
+        return True
+    return isinstance(exc, RedisResponseError) and "used memory > 'maxmemory'" in str(exc)
+
+
+def store_full_problem(exc: Exception) -> Response:
+    """The 503 for a store at its memory limit: nothing was created."""
+    log.warning("the job store is full (maxmemory): %s", exc)
+    return problem(
+        503,
+        "Service Unavailable",
+        "the job store is full; nothing was created, try again later",
+        "store-full",
+        headers={"Retry-After": "30"},
+    )
+
+
 def error_response(exc: Exception, where: str) -> Response:
     """The response to a request that raised `exc`; `where` ("GET /path") goes to the log."""
     if isinstance(exc, ErrandError):
         return errand_problem(exc)
     if isinstance(exc, REDIS_DOWN):
         return redis_down_problem(exc)
+    if is_store_full(exc):
+        return store_full_problem(exc)
     if isinstance(exc, ResponseError):
         return exc.response
     if isinstance(exc, RequestValidationError):

@@ -31,7 +31,7 @@ router = APIRouter(tags=["notifications"], route_class=ProblemRoute)
     status_code=202,
     response_model=NotificationAccepted,
     openapi_extra=json_body(NotificationCreate),
-    responses=problems(400, 409, 413, 422, 503),
+    responses=problems(400, 409, 413, 415, 422, 503),
 )
 async def create_notification(
     request: Request, svc: Services = Depends(services), caller: Caller = Depends(current_caller)

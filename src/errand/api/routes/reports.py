@@ -30,7 +30,7 @@ router = APIRouter(tags=["reports"], route_class=ProblemRoute)
     status_code=202,
     response_model=ReportAccepted,
     openapi_extra=json_body(ReportCreate),
-    responses=problems(400, 409, 413, 422, 503),
+    responses=problems(400, 409, 413, 415, 422, 503),
 )
 async def create_report(
     request: Request, svc: Services = Depends(services), caller: Caller = Depends(current_caller)
