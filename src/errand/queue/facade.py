@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bullmq import Job, Queue
 
 from errand.errors import NotFound
 from errand.keys import Keys, QueueName, queue_of
+from errand.queue.adding import AddCall, JobSpec, JobWriter
 from errand.queue.jobhash import pairs
 from errand.queue.policies import RetryPolicy, retry_policies
 from errand.queue.snapshot import JobSnapshot, snapshot_from
@@ -41,6 +42,7 @@ class JobQueues:
         opts = {"connection": redis, "prefix": settings.queue_prefix}
         self._queues = {name: Queue(str(name), opts) for name in QueueName}
         self._snapshot = redis.register_script(_SNAPSHOT)
+        self._writer = JobWriter(redis, self.keys, settings.keep_completed_seconds)
 
     def bullmq(self, queue: QueueName) -> Queue:
         return self._queues[queue]
@@ -59,16 +61,33 @@ class JobQueues:
 
         With `dedup_id`, BullMQ keeps one job per id in flight: the id returned is the
         in-flight job's when there is one, so `!= job_id` means deduplicated.
-
         """
+        opts = self.job_options(queue, job_id, priority=priority, dedup_id=dedup_id)
+        return (await self.add_many(queue, [JobSpec(name, data, opts)]))[0]
+
+    def job_options(
+        self, queue: QueueName, job_id: str, *, priority: int = 0, dedup_id: str | None = None
+    ) -> dict[str, Any]:
+        """BullMQ `opts` of a job: its queue's policy, its id, priority and dedup id."""
         opts: dict[str, Any] = self.policies[queue].job_options()
         opts["jobId"] = job_id
         if priority:
             opts["priority"] = priority
         if dedup_id is not None:
             opts["deduplication"] = {"id": dedup_id}
-        job: Job = await self._queues[queue].add(name, data, opts)
-        return str(job.id)
+        return opts
+
+    async def add_many(self, queue: QueueName, specs: Sequence[JobSpec]) -> list[str]:
+        """Add jobs and their listing-index entries in one MULTI (one round trip).
+
+        Returns, per spec, the id of the job that holds its work (see `add`).
+        """
+        bullmq_queue = self._queues[queue]
+        calls: list[AddCall] = []
+        for spec in specs:
+            job = Job(bullmq_queue, spec.name, spec.data, spec.opts)
+            calls.append(await AddCall.of(bullmq_queue, job, spec.data))
+        return await self._writer.add(queue, calls)
 
     async def snapshot(self, job_id: str, owner: str | None = None) -> JobSnapshot:
         """Hash and state of one job, read atomically in one round trip.

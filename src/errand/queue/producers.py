@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from errand.errors import NotFound, QueueUnavailable
 from errand.keys import QueueName, new_job_id, report_dedup_id
+from errand.queue.adding import JobSpec
 from errand.queue.facade import JobQueues
 from errand.queue.policies import NOTIFICATION_PRIORITIES
 from errand.queue.snapshot import JobStatus
@@ -48,11 +50,34 @@ async def enqueue_notification(
     queues: JobQueues, client_id: str, kind: str, user_id: str, webhook_url: str | None
 ) -> Enqueued:
     """Create a notification job with its type's priority."""
-    data: dict[str, str] = {"clientId": client_id, "type": kind, "userId": user_id}
-    if webhook_url:
-        data["webhookUrl"] = webhook_url
-    job_id = new_job_id(QueueName.NOTIFICATIONS)
-    await queues.add(
-        QueueName.NOTIFICATIONS, kind, data, job_id, priority=NOTIFICATION_PRIORITIES[kind]
+    (job_id,) = await enqueue_notifications(
+        queues, client_id, [NewNotification(kind, user_id, webhook_url)]
     )
     return Enqueued(job_id, JobStatus.WAITING)
+
+
+@dataclass(frozen=True, slots=True)
+class NewNotification:
+    """One notification to create: its type, recipient and optional webhook."""
+
+    kind: str
+    user_id: str
+    webhook_url: str | None = None
+
+
+async def enqueue_notifications(
+    queues: JobQueues, client_id: str, notes: Sequence[NewNotification]
+) -> list[str]:
+    """Create notification jobs (and their index entries) in one round trip; their ids."""
+    specs = []
+    for note in notes:
+        data: dict[str, str] = {"clientId": client_id, "type": note.kind, "userId": note.user_id}
+        if note.webhook_url:
+            data["webhookUrl"] = note.webhook_url
+        opts = queues.job_options(
+            QueueName.NOTIFICATIONS,
+            new_job_id(QueueName.NOTIFICATIONS),
+            priority=NOTIFICATION_PRIORITIES[note.kind],
+        )
+        specs.append(JobSpec(note.kind, data, opts))
+    return await queues.add_many(QueueName.NOTIFICATIONS, specs)
