@@ -11,6 +11,8 @@ Sections (all by default):
            processor, on the same Valkey; Redis bytes per waiting/completed job
   latency  POST -> worker start and POST -> long-poll answered (idle worker);
            waiting for a report by long-poll, 100 ms polling, SSE and webhook
+  listing  100,000 notifications through POST /notifications/batch (batches of
+           1,000), then GET /jobs pages over that one client's jobs
   --reference adds the Node reference (Express + Node BullMQ) on its own Valkey.
 """
 
@@ -35,6 +37,7 @@ import redis as redis_sync
 from drain import DrainResult, drain
 from httpload import ensure_wrk, load
 from latency import start_and_longpoll, waiting_strategies
+from listing import ListingResult, listing, listing_lines
 from rawhttp import RawHttp
 
 from errand.settings import Settings
@@ -62,6 +65,7 @@ class Report:
     latency: dict[str, Any] = field(default_factory=dict)
     waiting: list[dict[str, Any]] = field(default_factory=list)
     rss: dict[str, Any] = field(default_factory=dict)
+    listing: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -76,7 +80,7 @@ def options() -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--reference", action="store_true", help="also run the Node reference")
-    parser.add_argument("--only", default="http,drain,latency", help="sections to run")
+    parser.add_argument("--only", default="http,drain,latency,listing", help="sections to run")
     parser.add_argument("--seconds", type=float, default=10.0, help="per HTTP route")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--jobs", type=int, default=10_000, help="notifications per drain")
@@ -89,6 +93,9 @@ def options() -> argparse.Namespace:
         "--engine",
         default=str(Settings.model_fields["worker_engine"].default),
         help="worker engine of the latency section's errand worker",
+    )
+    parser.add_argument(
+        "--listing-jobs", type=int, default=100_000, help="notifications the listing section adds"
     )
     parser.add_argument("--json", type=Path, help="write every number here too")
     return parser.parse_args()
@@ -282,6 +289,23 @@ def latency_section(
         worker.stop()
 
 
+# --- listing --------------------------------------------------------------------
+def listing_section(valkey: Any, args: argparse.Namespace, report: Report) -> None:
+    """Its own API and key prefix, so its 100,000 jobs are the client's only ones."""
+    prefix = "{listing}"
+    api = start_errand_api(valkey.url, prefix, report.api_workers)
+    try:
+        say(f"listing: {args.listing_jobs:,} notifications through POST /notifications/batch")
+        result = listing(valkey, api, prefix, args.listing_jobs, connections=4)
+    finally:
+        api.stop()
+    say(
+        f"listing: ingest {result.ingest_rate:,.0f} notifications/s; GET /jobs p50 "
+        + ", ".join(f"{name} {p50:.1f} ms" for name, (p50, _) in result.pages.items())
+    )
+    report.listing = asdict(result)
+
+
 # --- output -------------------------------------------------------------------
 def fmt(value: float, digits: int = 1) -> str:
     return "n/a" if value != value else f"{value:,.{digits}f}"  # NaN check
@@ -368,6 +392,8 @@ def print_tables(report: Report) -> None:
         lines += http_lines(report)
     if report.drains:
         lines += drain_lines(report)
+    if report.listing:
+        lines += listing_lines(ListingResult(**report.listing))
     for name, rss in report.rss.items():
         lines.append(f"RSS {name}: {', '.join(f'{r:.0f}' for r in rss)} MiB")
     lines += [f"note: {n}" for n in report.notes]
@@ -429,6 +455,8 @@ def main() -> int:
                 redis_sync.Redis.from_url(ref_valkey.url).flushall()  # before its drain
         if "drain" in sections:
             drain_section(valkey, args, report, (ref_dir, ref_valkey) if ref_dir else None)
+        if "listing" in sections:
+            listing_section(valkey, args, report)
     finally:
         api.stop()
         report.load_after = harness.loadavg()

@@ -53,7 +53,7 @@ class AddCall:
     """The EVALSHA of one job's add, as bullmq would send it, and the job's index entry."""
 
     args: tuple[Any, ...]
-    source: str
+    queue: Queue
     entry: IndexEntry | None
 
     @classmethod
@@ -61,10 +61,13 @@ class AddCall:
         recorder = _Recorder()
         await queue.scripts.addJob(job, recorder)
         (args,) = recorder.calls
-        sha = args[0]
-        source = next(s.script for s in queue.scripts.commands.values() if s.sha == sha)
         entry = entry_for(QueueName(queue.name), str(job.id), data, int(job.timestamp))
-        return cls(args, source, entry)
+        return cls(args, queue, entry)
+
+    def source(self) -> str:
+        """The Lua of the add script this call runs (for loading it after a NOSCRIPT)."""
+        sha = self.args[0]
+        return str(next(s.script for s in self.queue.scripts.commands.values() if s.sha == sha))
 
 
 class JobWriter:
@@ -92,7 +95,7 @@ class JobWriter:
             redo = [i for i in indexed if i in missing or _client(calls[i]) in failed_clients]
             if not missing and not redo:
                 return [_job_id(reply) for reply in replies]
-            await self._load({calls[i].args[0]: calls[i].source for i in missing})
+            await self._load({calls[i].args[0]: calls[i].source() for i in missing})
             adds, indexed = sorted(missing), redo
         raise QueueUnavailable("the job store keeps forgetting errand's scripts")
 

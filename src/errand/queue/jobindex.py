@@ -25,22 +25,36 @@ from errand.keys import Keys, QueueName
 
 # Queues whose jobs are the client's (webhook deliveries are the service's own).
 LISTED_QUEUES = (QueueName.REPORTS, QueueName.NOTIFICATIONS)
-SETS_PER_JOB = 3
 
 # KEYS[1] the client's seq, then per job: job hash, queue set, user set, type set.
 # ARGV: job key prefix of the queue, prune cutoff (ms), a random number in [0, 1),
-# then per job: job id, createdAt (ms). Each touched set gets 2 prune samples, spread
-# over its old entries by golden-ratio steps from the random start.
+# then per job: job id, createdAt (ms). The entries of one set go in with one ZADD
+# (a batch's jobs share their queue and type sets). Each touched set then gets two
+# prune samples per entry written, at most 32, spread over its entries older than the
+# cutoff by golden-ratio steps from the random start.
 _WRITE = """
 local n = (#KEYS - 1) / 4
 local seq = redis.call('INCRBY', KEYS[1], n) - n
-local cutoff, r, step = tonumber(ARGV[2]), tonumber(ARGV[3]), 0.6180339887498949
-local written = 0
-local function prune(set)
+local cutoff, r = tonumber(ARGV[2]), tonumber(ARGV[3])
+local pending, order = {}, {}
+for i = 0, n - 1 do
+  local k = 2 + i * 4
+  if redis.call('EXISTS', KEYS[k]) == 1 then
+    local member = ARGV[4 + i * 2] .. ':' .. string.format('%x', seq + i + 1)
+    local score = ARGV[5 + i * 2]
+    for j = 1, 3 do
+      local set = KEYS[k + j]
+      local t = pending[set]
+      if not t then t = {}; pending[set] = t; order[#order + 1] = set end
+      t[#t + 1] = score; t[#t + 1] = member
+    end
+  end
+end
+local function prune(set, samples)
   local old = redis.call('ZCOUNT', set, '-inf', '(' .. cutoff)
   if old == 0 then return end
-  for _ = 1, 2 do
-    r = (r + step) % 1
+  for _ = 1, samples do
+    r = (r + 0.6180339887498949) % 1
     local rank = math.floor(r * old)
     local member = redis.call('ZRANGE', set, rank, rank)[1]
     if member then
@@ -49,19 +63,12 @@ local function prune(set)
     end
   end
 end
-for i = 0, n - 1 do
-  local k = 2 + i * 4
-  if redis.call('EXISTS', KEYS[k]) == 1 then
-    local member = ARGV[4 + i * 2] .. ':' .. string.format('%x', seq + i + 1)
-    local score = ARGV[5 + i * 2]
-    for j = 1, 3 do
-      redis.call('ZADD', KEYS[k + j], score, member)
-      prune(KEYS[k + j])
-    end
-    written = written + 1
-  end
+for _, set in ipairs(order) do
+  local t = pending[set]
+  for c = 1, #t, 1000 do redis.call('ZADD', set, unpack(t, c, math.min(c + 999, #t))) end
+  prune(set, math.min(#t, 32))
 end
-return written
+return #order
 """
 
 
