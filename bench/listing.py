@@ -40,6 +40,7 @@ class ListingResult:
 async def _ingest(port: int, jobs: int, connections: int) -> int:
     """POST the batches; the number of items that were not accepted."""
     refused = 0
+    failed: list[str] = []
     batches = iter(range(0, jobs, BATCH))
 
     async def client() -> None:
@@ -52,12 +53,18 @@ async def _ingest(port: int, jobs: int, connections: int) -> int:
                     for i in range(start, min(start + BATCH, jobs))
                 ]
                 reply = await http.request("POST", "/notifications/batch", {"items": items})
+                if reply.status != 200:
+                    failed.append(f"{reply.status} {reply.body[:200]!r}")
+                    refused += len(items)
+                    continue
                 results = reply.json()["items"]  # type: ignore[index]
                 refused += sum(1 for r in results if r["status"] != 202)
         finally:
             await http.close()
 
     await asyncio.gather(*(client() for _ in range(connections)))
+    if failed:
+        print(f"listing: {len(failed)} batches failed, e.g. {failed[0]}", flush=True)
     return refused
 
 
