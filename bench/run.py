@@ -14,6 +14,8 @@ Sections (all by default):
   scheduled  100,000 notifications with a sendAt, all due at the same second: Redis
            bytes per scheduled notification, time to the first send, drain rate
            (compare with the drain section's fast engine)
+  listing  100,000 notifications through POST /notifications/batch (batches of
+           1,000), then GET /jobs pages over that one client's jobs
   --reference adds the Node reference (Express + Node BullMQ) on its own Valkey.
 """
 
@@ -38,6 +40,7 @@ import redis as redis_sync
 from drain import DrainResult, drain
 from httpload import ensure_wrk, load
 from latency import start_and_longpoll, waiting_strategies
+from listing import ListingResult, listing, listing_lines
 from rawhttp import RawHttp
 from scheduled import scheduled_lines, scheduled_run
 
@@ -67,6 +70,7 @@ class Report:
     waiting: list[dict[str, Any]] = field(default_factory=list)
     rss: dict[str, Any] = field(default_factory=dict)
     scheduled: dict[str, Any] = field(default_factory=dict)
+    listing: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -81,7 +85,9 @@ def options() -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--reference", action="store_true", help="also run the Node reference")
-    parser.add_argument("--only", default="http,drain,latency,scheduled", help="sections to run")
+    parser.add_argument(
+        "--only", default="http,drain,latency,scheduled,listing", help="sections to run"
+    )
     parser.add_argument(
         "--due-jobs", type=int, default=100_000, help="notifications due at once (scheduled)"
     )
@@ -97,6 +103,9 @@ def options() -> argparse.Namespace:
         "--engine",
         default=str(Settings.model_fields["worker_engine"].default),
         help="worker engine of the latency section's errand worker",
+    )
+    parser.add_argument(
+        "--listing-jobs", type=int, default=100_000, help="notifications the listing section adds"
     )
     parser.add_argument("--json", type=Path, help="write every number here too")
     return parser.parse_args()
@@ -295,6 +304,23 @@ def scheduled_section(valkey: Any, args: argparse.Namespace, report: Report) -> 
     report.scheduled = scheduled_run(valkey.url, args.due_jobs, say)
 
 
+# --- listing --------------------------------------------------------------------
+def listing_section(valkey: Any, args: argparse.Namespace, report: Report) -> None:
+    """Its own API and key prefix, so its 100,000 jobs are the client's only ones."""
+    prefix = "{listing}"
+    api = start_errand_api(valkey.url, prefix, report.api_workers)
+    try:
+        say(f"listing: {args.listing_jobs:,} notifications through POST /notifications/batch")
+        result = listing(valkey, api, prefix, args.listing_jobs, connections=4)
+    finally:
+        api.stop()
+    say(
+        f"listing: ingest {result.ingest_rate:,.0f} notifications/s; GET /jobs p50 "
+        + ", ".join(f"{name} {p50:.1f} ms" for name, (p50, _) in result.pages.items())
+    )
+    report.listing = asdict(result)
+
+
 # --- output -------------------------------------------------------------------
 def fmt(value: float, digits: int = 1) -> str:
     return "n/a" if value != value else f"{value:,.{digits}f}"  # NaN check
@@ -383,6 +409,8 @@ def print_tables(report: Report) -> None:
         lines += drain_lines(report)
     if report.scheduled:
         lines += scheduled_lines(report.scheduled, report.drains)
+    if report.listing:
+        lines += listing_lines(ListingResult(**report.listing))
     for name, rss in report.rss.items():
         lines.append(f"RSS {name}: {', '.join(f'{r:.0f}' for r in rss)} MiB")
     lines += [f"note: {n}" for n in report.notes]
@@ -448,6 +476,8 @@ def main() -> int:
             drain_section(valkey, args, report, (ref_dir, ref_valkey) if ref_dir else None)
         if "scheduled" in sections:
             scheduled_section(valkey, args, report)
+        if "listing" in sections:
+            listing_section(valkey, args, report)
     finally:
         api.stop()
         report.load_after = harness.loadavg()

@@ -88,6 +88,31 @@ class Keys:
         """An Idempotency-Key record, scoped per client and route."""
         return f"{self.prefix}:x:idem:{client_id}:{route}:{key}"
 
+    # --- the listing index (GET /jobs) ---------------------------------------
+    # Slot: written in one MULTI with BullMQ's add script, so today these keys share
+    # the slot of the job's queue (the `{prefix}` hash tag). When queues split into
+    # partitions, the index moves to a slot of its own per client (so one client's
+    # listing stays one slot); the write then becomes index-then-job in two steps,
+    # which stays correct because a read skips entries whose job hash is absent.
+    def job_index(self, client_id: str, queue: QueueName) -> str:
+        """One client's jobs of one queue: a sorted set scored by createdAt (ms),
+        member `{jobId}:{seq}` (see queue/jobindex.py)."""
+        return f"{self.prefix}:x:list:{client_id}:{queue}"
+
+    def job_index_by(self, client_id: str, queue: QueueName, field: str, value: str) -> str:
+        """The same index narrowed to one `userId` or `type` (`field` is `user` or `type`)."""
+        return f"{self.prefix}:x:list:{client_id}:{queue}:{field}:{value}"
+
+    def job_index_seq(self, client_id: str) -> str:
+        """One client's index sequence: every index entry carries the next number, so a
+        listing can leave out what was created after its first page (same slot as
+        `job_index`)."""
+        return f"{self.prefix}:x:list:{client_id}:seq"
+
+    def cursor_secret(self) -> str:
+        """The HMAC key of GET /jobs cursors, shared by every API process (any slot)."""
+        return f"{self.prefix}:x:list-cursor-key"
+
     def workers(self) -> str:
         """Heartbeats of live worker processes (a hash: worker id -> JSON)."""
         return f"{self.prefix}:x:workers"

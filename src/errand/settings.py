@@ -101,6 +101,11 @@ class Settings(BaseSettings):
 
     # HTTP.
     max_body_bytes: int = Field(default=65536, ge=1)
+    # POST /notifications/batch takes bigger bodies than the other routes.
+    max_batch_bytes: int = Field(default=1_048_576, ge=1)
+    # GET /jobs examines at most this many index entries per page, so a selective
+    # filter costs a bounded time (the page may then hold fewer than `limit` items).
+    list_scan_budget: int = Field(default=500, ge=1)
 
     # Fault injection for crash tests: the chance that a worker SIGKILLs itself right
     # after an email went out and before BullMQ hears about it. Never set in production.

@@ -212,6 +212,7 @@ async def test_failures_are_the_same_problem_on_both_paths(
 
     monkeypatch.setattr(JobQueues, "snapshot", broken)
     monkeypatch.setattr(JobQueues, "add", broken)
+    monkeypatch.setattr(JobQueues, "add_many", broken)
     method, url, options = hot_request
     hot = await stack.http.request(method, url, **options)
     method, url, options = framework_request

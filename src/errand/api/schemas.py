@@ -119,6 +119,28 @@ class NotificationCreate(_Request):
         return Timing(self.sendAt or 0, self.expiresAt or 0)
 
 
+class BatchItem(NotificationCreate):
+    idempotencyKey: str | None = Field(
+        default=None, description="the rules and scope of POST /notifications' Idempotency-Key"
+    )
+
+
+class BatchCreate(_Request):
+    items: list[BatchItem] = Field(min_length=1, max_length=1000)
+
+
+class BatchItemResult(BaseModel):
+    status: int
+    jobId: str | None = None
+    statusUrl: str | None = None
+    replayed: bool | None = None
+    problem: Problem | None = None
+
+
+class BatchResults(BaseModel):
+    items: list[BatchItemResult]
+
+
 class ReportAccepted(BaseModel):
     jobId: str
     statusUrl: str
@@ -157,6 +179,11 @@ class JobPublic(BaseModel):
     resultUrl: str | None = None
     error: str | None = None
     webhook: WebhookPublic | None = None
+
+
+class JobPage(BaseModel):
+    items: list[JobPublic]
+    nextCursor: str | None
 
 
 class NotificationPublic(BaseModel):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bullmq import Job, Queue
 
 from errand.errors import NotFound
 from errand.keys import Keys, QueueName, queue_of
+from errand.queue.adding import AddCall, JobSpec, JobWriter
 from errand.queue.cancel import CancelOutcome, JobCanceller
 from errand.queue.jobhash import pairs
 from errand.queue.policies import RetryPolicy, retry_policies
@@ -46,6 +47,7 @@ class JobQueues:
         # The cancel flag outlives any record of the job it stops.
         flag_ttl_s = max(settings.keep_completed_seconds, settings.keep_failed_seconds) + 3600
         self._canceller = JobCanceller(redis, self.keys, flag_ttl_s)
+        self._writer = JobWriter(redis, self.keys, settings.keep_completed_seconds)
 
     def bullmq(self, queue: QueueName) -> Queue:
         return self._queues[queue]
@@ -67,6 +69,21 @@ class JobQueues:
         in-flight job's when there is one, so `!= job_id` means deduplicated. With
         `delay_ms`, the job waits in BullMQ's delayed set until it is due.
         """
+        opts = self.job_options(
+            queue, job_id, priority=priority, dedup_id=dedup_id, delay_ms=delay_ms
+        )
+        return (await self.add_many(queue, [JobSpec(name, data, opts)]))[0]
+
+    def job_options(
+        self,
+        queue: QueueName,
+        job_id: str,
+        *,
+        priority: int = 0,
+        dedup_id: str | None = None,
+        delay_ms: int = 0,
+    ) -> dict[str, Any]:
+        """BullMQ `opts` of a job: its queue's policy, id, priority, delay and dedup id."""
         opts: dict[str, Any] = self.policies[queue].job_options()
         opts["jobId"] = job_id
         if priority:
@@ -75,8 +92,19 @@ class JobQueues:
             opts["delay"] = delay_ms
         if dedup_id is not None:
             opts["deduplication"] = {"id": dedup_id}
-        job: Job = await self._queues[queue].add(name, data, opts)
-        return str(job.id)
+        return opts
+
+    async def add_many(self, queue: QueueName, specs: Sequence[JobSpec]) -> list[str]:
+        """Add jobs and their listing-index entries in one MULTI (one round trip).
+
+        Returns, per spec, the id of the job that holds its work (see `add`).
+        """
+        bullmq_queue = self._queues[queue]
+        calls: list[AddCall] = []
+        for spec in specs:
+            job = Job(bullmq_queue, spec.name, spec.data, spec.opts)
+            calls.append(await AddCall.of(bullmq_queue, job, spec.data))
+        return await self._writer.add(queue, calls)
 
     async def snapshot(self, job_id: str, owner: str | None = None) -> JobSnapshot:
         """Hash and state of one job, read atomically in one round trip.
