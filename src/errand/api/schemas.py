@@ -166,6 +166,9 @@ class WebhookPublic(BaseModel):
 class JobPublic(BaseModel):
     jobId: str
     queue: str
+    userId: str
+    type: str
+    scheduleId: str | None = None
     status: PublicStatus
     progress: int
     attemptsMade: int
@@ -190,6 +193,7 @@ class NotificationPublic(BaseModel):
     jobId: str
     type: str
     userId: str
+    scheduleId: str | None = None
     priority: int
     status: PublicStatus
     attemptsMade: int

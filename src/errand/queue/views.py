@@ -17,6 +17,9 @@ def job_view(snap: JobSnapshot) -> dict[str, Any]:
     return {
         "jobId": snap.job_id,
         "queue": str(snap.queue),
+        "userId": user_id(snap),
+        "type": job_type(snap),
+        "scheduleId": schedule_id(snap),
         "status": str(snap.status),
         "progress": snap.progress,
         "attemptsMade": snap.attempts_made,
@@ -39,8 +42,9 @@ def notification_view(snap: JobSnapshot) -> dict[str, Any]:
     """The `GET /notifications/{id}` body."""
     return {
         "jobId": snap.job_id,
-        "type": str(snap.data.get("type", snap.name)),
-        "userId": str(snap.data.get("userId", "")),
+        "type": job_type(snap),
+        "userId": user_id(snap),
+        "scheduleId": schedule_id(snap),
         "priority": snap.priority,
         "status": str(snap.status),
         "attemptsMade": snap.attempts_made,
@@ -81,6 +85,23 @@ def webhook_view(snap: JobSnapshot) -> dict[str, Any] | None:
         "lastError": public_error(state.get("lastError")),
         "deliveredAt": state.get("deliveredAt") or None,
     }
+
+
+def user_id(snap: JobSnapshot) -> str:
+    """The job's recipient or report subject, always shown as a string."""
+    return str(snap.data.get("userId", ""))
+
+
+def job_type(snap: JobSnapshot) -> str:
+    """A notification's type or a report's `reportType` (the job name for anything else)."""
+    data = snap.data
+    return str(data.get("type") or data.get("reportType") or snap.name)
+
+
+def schedule_id(snap: JobSnapshot) -> str | None:
+    """The schedule that created the job, if one did."""
+    value = snap.data.get("scheduleId")
+    return str(value) if value else None
 
 
 def public_error(reason: str | None) -> str | None:
