@@ -30,6 +30,7 @@ def job_view(snap: JobSnapshot) -> dict[str, Any]:
         else None,
         "error": snap.failed_reason if failed else None,
         "webhook": webhook_view(snap),
+        "scheduleId": snap.schedule_id,
     }
 
 
@@ -49,6 +50,7 @@ def notification_view(snap: JobSnapshot) -> dict[str, Any]:
         "finishedAt": iso_ms(snap.finished_ms),
         "nextAttemptAt": iso_ms(snap.next_attempt_ms) if not snap.is_final else None,
         "webhook": webhook_view(snap),
+        "scheduleId": snap.schedule_id,
     }
 
 
