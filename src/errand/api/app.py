@@ -15,7 +15,16 @@ from errand.api.events import JobEventHub
 from errand.api.hotpath import HotPath
 from errand.api.http.middleware import HttpMetricsMiddleware
 from errand.api.http.problems import install_problem_handlers
-from errand.api.routes import admin, dashboard, docs, jobs, notifications, ops, reports
+from errand.api.routes import (
+    admin,
+    dashboard,
+    docs,
+    jobs,
+    notifications,
+    ops,
+    reports,
+    schedules,
+)
 from errand.metrics.gauges import QueueGauges
 from errand.metrics.http import HttpRecorder
 from errand.queue.facade import JobQueues
@@ -75,7 +84,7 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
         redoc_url=None,
     )
     install_problem_handlers(app)
-    for module in (reports, notifications, jobs, admin, ops):
+    for module in (reports, notifications, jobs, schedules, admin, ops):
         app.include_router(module.router)
     app.include_router(dashboard.router)
     app.include_router(docs.router)

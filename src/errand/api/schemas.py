@@ -87,6 +87,7 @@ class JobPublic(BaseModel):
     resultUrl: str | None = None
     error: str | None = None
     webhook: WebhookPublic | None = None
+    scheduleId: str | None = None
 
 
 class NotificationPublic(BaseModel):
@@ -103,6 +104,7 @@ class NotificationPublic(BaseModel):
     finishedAt: str | None = None
     nextAttemptAt: str | None = None
     webhook: WebhookPublic | None = None
+    scheduleId: str | None = None
 
 
 class FieldErrorPublic(BaseModel):
