@@ -89,7 +89,7 @@ def _timing_errors(request: ScheduleCreate) -> list[FieldError]:
         if request.timezone is not None:
             return [FieldError("timezone", "timezone goes with cron only")]
         return []
-    timezone = request.timezone or UTC
+    timezone = UTC if request.timezone is None else request.timezone
     try:
         check_timezone(timezone)
     except ValueError as err:
