@@ -5,6 +5,7 @@ reports' in-flight rule, and no run after DELETE."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -137,8 +138,15 @@ REPORT_JOB = {"queue": "reports", "userId": "u-1", "reportType": "activity"}
         ({"every": 5, "job": {**REPORT_JOB, "webhookUrl": "ftp://x"}}, "job.webhookUrl"),
         ({"every": 5, "job": {"queue": "notifications", "type": "spam", "userId": 1}}, "job.type"),
         (
-            {"every": 5, "job": {"queue": "notifications", "type": "welcome", "userId": 1,
-                                 "sendAt": "2030-01-01T00:00:00Z"}},
+            {
+                "every": 5,
+                "job": {
+                    "queue": "notifications",
+                    "type": "welcome",
+                    "userId": 1,
+                    "sendAt": "2030-01-01T00:00:00Z",
+                },
+            },
             "job.sendAt",
         ),
     ],
@@ -209,7 +217,7 @@ async def test_every_runs_at_creation_then_each_second(engine_stack: Stack) -> N
     ticks = [tick_ms(run) for run in done]
     created_ms = int(iso(view["createdAt"]).timestamp() * 1000)
     assert abs(ticks[0] - created_ms) < 1000  # the first run is at creation
-    assert [b - a for a, b in zip(ticks, ticks[1:], strict=False)] == [1000] * (len(ticks) - 1)
+    assert [b - a for a, b in itertools.pairwise(ticks)] == [1000] * (len(ticks) - 1)
     first = await stack.http.get(f"/jobs/{done[0]}", params={"wait": 10})
     assert first.json() | {"status": "completed", "scheduleId": schedule_id} == first.json()
     note = (await stack.http.get(f"/notifications/{done[0]}")).json()
