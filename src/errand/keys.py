@@ -33,11 +33,49 @@ def new_job_id(queue: QueueName) -> str:
 
 
 def queue_of(job_id: str) -> QueueName | None:
-    """The queue a job id belongs to, or None for an id errand never issued."""
+    """The queue a job id belongs to, or None for an id errand never issued.
+
+    Besides errand's own ids this knows the ids BullMQ gives a schedule's runs
+    (`repeat:<scheduleId>:<epoch ms>`, see `schedule_of`).
+    """
+    if job_id.startswith(_RUN_PREFIX):
+        schedule_id = schedule_of(job_id)
+        return None if schedule_id is None else schedule_queue(schedule_id)
     tag, sep, rest = job_id.partition("_")
     if not sep or len(rest) != 32 or not rest.isalnum():
         return None
     return _TAG_QUEUES.get(tag)
+
+
+# A schedule id names its job's queue too (`sch_rep_<32 hex>`): BullMQ names every run
+# `repeat:<scheduler id>:<epoch ms>` (its Lua builds the id), and errand uses the
+# schedule id as the scheduler id, so a run's id still says which queue holds it.
+_SCHEDULE_TAG = "sch"
+_RUN_PREFIX = "repeat:"
+
+
+def new_schedule_id(queue: QueueName) -> str:
+    """A fresh schedule id for a schedule whose runs go to `queue`."""
+    return f"{_SCHEDULE_TAG}_{_ID_TAGS[queue]}_{uuid.uuid4().hex}"
+
+
+def schedule_queue(schedule_id: str) -> QueueName | None:
+    """The queue of a schedule's runs, or None for an id errand never issued."""
+    tag, sep, rest = schedule_id.partition("_")
+    if tag != _SCHEDULE_TAG or not sep:
+        return None
+    queue = queue_of(rest)
+    return queue if queue in (QueueName.REPORTS, QueueName.NOTIFICATIONS) else None
+
+
+def schedule_of(job_id: str) -> str | None:
+    """The schedule id of a run's job id (`repeat:<scheduleId>:<epoch ms>`), else None."""
+    if not job_id.startswith(_RUN_PREFIX):
+        return None
+    schedule_id, sep, millis = job_id[len(_RUN_PREFIX) :].rpartition(":")
+    if not sep or not millis.isdigit() or schedule_queue(schedule_id) is None:
+        return None
+    return schedule_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +93,10 @@ class Keys:
 
     def events(self, queue: QueueName) -> str:
         return f"{self.prefix}:{queue}:events"
+
+    def dedup(self, queue: QueueName, dedup_id: str) -> str:
+        """BullMQ's deduplication key: holds the id of the job in flight for `dedup_id`."""
+        return f"{self.prefix}:{queue}:de:{dedup_id}"
 
     def bullmq_metrics(self, queue: str, target: str) -> str:
         """BullMQ's metrics of `completed` or `failed` jobs (moveToFinished's KEYS[13])."""
@@ -127,6 +169,22 @@ class Keys:
         partition, not in a per-client slot.
         """
         return f"{self.prefix}:x:cancel:{job_id}"
+
+    # Schedules. BullMQ keeps each scheduler (`{prefix}:{queue}:repeat` and
+    # `...:repeat:<scheduleId>`) in its queue's keys; errand keeps the owner and the
+    # request here. Slots: a client's record and its set are written in one MULTI, so
+    # they must share a slot (the client's own: "schedules ... in slots of their own,
+    # by client"); a run's gate script reads the record together with the report's
+    # deduplication key, which lives in the queue's slot, so with partitioned queues
+    # that gate becomes two steps (claim the dedup key in the queue's slot, then stamp
+    # the record) or the record moves to the partition of its runs.
+    def schedule(self, client_id: str, schedule_id: str) -> str:
+        """One schedule's record (a hash: request, createdAt, lastRunAt, lastJobId)."""
+        return f"{self.prefix}:x:schedule:{client_id}:{schedule_id}"
+
+    def schedules(self, client_id: str) -> str:
+        """A client's schedule ids, scored by creation time (a sorted set)."""
+        return f"{self.prefix}:x:schedules:{client_id}"
 
     def dead_lettered_total(self) -> str:
         return f"{self.prefix}:x:stats:dead-lettered"

@@ -25,6 +25,7 @@ from errand.api.routes import (
     notifications,
     ops,
     reports,
+    schedules,
 )
 from errand.metrics.gauges import QueueGauges
 from errand.metrics.http import HttpRecorder
@@ -87,7 +88,7 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
         redoc_url=None,
     )
     install_problem_handlers(app)
-    for module in (reports, batch, notifications, listing, jobs, admin, ops):
+    for module in (reports, batch, notifications, listing, jobs, schedules, admin, ops):
         app.include_router(module.router)
     app.include_router(dashboard.router)
     app.include_router(docs.router)

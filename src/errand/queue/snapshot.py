@@ -63,6 +63,12 @@ class JobSnapshot:
         return owner if isinstance(owner, str) and owner else ANONYMOUS_CLIENT
 
     @property
+    def schedule_id(self) -> str | None:
+        """The schedule whose run this job is, else None."""
+        schedule_id = self.data.get("scheduleId")
+        return schedule_id if isinstance(schedule_id, str) else None
+
+    @property
     def dead_lettered(self) -> bool:
         """A failed job is parked in BullMQ's failed set, which is the DLQ."""
         return self.status is JobStatus.FAILED
