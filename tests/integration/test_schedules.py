@@ -294,3 +294,18 @@ async def test_no_run_after_delete(engine_stack: Stack) -> None:
     # A run already due when DELETE came is dropped when taken: the set can only shrink.
     assert set(await runs(stack, doomed, QueueName.NOTIFICATIONS)) <= set(before)
     assert not await stack.redis.zscore(stack.keys.queue(QueueName.NOTIFICATIONS, "repeat"), doomed)
+
+
+async def test_a_schedules_runs_are_listed_with_the_clients_jobs(stack: Stack) -> None:
+    view = await create(stack, EVERY_SECOND_NOTE)
+    schedule_id = view["scheduleId"]
+
+    async def listed() -> list[str]:
+        page = await stack.http.get("/jobs", params={"queue": "notifications", "limit": 100})
+        return [j["jobId"] for j in page.json()["items"] if j["scheduleId"] == schedule_id]
+
+    found = await wait_for(listed, lambda ids: len(ids) >= 2, timeout_s=10, what="listed runs")
+    assert len(found) == len(set(found)), found  # each run listed once
+    assert found == sorted(found, key=tick_ms, reverse=True)  # newest first
+    taken = await runs(stack, schedule_id, QueueName.NOTIFICATIONS)
+    assert set(found) <= set(taken)
