@@ -10,12 +10,15 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from errand import __version__, gc_tuning
+from errand.access.clients import ClientStore
+from errand.access.limits import Limits
 from errand.api.deps import Services
 from errand.api.events import JobEventHub
+from errand.api.gate import Gate
 from errand.api.hotpath import HotPath
 from errand.api.http.middleware import HttpMetricsMiddleware
 from errand.api.http.problems import install_problem_handlers
-from errand.api.routes import admin, dashboard, docs, jobs, notifications, ops, reports
+from errand.api.routes import admin, clients, dashboard, docs, jobs, notifications, ops, reports
 from errand.metrics.gauges import QueueGauges
 from errand.metrics.http import HttpRecorder
 from errand.queue.facade import JobQueues
@@ -56,7 +59,9 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
         redis = connect(settings, pipelined=True)  # one pipelined connection per process
         queues = JobQueues(settings, redis)
         events = JobEventHub(settings, queues)
-        app.state.services = Services(settings, redis, queues, events)
+        limits = Limits(redis, queues.keys, settings.max_queue_depth)
+        gate = Gate(settings, ClientStore(redis, queues.keys), limits)
+        app.state.services = Services(settings, redis, queues, events, gate)
         app.state.queue_gauges = QueueGauges(queues.counts)
         if tune_gc:
             gc_tuning.tune_after_startup()
@@ -75,7 +80,7 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
         redoc_url=None,
     )
     install_problem_handlers(app)
-    for module in (reports, notifications, jobs, admin, ops):
+    for module in (reports, notifications, jobs, admin, clients, ops):
         app.include_router(module.router)
     app.include_router(dashboard.router)
     app.include_router(docs.router)

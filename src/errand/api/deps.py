@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 
 from errand.api.events import JobEventHub
+from errand.api.gate import Gate
 from errand.queue.facade import JobQueues
 from errand.settings import Settings
 
@@ -18,6 +19,7 @@ class Services:
     redis: Any
     queues: JobQueues
     events: JobEventHub
+    gate: Gate
 
 
 async def services(request: Request) -> Services:
