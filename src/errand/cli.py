@@ -226,11 +226,15 @@ def demo(
             envvar="ERRAND_WEBHOOK_SECRET", help="With --url: that errand's webhook secret."
         ),
     ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(help="With --url: an API key of that errand (none with ERRAND_AUTH=none)."),
+    ] = None,
 ) -> None:
     """A narrated end-to-end tour: reports, signed webhooks, priorities, retries, the DLQ."""
     from errand.demo import main as run_demo
 
-    raise typer.Exit(run_demo(url, admin_token, webhook_secret))
+    raise typer.Exit(run_demo(url, admin_token, webhook_secret, api_key))
 
 
 @app.command()
