@@ -34,10 +34,15 @@ def client_view(gate: Gate, client: Client) -> dict[str, Any]:
         "clientId": client.client_id,
         "name": client.name,
         "createdAt": iso_ms(client.created_ms),
-        "rateLimit": {"perSecond": caller.rate.per_second, "burst": caller.rate.burst},
+        "rateLimit": {"perSecond": _number(caller.rate.per_second), "burst": caller.rate.burst},
         "notifyPerUserPerHour": caller.notify_per_user_per_hour,
         "keys": [{"keyId": k.key_id, "createdAt": iso_ms(k.created_ms)} for k in client.keys],
     }
+
+
+def _number(value: float) -> float | int:
+    """50.0 reads back as 50, as it was sent."""
+    return int(value) if value.is_integer() else value
 
 
 def _key_view(issued: IssuedKey) -> dict[str, Any]:
