@@ -41,7 +41,7 @@ from drain import DrainResult, drain
 from httpload import ensure_wrk, load
 from latency import start_and_longpoll, waiting_strategies
 from listing import listing
-from rawhttp import RawHttp
+from rawhttp import DEFAULT_HEADERS, RawHttp
 from report import Report
 from scheduled import scheduled_run
 from tables import REPORT_S, ROUTES, print_tables
@@ -77,6 +77,19 @@ def options() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=32, help="jobs at once per worker")
     parser.add_argument("--api-workers", type=int, default=0, help="0: one per core")
     parser.add_argument(
+        "--auth",
+        choices=["keys", "none"],
+        default="keys",
+        help="ERRAND_AUTH of the API: keys (a client made for the bench) or none",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=1_000_000,
+        help="the bench client's perSecond and burst: high, so the bucket runs but never "
+        "refuses; 0 turns the rate limit off",
+    )
+    parser.add_argument(
         "--engine",
         default=str(Settings.model_fields["worker_engine"].default),
         help="worker engine of the latency section's errand worker",
@@ -89,11 +102,16 @@ def options() -> argparse.Namespace:
 
 
 # --- the errand API -----------------------------------------------------------
-def start_errand_api(valkey_url: str, prefix: str, workers: int) -> harness.Service:
+def start_errand_api(
+    valkey_url: str, prefix: str, workers: int, args: argparse.Namespace
+) -> harness.Service:
     port = harness.free_port()
     env = harness.errand_env(
         valkey_url,
         prefix,
+        ERRAND_AUTH=args.auth,
+        ERRAND_RATE_LIMIT_PER_SECOND=str(args.rate_limit),
+        ERRAND_RATE_LIMIT_BURST=str(int(args.rate_limit)),
         ERRAND_WEBHOOK_ALLOW_PRIVATE="true",
         ERRAND_WEBHOOK_SECRET=WEBHOOK_SECRET,
         ERRAND_ADMIN_TOKEN="bench",
@@ -107,7 +125,21 @@ def start_errand_api(valkey_url: str, prefix: str, workers: int) -> harness.Serv
         log,
     )
     harness.wait_http(f"http://127.0.0.1:{port}/readyz")
+    if args.auth == "keys":
+        DEFAULT_HEADERS["Authorization"] = f"Bearer {asyncio.run(bench_api_key(port))}"
     return harness.Service("errand api", proc, port, log)
+
+
+async def bench_api_key(port: int) -> str:
+    """A client for the bench, made through the admin route (limits from the environment)."""
+    http = RawHttp(port, extra_headers={"Authorization": "Bearer bench"})
+    try:
+        reply = await http.request("POST", "/admin/clients", {"name": "bench"})
+    finally:
+        await http.close()
+    made = reply.json()
+    assert reply.status == 201 and isinstance(made, dict), reply.content
+    return str(made["apiKey"])
 
 
 async def seed_ids(port: int, count: int) -> list[str]:
@@ -285,7 +317,7 @@ def scheduled_section(valkey: Any, args: argparse.Namespace, report: Report) -> 
 def listing_section(valkey: Any, args: argparse.Namespace, report: Report) -> None:
     """Its own API and key prefix, so its 100,000 jobs are the client's only ones."""
     prefix = "{listing}"
-    api = start_errand_api(valkey.url, prefix, report.api_workers)
+    api = start_errand_api(valkey.url, prefix, report.api_workers, args)
     try:
         say(f"listing: {args.listing_jobs:,} notifications through POST /notifications/batch")
         result = listing(valkey, api, prefix, args.listing_jobs, connections=4)
@@ -334,7 +366,7 @@ def main() -> int:
     ref_dir = __import__("reference").prepare() if args.reference else None
     ref_valkey = harness.start_valkey("reference") if ref_dir else None
     prefix = "{bench}"
-    api = start_errand_api(valkey.url, prefix, report.api_workers)
+    api = start_errand_api(valkey.url, prefix, report.api_workers, args)
     try:
         # Latency first, while the API's queues are empty; the HTTP runs then leave a
         # backlog that no worker drains, and the drains use key prefixes of their own.

@@ -3,6 +3,14 @@
 BullMQ owns the keys under `{prefix}:{queue}:*`. errand's own keys live under
 `{prefix}:x:*`, so with a hash-tagged prefix such as `{errand}` every key
 errand touches shares one Redis Cluster slot (MULTI and Lua stay legal).
+
+Slots, for the partitioned queues to come (today every key shares the prefix's tag):
+- global, one slot: the client index (`clients`), each client's record and key list
+  (`client`, `client_keys`) and the key-id index (`api_key`); admin writes touch
+  several of them in one MULTI, so they must stay together;
+- per client, each key alone: the rate-limit bucket (`rate_bucket`, one key per
+  client) and the recipient window (`recipient_window`, one key per client and
+  user); every Lua script that touches one touches only that key.
 """
 
 from __future__ import annotations
@@ -155,6 +163,32 @@ class Keys:
         """The HMAC key of GET /jobs cursors, shared by every API process (any slot)."""
         return f"{self.prefix}:x:list-cursor-key"
 
+    # --- clients, API keys and limits (see the module docstring for their slots) ---
+    def clients(self) -> str:
+        """Every client id, scored by creation time in ms (a sorted set)."""
+        return f"{self.prefix}:x:clients"
+
+    def client(self, client_id: str) -> str:
+        """One client's record: name, createdAt and limits (a hash)."""
+        return f"{self.prefix}:x:client:{client_id}"
+
+    def client_keys(self, client_id: str) -> str:
+        """One client's live key ids -> creation time in ms (a hash)."""
+        return f"{self.prefix}:x:client-keys:{client_id}"
+
+    def api_key(self, key_id: str) -> str:
+        """One live API key by its id: the SHA-256 of the whole key and its client (a hash)."""
+        return f"{self.prefix}:x:apikey:{key_id}"
+
+    def rate_bucket(self, client_id: str) -> str:
+        """A client's token bucket (a hash: tokens, last refill in ms), alone in its slot."""
+        return f"{self.prefix}:x:bucket:{client_id}"
+
+    def recipient_window(self, client_id: str, user_id: str) -> str:
+        """The notifications one client created for one user in the last hour (a sorted
+        set scored by time in ms)."""
+        return f"{self.prefix}:x:recipient:{client_id}:{user_id}"
+
     def workers(self) -> str:
         """Heartbeats of live worker processes (a hash: worker id -> JSON)."""
         return f"{self.prefix}:x:workers"
@@ -192,6 +226,9 @@ class Keys:
 
 ANONYMOUS_CLIENT = "anonymous"
 """The client every job belongs to when `ERRAND_AUTH=none`."""
+
+DEFAULT_CLIENT_NAME = "default"
+"""The client `errand up` makes on its first start."""
 
 
 def report_dedup_id(client_id: str, user_id: str, report_type: str) -> str:

@@ -26,6 +26,13 @@ class Durability(StrEnum):
     STRICT = "strict"
 
 
+class AuthMode(StrEnum):
+    """`keys`: public routes need a client's API key; `none`: every caller is `anonymous`."""
+
+    KEYS = "keys"
+    NONE = "none"
+
+
 class WorkerEngine(StrEnum):
     """`bullmq` runs bullmq's Worker; `fast` runs errand's lean loop (engine/fastloop.py)."""
 
@@ -77,6 +84,14 @@ class Settings(BaseSettings):
 
     # Admin.
     admin_token: SecretStr | None = None
+
+    # Clients and limits (per client; a client's own values, set at creation, win).
+    auth: AuthMode = AuthMode.KEYS
+    rate_limit_per_second: float = Field(default=100.0, ge=0, le=1_000_000)  # 0 = no limit
+    rate_limit_burst: int = Field(default=200, ge=0, le=1_000_000)  # 0 = no limit
+    notify_per_user_per_hour: int = Field(default=0, ge=0, le=1_000_000)  # 0 = no cap
+    # Jobs waiting or scheduled in one queue beyond which a POST is refused (0 = no cap).
+    max_queue_depth: int = Field(default=1_000_000, ge=0)
 
     # Workers.
     report_concurrency: int = Field(default=8, ge=1)

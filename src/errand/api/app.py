@@ -10,14 +10,18 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from errand import __version__, gc_tuning
+from errand.access.clients import ClientStore
+from errand.access.limits import Limits
 from errand.api.deps import Services
 from errand.api.events import JobEventHub
+from errand.api.gate import Gate
 from errand.api.hotpath import HotPath
 from errand.api.http.middleware import HttpMetricsMiddleware
 from errand.api.http.problems import install_problem_handlers
 from errand.api.routes import (
     admin,
     batch,
+    clients,
     dashboard,
     docs,
     jobs,
@@ -69,7 +73,9 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
         queues = JobQueues(settings, redis)
         events = JobEventHub(settings, queues)
         webhooks = WebhookEvents(settings, redis, queues)
-        app.state.services = Services(settings, redis, queues, events, webhooks)
+        limits = Limits(redis, queues.keys, settings.max_queue_depth)
+        gate = Gate(settings, ClientStore(redis, queues.keys), limits)
+        app.state.services = Services(settings, redis, queues, events, webhooks, gate)
         app.state.queue_gauges = QueueGauges(queues.counts)
         if tune_gc:
             gc_tuning.tune_after_startup()
@@ -88,7 +94,7 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
         redoc_url=None,
     )
     install_problem_handlers(app)
-    for module in (reports, batch, notifications, listing, jobs, schedules, admin, ops):
+    for module in (reports, batch, notifications, listing, jobs, schedules, admin, clients, ops):
         app.include_router(module.router)
     app.include_router(dashboard.router)
     app.include_router(docs.router)

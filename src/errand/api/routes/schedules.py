@@ -8,8 +8,8 @@ from starlette.responses import Response
 
 from errand.api.caller import Caller, current_caller
 from errand.api.deps import Services, services
+from errand.api.gate import ClientRoute
 from errand.api.http.body import read_json_object
-from errand.api.http.problems import ProblemRoute
 from errand.api.http.responses import json_response
 from errand.api.routes._openapi import json_body, problems
 from errand.api.schedule_schemas import ScheduleCreate, ScheduleList, SchedulePublic, parse_schedule
@@ -22,7 +22,7 @@ from errand.queue.schedules import (
 )
 from errand.webhooks.ssrf import check_webhook_destination
 
-router = APIRouter(tags=["schedules"], route_class=ProblemRoute)
+router = APIRouter(tags=["schedules"], route_class=ClientRoute)
 
 
 @router.post(
