@@ -14,11 +14,11 @@ from errand.api.gate import Gate
 from errand.api.http.body import read_json_object, validate_body
 from errand.api.http.problems import ProblemRoute
 from errand.api.http.responses import json_response
-from errand.queue.schedules import delete_client_schedules
 from errand.api.routes._openapi import json_body, problems
 from errand.api.routes.admin import require_admin
 from errand.api.schemas import ClientCreate, ClientCreated, ClientPublic, KeyCreated
 from errand.clock import iso_ms
+from errand.queue.schedules import delete_client_schedules
 
 router = APIRouter(
     prefix="/admin/clients",
