@@ -55,10 +55,20 @@ def make_settings(valkey: EmbeddedValkey) -> Any:
 
 
 @pytest.fixture
-async def stack(make_settings: Any, request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
+def worker_engine() -> str | None:
+    """The `stack` fixture's ERRAND_WORKER_ENGINE (None: the Settings default). A module
+    runs on every engine with `pytestmark = BOTH_ENGINES` (support/stack.py)."""
+    return None
+
+
+@pytest.fixture
+async def stack(
+    make_settings: Any, request: pytest.FixtureRequest, worker_engine: str | None
+) -> AsyncIterator[Stack]:
     """API over real HTTP plus one in-loop worker; `@pytest.mark.settings(...)` overrides."""
     marker = request.node.get_closest_marker("settings")
-    overrides = marker.kwargs if marker else {}
+    engine = {"worker_engine": worker_engine} if worker_engine else {}
+    overrides = {**engine, **(marker.kwargs if marker else {})}
     async with run_stack(make_settings(**overrides)) as s:
         yield s
 

@@ -27,10 +27,12 @@ PortOpt = Annotated[int, typer.Option("--port", help="Port the API listens on.")
 def _settings() -> Settings:
     from pydantic import ValidationError
 
+    from errand.logs import redact
+
     try:
         return Settings()
-    except ValidationError as err:
-        typer.echo(f"errand: bad configuration:\n{err}", err=True)
+    except ValidationError as err:  # its text shows the values given: mask the secret shapes
+        typer.echo(f"errand: bad configuration:\n{redact(str(err))}", err=True)
         raise typer.Exit(2) from err
 
 
@@ -108,21 +110,33 @@ def secrets(
         Path | None,
         typer.Option(help="The data directory (default: ERRAND_DATA_DIR, else ./.errand)."),
     ] = None,
+    api_key: Annotated[
+        bool,
+        typer.Option("--api-key", help="Print only the default client's API key (for scripts)."),
+    ] = False,
 ) -> None:
-    """Print the admin token and webhook secret that `errand up` generated for a data dir."""
+    """Print the secrets `errand up` keeps in a data dir: admin token, webhook secret,
+    Valkey password and the default client's API key."""
     from errand.secrets_store import FILE_NAME, load
 
     folder = data_dir if data_dir is not None else _settings().data_dir
     stored = load(folder)
-    if stored is None:
+    if stored is None or (api_key and stored.api_key is None):
         typer.echo(
-            f"errand: no {FILE_NAME} in {folder.resolve()} yet; "
+            f"errand: no {FILE_NAME} in {folder.resolve()} yet (or no API key in it); "
             "`errand up` creates it on its first start",
             err=True,
         )
         raise typer.Exit(1)
+    if api_key:
+        typer.echo(stored.api_key)
+        return
     typer.echo(f"admin token      {stored.admin_token}")
     typer.echo(f"webhook secret   {stored.webhook_secret}")
+    if stored.redis_password:
+        typer.echo(f"valkey password  {stored.redis_password}")
+    if stored.api_key is not None:
+        typer.echo(f"API key          {stored.api_key}   (client default, {stored.client_id})")
     typer.echo(
         f"(from {folder.resolve() / FILE_NAME}; ERRAND_ADMIN_TOKEN and "
         "ERRAND_WEBHOOK_SECRET, when set, take their place)"
@@ -217,11 +231,15 @@ def demo(
             envvar="ERRAND_WEBHOOK_SECRET", help="With --url: that errand's webhook secret."
         ),
     ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(help="With --url: an API key of that errand (none with ERRAND_AUTH=none)."),
+    ] = None,
 ) -> None:
     """A narrated end-to-end tour: reports, signed webhooks, priorities, retries, the DLQ."""
     from errand.demo import main as run_demo
 
-    raise typer.Exit(run_demo(url, admin_token, webhook_secret))
+    raise typer.Exit(run_demo(url, admin_token, webhook_secret, api_key))
 
 
 @app.command()

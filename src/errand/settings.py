@@ -26,6 +26,13 @@ class Durability(StrEnum):
     STRICT = "strict"
 
 
+class AuthMode(StrEnum):
+    """`keys`: public routes need a client's API key; `none`: every caller is `anonymous`."""
+
+    KEYS = "keys"
+    NONE = "none"
+
+
 class WorkerEngine(StrEnum):
     """`bullmq` runs bullmq's Worker; `fast` runs errand's lean loop (engine/fastloop.py)."""
 
@@ -45,6 +52,9 @@ class Settings(BaseSettings):
     queue_prefix: str = "{errand}"
     durability: Durability = Durability.NORMAL
     embedded_port: int = Field(default=0, ge=0, le=65535)
+    # The embedded Valkey's memory cap (`maxmemory`, with `noeviction`): past it, writes
+    # are refused (the API answers 503) instead of the machine killing the store. 0 = no cap.
+    embedded_maxmemory: str = Field(default="1gb", pattern=r"(?i)^[0-9]+(b|k|kb|m|mb|g|gb)?$")
     redis_pool_size: int = Field(default=32, ge=2, le=10_000)
     # How long one Redis command may take before errand gives up on it: the API then
     # answers 503 and a job attempt fails, instead of hanging on a frozen server.
@@ -75,6 +85,14 @@ class Settings(BaseSettings):
     # Admin.
     admin_token: SecretStr | None = None
 
+    # Clients and limits (per client; a client's own values, set at creation, win).
+    auth: AuthMode = AuthMode.KEYS
+    rate_limit_per_second: float = Field(default=100.0, ge=0, le=1_000_000)  # 0 = no limit
+    rate_limit_burst: int = Field(default=200, ge=0, le=1_000_000)  # 0 = no limit
+    notify_per_user_per_hour: int = Field(default=0, ge=0, le=1_000_000)  # 0 = no cap
+    # Jobs waiting or scheduled in one queue beyond which a POST is refused (0 = no cap).
+    max_queue_depth: int = Field(default=1_000_000, ge=0)
+
     # Workers.
     report_concurrency: int = Field(default=8, ge=1)
     notify_concurrency: int = Field(default=32, ge=1)
@@ -98,6 +116,11 @@ class Settings(BaseSettings):
 
     # HTTP.
     max_body_bytes: int = Field(default=65536, ge=1)
+    # POST /notifications/batch takes bigger bodies than the other routes.
+    max_batch_bytes: int = Field(default=1_048_576, ge=1)
+    # GET /jobs examines at most this many index entries per page, so a selective
+    # filter costs a bounded time (the page may then hold fewer than `limit` items).
+    list_scan_budget: int = Field(default=500, ge=1)
 
     # Fault injection for crash tests: the chance that a worker SIGKILLs itself right
     # after an email went out and before BullMQ hears about it. Never set in production.

@@ -35,7 +35,7 @@ def test_demo_runs_every_step_and_stops_what_it_started() -> None:
     done = run_demo()
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
-    assert "all 6 steps behaved as expected" in output, output
+    assert "all 8 steps behaved as expected" in output, output
     api = re.search(r"errand API on http://127\.0\.0\.1:(\d+)", output)
     stopped = re.search(r"stopped errand \(pid (\d+)", output)
     assert api and stopped, output

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from errand.api.http.http_limits import MAX_TRAILER_BYTES
 from errand.api.http.http_protocol import ErrandHttpToolsProtocol
-from support.stack import serve_api
+from support.stack import Stack, serve_api
 
 WRITES: list[bytes] = []
 
@@ -102,3 +103,82 @@ async def test_keep_alive_requests_each_get_their_answer(served: tuple[App, int]
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
             assert b"content-length: 5" in head.lower()
             assert await asyncio.wait_for(reader.readexactly(5), 5) == b"hello"
+
+
+# --- the trailer section of a chunked body (the lines after its last chunk) -----------
+
+REPORT_HEAD = (
+    b"POST /reports HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+    b"transfer-encoding: chunked\r\n\r\n"
+)
+REPORT_BODY = b'{"userId": "u-trailer", "reportType": "activity"}'
+
+
+def chunked(body: bytes, size: int) -> bytes:
+    """`body` as chunks of `size` bytes, without the last (empty) chunk."""
+    parts = [body[i : i + size] for i in range(0, len(body), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in parts)
+
+
+async def send_endless_trailers(port: int, piece: bytes) -> tuple[bytes, int, float]:
+    """Send a chunked POST whose trailer section keeps coming, a KiB or so at a time, until
+    the server answers and closes; the answer, the trailer bytes sent, the seconds taken."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answer = asyncio.create_task(reader.read())  # everything until the server closes
+    started = asyncio.get_running_loop().time()
+    sent = 0
+    with contextlib.closing(writer):
+        writer.write(REPORT_HEAD + chunked(REPORT_BODY, 16) + b"0\r\nx-endless: ")
+        with contextlib.suppress(ConnectionError):
+            while not answer.done() and sent < 4 * 1024 * 1024:
+                writer.write(piece)
+                await writer.drain()
+                sent += len(piece)
+                await asyncio.sleep(0.001)
+        reply = await asyncio.wait_for(answer, 5)
+    return reply, sent, asyncio.get_running_loop().time() - started
+
+
+@pytest.mark.parametrize(
+    "piece",
+    [b"".join(b"x-t-%d: v\r\n" % i for i in range(100)), b"a" * 1024],
+    ids=["endless-trailer-lines", "one-endless-trailer-line"],
+)
+async def test_a_trailer_section_that_never_ends_is_cut_off(stack: Stack, piece: bytes) -> None:
+    port = int(stack.base_url.rsplit(":", 1)[1])
+    reply, sent, seconds = await send_endless_trailers(port, piece)
+    assert reply.startswith(b"HTTP/1.1 431"), reply[:200]
+    assert b"application/problem+json" in reply and b"trailer section" in reply
+    assert sent < MAX_TRAILER_BYTES + 128 * 1024, sent  # the limit, one read, and the pacing
+    assert seconds < 5
+    assert (await stack.http.get("/readyz")).status_code == 200
+
+
+async def test_a_chunked_body_with_a_small_trailer_is_served(stack: Stack) -> None:
+    await stack.stop_workers()
+    port = int(stack.base_url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    with contextlib.closing(writer):
+        writer.write(REPORT_HEAD + chunked(REPORT_BODY, 1) + b"0\r\nx-checksum: abc\r\n\r\n")
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 202"), head
+
+
+async def test_a_trailer_section_under_the_limit_is_served_however_it_arrives(
+    stack: Stack,
+) -> None:
+    await stack.stop_workers()
+    port = int(stack.base_url.rsplit(":", 1)[1])
+    trailers = b"".join(b"x-t-%04d: %s\r\n" % (i, b"v" * 40) for i in range(240))
+    assert 12 * 1024 < len(trailers) < MAX_TRAILER_BYTES
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    with contextlib.closing(writer):
+        writer.write(REPORT_HEAD + chunked(REPORT_BODY, 16) + b"0\r\n")
+        for start in range(0, len(trailers), 1000):  # one read per piece, as a slow client
+            writer.write(trailers[start : start + 1000])
+            await writer.drain()
+            await asyncio.sleep(0.005)
+        writer.write(b"\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 202"), head

@@ -7,6 +7,7 @@ bad admin auth through them, then reads every byte they wrote.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -20,8 +21,9 @@ from typing import Any
 import httpx
 
 from errand.logs import JobContextFilter, JsonFormatter, job_context, redact
+from errand.secrets_store import load
 from errand.server.embedded import free_port
-from support.processes import ErrandProcess, errand_env, processes
+from support.processes import ErrandProcess, errand_env, processes, wait_log
 from support.stack import Stack
 from support.waiting import wait_for
 from support.webhook_receiver import serve_receiver
@@ -206,3 +208,48 @@ def test_secret_shapes_are_masked_in_messages() -> None:
     for secret in ("abc.def-123", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "pa55word", "hunter2"):
         assert secret not in masked
     assert "smtp://user:***@mail:25" in masked and "redis://:***@cache:6379/0" in masked
+
+
+async def test_errand_up_at_debug_never_prints_a_secret(tmp_path: Path) -> None:
+    """`errand up` with generated secrets (admin token, webhook secret, the embedded Valkey's
+    password) and a configured SMTP password: its banner and every DEBUG line of every
+    part are read for them, after requests that make the parts talk about Redis and SMTP."""
+    smtp_password = "smtp-" + secrets.token_hex(12)
+    env = errand_env(
+        data_dir=tmp_path / "data",
+        admin_token=None,
+        webhook_secret=None,
+        log_level="DEBUG",
+        email_transport="smtp",
+        smtp_url=f"smtp://errand:{smtp_password}@127.0.0.1:{free_port()}",
+        notify_retries=0,
+    )
+    port = free_port()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        with processes(tmp_path) as procs:
+            up = procs.up(port, env)
+            await asyncio.to_thread(wait_log, up, "Press Ctrl-C to stop.")
+            stored = load(tmp_path / "data")
+            assert stored is not None and stored.redis_password
+            bearer = {"Authorization": f"Bearer {stored.admin_token}"}
+            posted = await http.post("/notifications", json={"type": "welcome", "userId": "u"})
+            assert posted.status_code == 202, posted.text
+            status_url = posted.headers["location"]
+            failed = await http.get(status_url, params={"wait": 30})
+            assert failed.json()["status"] == "failed", failed.text
+            assert (await http.get("/admin/queues", headers=bearer)).status_code == 200
+            assert (
+                await http.get("/admin/dlq", headers={"Authorization": "Bearer x"})
+            ).status_code == 403
+            assert up.terminate() == 0
+            output = up.log()
+    assert "redis://:***@127.0.0.1:" in output  # the banner shows where, not the password
+    assert " DEBUG " in output  # DEBUG lines were written, and read
+    for secret in (
+        stored.admin_token,
+        stored.webhook_secret,
+        stored.webhook_secret.removeprefix("whsec_"),
+        stored.redis_password,
+        smtp_password,
+    ):
+        assert secret not in output, "a secret reached the output of errand up"

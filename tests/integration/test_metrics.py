@@ -114,7 +114,9 @@ async def test_http_requests_are_counted_by_route_template_and_status(stack: Sta
     await stack.http.get("/jobs/rep_" + "0" * 32)  # 404 through a matched route
     await stack.http.get("/jobs/nope")
     await stack.http.get("/no/such/path")
-    await stack.http.post("/reports", content=b"{not json")
+    await stack.http.post(
+        "/reports", content=b"{not json", headers={"content-type": "application/json"}
+    )
     await stack.http.get("/healthz")
     after = await scrape(stack.http)
 

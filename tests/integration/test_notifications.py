@@ -9,8 +9,10 @@ import orjson
 import pytest
 
 from errand.keys import QueueName
-from support.stack import Stack
+from support.stack import BOTH_ENGINES, Stack
 from support.waiting import wait_for
+
+pytestmark = BOTH_ENGINES  # the notification flow on the fast loop and bullmq's Worker
 
 
 async def notify(stack: Stack, kind: str, user: Any, **extra: Any) -> str:
@@ -30,8 +32,10 @@ async def status(stack: Stack, job_id: str) -> dict[str, Any]:
 
 async def final(stack: Stack, job_id: str, timeout_s: float = 15) -> dict[str, Any]:
     return await wait_for(
-        lambda: status(stack, job_id), lambda v: v["status"] in ("completed", "failed"),
-        timeout_s=timeout_s, what=f"{job_id} final",
+        lambda: status(stack, job_id),
+        lambda v: v["status"] in ("completed", "failed"),
+        timeout_s=timeout_s,
+        what=f"{job_id} final",
     )
 
 
@@ -43,8 +47,14 @@ async def test_welcome_is_rendered_sent_and_recorded(stack: Stack) -> None:
     job_id = await notify(stack, "welcome", 42)
     view = await final(stack, job_id)
     assert view == view | {
-        "status": "completed", "type": "welcome", "userId": "42", "priority": 5,
-        "attemptsMade": 1, "deadLettered": False, "error": None, "webhook": None,
+        "status": "completed",
+        "type": "welcome",
+        "userId": "42",
+        "priority": 5,
+        "attemptsMade": 1,
+        "deadLettered": False,
+        "error": None,
+        "webhook": None,
     }
     [mail] = await outbox(stack)
     assert mail["messageId"] == f"<{job_id}@errand.local>"
@@ -120,7 +130,12 @@ async def test_fail_user_is_dead_lettered_after_four_attempts_with_growing_backo
     [item] = dlq["items"]
     assert item["jobId"] == job_id and item["queue"] == "notifications"
     assert item["attemptsMade"] == 4 and "554" in item["failedReason"]
-    assert item["data"] == {"type": "password-reset", "userId": "fail-1"}
+    assert stack.client is not None and item["clientId"] == stack.client.client_id
+    assert item["data"] == {
+        "clientId": stack.client.client_id,
+        "type": "password-reset",
+        "userId": "fail-1",
+    }
     assert item["name"] == "password-reset" and item["failedAt"]
 
 

@@ -145,4 +145,13 @@ async def test_an_unreachable_server_is_a_transient_failure(make_settings: Any) 
         job_id = await notify(stack, "u-nowhere")
         view = await final_view(stack, job_id)
     assert view["status"] == "failed" and view["attemptsMade"] == 2
-    assert view["error"].startswith("smtp: ")
+    assert view["error"] == "smtp: could not connect to the mail server"  # not where it is
+
+
+async def test_a_reply_naming_the_server_is_public_without_its_address(smtp: SmtpStack) -> None:
+    where = smtp.sink.url.rsplit("@", 1)[-1].removeprefix("smtp://").rstrip("/")
+    smtp.sink.reject("u-where", f"550 5.7.1 relay {where} (10.1.2.3) refuses you", stage="rcpt")
+    job_id = await notify(smtp.stack, "u-where")
+    view = await final_view(smtp.stack, job_id)
+    assert view["status"] == "failed" and view["error"].startswith("smtp: 550")
+    assert where not in view["error"] and "10.1.2.3" not in view["error"], view["error"]

@@ -20,12 +20,14 @@ from errand.processors.webhooks import WebhookEvents
 from errand.queue.facade import JobQueues
 from errand.webhooks.signing import signatures_of
 from errand.webhooks.state import webhook_states
-from support.stack import FAST_DEFAULTS, Stack
+from support.stack import BOTH_ENGINES, FAST_DEFAULTS, Stack
 from support.waiting import wait_for
 from support.webhook_receiver import HANG, Received, WebhookReceiver, serve_receiver
 
 SECRET: str = FAST_DEFAULTS["webhook_secret"]
 PREVIOUS = "whsec_" + base64.b64encode(b"previous-secret-for-rotation-32b").decode()
+
+pytestmark = BOTH_ENGINES  # the webhook flow on the fast loop and bullmq's Worker
 
 
 @pytest.fixture
@@ -66,8 +68,10 @@ async def webhook_state(stack: Stack, job_id: str, until: str, **match: Any) -> 
         return hook
 
     def done(hook: dict[str, Any] | None) -> bool:
-        return hook is not None and hook["status"] == until and all(
-            hook[k] == v for k, v in match.items()
+        return (
+            hook is not None
+            and hook["status"] == until
+            and all(hook[k] == v for k, v in match.items())
         )
 
     hook = await wait_for(probe, done, what=f"webhook of {job_id} {until} {match}")
@@ -170,8 +174,14 @@ async def test_notification_failed_once_dead_lettered_and_again_after_a_dlq_retr
     assert retry.status_code == 202
     view = await get_json(stack, f"/notifications/{job_id}")
     assert view["status"] == "waiting" and view["deadLettered"] is False
-    assert view["webhook"] == {"url": receiver.url("/failed"), "status": "pending", "attempts": 0,
-                               "lastStatusCode": None, "lastError": None, "deliveredAt": None}
+    assert view["webhook"] == {
+        "url": receiver.url("/failed"),
+        "status": "pending",
+        "attempts": 0,
+        "lastStatusCode": None,
+        "lastError": None,
+        "deliveredAt": None,
+    }
 
     await stack.start_worker()
     _, second = await receiver.wait_for("/failed", 2)
@@ -211,8 +221,12 @@ async def test_a_round_started_before_the_retry_resets_is_left_alone(stack: Stac
 async def test_report_failed_event(stack: Stack, receiver: WebhookReceiver) -> None:
     queues = JobQueues(stack.settings, stack.redis)
     job_id = new_job_id(QueueName.REPORTS)  # no reportType: the processor fails on every attempt
-    await queues.add(QueueName.REPORTS, "report",
-                     {"userId": "u-broken", "webhookUrl": receiver.url("/rf")}, job_id)
+    await queues.add(
+        QueueName.REPORTS,
+        "report",
+        {"userId": "u-broken", "webhookUrl": receiver.url("/rf")},
+        job_id,
+    )
     [delivery] = await receiver.wait_for("/rf")
     event = delivery.verify(SECRET)
     assert event["type"] == "report.failed"
@@ -225,8 +239,9 @@ async def test_a_job_without_webhook_url_emits_nothing(
     stack: Stack, receiver: WebhookReceiver
 ) -> None:
     job_id = await post_notification(stack, "u-quiet", None)
-    view = await wait_for(lambda: get_json(stack, f"/notifications/{job_id}"),
-                          lambda v: v["status"] == "completed")
+    view = await wait_for(
+        lambda: get_json(stack, f"/notifications/{job_id}"), lambda v: v["status"] == "completed"
+    )
     assert view["webhook"] is None
     assert await stack.redis.exists(stack.keys.webhook_state(job_id)) == 0
     counts = await JobQueues(stack.settings, stack.redis).counts(QueueName.WEBHOOKS)
@@ -263,8 +278,13 @@ async def test_rotation_signs_with_both_secrets(stack: Stack, receiver: WebhookR
     delivery.verify(SECRET)
     delivery.verify(PREVIOUS)
     for part, secret in zip(parts, (SECRET, PREVIOUS), strict=True):
-        single = Received(delivery.path, {**delivery.headers, "webhook-signature": part},
-                          delivery.body, delivery.received_s, delivery.answered)
+        single = Received(
+            delivery.path,
+            {**delivery.headers, "webhook-signature": part},
+            delivery.body,
+            delivery.received_s,
+            delivery.answered,
+        )
         single.verify(secret)
 
 
@@ -341,10 +361,19 @@ async def test_dead_lettered_delivery_is_redriven_from_the_dlq(
 # --- the SSRF guard -------------------------------------------------------------------
 
 REFUSED_URLS = [
-    "http://127.0.0.1/hook", "http://[::1]/hook", "http://10.0.0.1/hook", "http://172.16.0.1/",
-    "http://192.168.1.1/", "http://169.254.169.254/latest/meta-data/",
-    "http://[::ffff:127.0.0.1]/", "http://localhost/hook", "http://2130706433/",
-    "http://0x7f000001/", "http://017700000001/", "ftp://example.com/x", "file:///etc/passwd",
+    "http://127.0.0.1/hook",
+    "http://[::1]/hook",
+    "http://10.0.0.1/hook",
+    "http://172.16.0.1/",
+    "http://192.168.1.1/",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://[::ffff:127.0.0.1]/",
+    "http://localhost/hook",
+    "http://2130706433/",
+    "http://0x7f000001/",
+    "http://017700000001/",
+    "ftp://example.com/x",
+    "file:///etc/passwd",
     "javascript:alert(1)",
 ]
 
@@ -363,8 +392,12 @@ async def test_submit_refuses_non_public_webhook_urls(stack: Stack, route: str) 
 
 @pytest.mark.parametrize("route", ["/reports", "/notifications"])
 async def test_submit_refuses_a_host_that_does_not_resolve(stack: Stack, route: str) -> None:
-    body = {"userId": "u-dns", "reportType": "activity", "type": "welcome",
-            "webhookUrl": "https://no-such-host.invalid/hook"}
+    body = {
+        "userId": "u-dns",
+        "reportType": "activity",
+        "type": "welcome",
+        "webhookUrl": "https://no-such-host.invalid/hook",
+    }
     reply = await stack.http.post(route, json=body)
     assert reply.status_code == 422
     [error] = reply.json()["errors"]

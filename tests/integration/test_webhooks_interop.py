@@ -29,30 +29,41 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
 
 async def run_node_verifier(capture: Path) -> tuple[int, dict[str, object]]:
     process = await asyncio.create_subprocess_exec(
-        "node", str(NODE_DIR / "verify_webhook.js"), str(capture),
-        cwd=NODE_DIR, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        "node",
+        str(NODE_DIR / "verify_webhook.js"),
+        str(capture),
+        cwd=NODE_DIR,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), timeout=30)
-    assert process.returncode is not None
     assert out, err.decode()
-    return process.returncode, json.loads(out)
+    result = json.loads(out)
+    # The exit status is the verifier's verdict too: 0 with "ok": true, 1 with false.
+    assert process.returncode == (0 if result["ok"] else 1), (process.returncode, err.decode())
+    return process.returncode, result
 
 
 @pytest.mark.settings(webhook_secret_previous=PREVIOUS)
 async def test_node_standardwebhooks_verifies_a_real_delivery(
     stack: Stack, receiver: WebhookReceiver, tmp_path: Path
 ) -> None:
-    reply = await stack.http.post("/notifications", json={
-        "type": "order-confirmed", "userId": "u-node", "webhookUrl": receiver.url("/node"),
-    })
+    reply = await stack.http.post(
+        "/notifications",
+        json={
+            "type": "order-confirmed",
+            "userId": "u-node",
+            "webhookUrl": receiver.url("/node"),
+        },
+    )
     assert reply.status_code == 202
     [delivery] = await receiver.wait_for("/node")
     capture = tmp_path / "delivery.json"
 
     def write(secrets: list[str], body: bytes) -> Path:
-        capture.write_text(json.dumps(
-            {"secrets": secrets, "headers": delivery.headers, "body": body.decode()}
-        ))
+        capture.write_text(
+            json.dumps({"secrets": secrets, "headers": delivery.headers, "body": body.decode()})
+        )
         return capture
 
     code, result = await run_node_verifier(write([SECRET, PREVIOUS], delivery.body))

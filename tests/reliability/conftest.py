@@ -3,20 +3,23 @@ worker processes the test starts, kills and restarts by pid."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import subprocess
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pytest
 
+from errand.keys import QueueName
 from errand.server.embedded import EmbeddedValkey, free_port, valkey_binary
 from support.processes import Processes, WorkerPool, processes
 from support.stack import Stack, run_stack
 from support.waiting import wait_for, wait_sync
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -44,24 +47,90 @@ def message_id(job_id: str) -> str:
     return f"<{job_id}@errand.local>"
 
 
-async def drive_chaos(
-    pool: WorkerPool, done: Any, rng: random.Random, timeout_s: float, kill_every_s: float
-) -> None:
-    """Until `done()`: kill a random worker every ~`kill_every_s`, restart the dead ones.
+async def stalled_recoveries(stack: Stack, queue: str, job_ids: Sequence[str]) -> int:
+    """How often the stalled-job check took one of `job_ids` back from a dead worker (the
+    sum of BullMQ's per-job `stc` counters): every kill of a busy worker adds at least one."""
+    async with stack.redis.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hget(stack.keys.job(QueueName(queue), job_id), "stc")
+        counts = await pipe.execute()
+    return sum(int(n or 0) for n in counts)
 
-    A kill that finds no worker taking jobs yet (all restarting) is retried on the next
-    tick instead of skipped, so a fast run still gets its kills.
+
+async def finished_jobs(stack: Stack, queues: Sequence[str]) -> int:
+    """Jobs completed or failed (for good) on `queues`."""
+    async with stack.redis.pipeline(transaction=False) as pipe:
+        for queue in queues:
+            pipe.zcard(stack.keys.queue(queue, "completed"))
+            pipe.zcard(stack.keys.queue(queue, "failed"))
+        return sum(await pipe.execute())
+
+
+async def busy_pids(stack: Stack, queues: Sequence[str]) -> set[int]:
+    """Pids of the worker processes running a job on `queues` now: BullMQ records the
+    worker's name, `host:pid:suffix`, in the `pb` field of every job it takes."""
+    active = [
+        (queue, job_id)
+        for queue in queues
+        for job_id in await stack.redis.lrange(stack.keys.queue(queue, "active"), 0, -1)
+    ]
+    async with stack.redis.pipeline(transaction=False) as pipe:
+        for queue, job_id in active:
+            pipe.hget(stack.keys.job(QueueName(queue), job_id), "pb")
+        names = await pipe.execute()
+    return {int(name.split(":")[-2]) for name in names if name}
+
+
+async def drive_chaos(
+    stack: Stack,
+    pool: WorkerPool,
+    rng: random.Random,
+    queues: Sequence[str],
+    batches: Sequence[Callable[[], Awaitable[T]]],
+    total: int,
+    timeout_s: float,
+) -> list[T]:
+    """Post `batches` while SIGKILLing a random worker at `len(batches) - 1` marks of
+    progress and restarting the dead ones, until all `total` jobs on `queues` finished;
+    the batches' results, in order.
+
+    The kills are tied to progress, not to the clock, so their number does not depend on
+    how fast the machine is. With `step = total / len(batches)`, kill k is due once
+    `step * (k - 1)` jobs finished; batches 0 and 1 are posted at once, batch k + 1 only
+    after kill k landed, so the run cannot finish before every planned kill happened. The
+    victim is a worker running a job (it strands work for the stalled-job check to
+    recover) unless every posted batch is in already (a late kill; then any worker), and
+    one that has finished starting: a kill that finds none is retried on the next tick.
     """
-    next_kill = time.monotonic() + kill_every_s * rng.uniform(0.5, 1.5)
+    planned = len(batches) - 1
+    step = total / len(batches)
+    posts: list[asyncio.Future[T]] = []
+
+    def post_next() -> None:
+        if len(posts) < len(batches):
+            posts.append(asyncio.ensure_future(batches[len(posts)]()))
 
     async def tick() -> bool:
-        nonlocal next_kill
         pool.revive()
-        if time.monotonic() >= next_kill and pool.kill_random(rng) is not None:
-            next_kill = time.monotonic() + kill_every_s * rng.uniform(0.5, 1.5)
-        return bool(await done())
+        for task in posts:
+            if task.done() and task.exception() is not None:
+                task.result()  # a refused POST fails the test now, not at the deadline
+        done = await finished_jobs(stack, queues)
+        if pool.kills < planned and done >= pool.kills * step:
+            # With every batch so far posted, the work may be done: any worker will do.
+            busy = None if all(t.done() for t in posts) else await busy_pids(stack, queues)
+            if pool.kill_random(rng, busy) is not None:
+                post_next()
+        return pool.kills == planned and done >= total and all(t.done() for t in posts)
 
-    await wait_for(tick, timeout_s=timeout_s, what="every job to finish under chaos")
+    post_next()
+    post_next()
+    try:
+        await wait_for(tick, timeout_s=timeout_s, what=f"every job to finish after {planned} kills")
+        return [task.result() for task in posts]
+    finally:
+        for task in posts:
+            task.cancel()
 
 
 class ValkeyCluster:
@@ -73,8 +142,16 @@ class ValkeyCluster:
                 data_dir / f"node{n}",
                 # The bus port is given: the default (port + 10000) overflows for
                 # ephemeral ports.
-                extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                            "--cluster-node-timeout", "3000", "--cluster-port", str(free_port())],
+                extra_args=[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "3000",
+                    "--cluster-port",
+                    str(free_port()),
+                ],
             )
             for n in range(masters)
         ]
@@ -90,19 +167,34 @@ class ValkeyCluster:
         cli = valkey_binary().with_name("valkey-cli")
         addresses = [f"{n.host}:{n.port}" for n in self.nodes]
         subprocess.run(
-            [str(cli), "--cluster", "create", *addresses, "--cluster-replicas", "0",
-             "--cluster-yes"],
-            check=True, capture_output=True, timeout=60,
+            [
+                str(cli),
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
         )
         for node in self.nodes:
-            wait_sync(lambda node=node: self.cluster_state(node, cli),
-                      lambda state: state == "ok", timeout_s=30, what="cluster_state:ok")
+            wait_sync(
+                lambda node=node: self.cluster_state(node, cli),
+                lambda state: state == "ok",
+                timeout_s=30,
+                what="cluster_state:ok",
+            )
 
     @staticmethod
     def cluster_state(node: EmbeddedValkey, cli: Path) -> str:
         out = subprocess.run(
             [str(cli), "-h", node.host, "-p", str(node.port), "cluster", "info"],
-            capture_output=True, text=True, timeout=10,
+            capture_output=True,
+            text=True,
+            timeout=10,
         ).stdout
         for line in out.splitlines():
             if line.startswith("cluster_state:"):

@@ -92,16 +92,26 @@ def test_acknowledged_jobs_survive_kill_9_of_valkey_and_errand(
 ) -> None:
     data_dir = tmp_path / "data"
     prefix = "{errand}"
-    env = errand_env(data_dir=data_dir, durability=durability, queue_prefix=prefix,
-                     report_seconds=0.5, email_send_ms=50, notify_concurrency=4)
+    env = errand_env(
+        data_dir=data_dir,
+        durability=durability,
+        queue_prefix=prefix,
+        report_seconds=0.5,
+        email_send_ms=50,
+        notify_concurrency=4,
+    )
     port = free_port()
     up = procs.up(port, env)
     banner = wait_log(up, "Press Ctrl-C to stop.")
     assert f"AOF {'always' if durability == 'strict' else 'everysec'}" in banner
     producer = Producer(f"http://127.0.0.1:{port}")
     producer.start()
-    wait_sync(lambda: len(producer.acknowledged), lambda n: n >= 50, timeout_s=30,
-              what="some acknowledged jobs")
+    wait_sync(
+        lambda: len(producer.acknowledged),
+        lambda n: n >= 50,
+        timeout_s=30,
+        what="some acknowledged jobs",
+    )
     kill_everything(procs, up)
     producer.stop.set()
     producer.join(10)
@@ -114,9 +124,12 @@ def test_acknowledged_jobs_survive_kill_9_of_valkey_and_errand(
     with httpx.Client(base_url=base, timeout=10) as http:
         found = statuses(http, acknowledged)
         lost = sum(n for status, n in found.items() if status.startswith("http"))
-        final = wait_sync(lambda: statuses(http, acknowledged),
-                          lambda c: c["completed"] == len(acknowledged), timeout_s=90,
-                          what="every acknowledged job completed after the restart")
+        final = wait_sync(
+            lambda: statuses(http, acknowledged),
+            lambda c: c["completed"] == len(acknowledged),
+            timeout_s=90,
+            what="every acknowledged job completed after the restart",
+        )
     outbox = redis.Redis.from_url(_redis_url(again))
     try:
         raw = outbox.lrange(Keys(prefix).outbox(), 0, -1)
@@ -124,9 +137,11 @@ def test_acknowledged_jobs_survive_kill_9_of_valkey_and_errand(
     finally:
         outbox.close()
     duplicates = sum(1 for n in sent.values() if n > 1)
-    print(f"\n[durability {durability}] acknowledged={len(acknowledged)} "
-          f"refused_or_failed={producer.refused} lost={lost} after_restart={dict(found)} "
-          f"final={dict(final)} duplicate_emails={duplicates}")
+    print(
+        f"\n[durability {durability}] acknowledged={len(acknowledged)} "
+        f"refused_or_failed={producer.refused} lost={lost} after_restart={dict(found)} "
+        f"final={dict(final)} duplicate_emails={duplicates}"
+    )
     assert lost == 0, f"acknowledged jobs lost: {dict(found)}"
     assert duplicates == 0
     assert again.terminate(timeout_s=60) == 0

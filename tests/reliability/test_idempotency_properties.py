@@ -52,7 +52,8 @@ requests_st = st.builds(
 )
 program_st = st.lists(
     st.one_of(st.lists(requests_st, min_size=1, max_size=8), st.just("drain")),
-    min_size=1, max_size=6,
+    min_size=1,
+    max_size=6,
 )
 
 
@@ -76,8 +77,11 @@ class Model:
 def send(http: httpx.Client, model: Model, req: Req) -> httpx.Response:
     key = model.key(req)
     headers = {"Idempotency-Key": key} if key else {}
-    return http.post(f"/{req.route}", content=orjson.dumps(model.body(req)),
-                     headers={**headers, "content-type": "application/json"})
+    return http.post(
+        f"/{req.route}",
+        content=orjson.dumps(model.body(req)),
+        headers={**headers, "content-type": "application/json"},
+    )
 
 
 def fingerprint(reply: httpx.Response) -> bytes:
@@ -104,7 +108,8 @@ def check_keys(model: Model, batch: list[Req], replies: list[httpx.Response]) ->
         assert len(winners) == 1, f"one key, {len(winners)} different answers"
         winner_bodies = {
             orjson.dumps(model.body(q), option=orjson.OPT_SORT_KEYS)
-            for q, r in pairs if r.status_code == 202
+            for q, r in pairs
+            if r.status_code == 202
         }
         assert len(winner_bodies) == 1
         (body,) = winner_bodies
@@ -115,8 +120,9 @@ def check_keys(model: Model, batch: list[Req], replies: list[httpx.Response]) ->
         model.recorded[scoped] = (body, winners.pop(), 202)
 
 
-def check_dedup(model: Model, batch: list[Req], replies: list[httpx.Response],
-                replayed: set[int]) -> None:
+def check_dedup(
+    model: Model, batch: list[Req], replies: list[httpx.Response], replayed: set[int]
+) -> None:
     ids: dict[tuple[int, int], set[str]] = defaultdict(set)
     for n, (req, reply) in enumerate(zip(batch, replies, strict=True)):
         if reply.status_code != 202:
@@ -138,6 +144,7 @@ async def drain(stack: Stack) -> None:
     worker = WorkerProcess(stack.settings, [QueueName.REPORTS, QueueName.NOTIFICATIONS])
     await worker.start()
     try:
+
         async def busy() -> int:
             total = 0
             for queue in (QueueName.REPORTS, QueueName.NOTIFICATIONS):
@@ -181,20 +188,24 @@ async def test_dedup_and_idempotency_keys_hold_under_random_interleavings(api: S
     def run_program(program: list[Any]) -> None:
         model = Model(uuid.uuid4().hex[:10])
         jobs_before = on_loop(total_jobs(api))
-        with httpx.Client(base_url=api.base_url, timeout=20) as http, \
-                ThreadPoolExecutor(max_workers=8) as pool:
+        with (
+            httpx.Client(base_url=api.base_url, timeout=20) as http,
+            ThreadPoolExecutor(max_workers=8) as pool,
+        ):
             for step in program:
                 if step == "drain":
                     on_loop(drain(api))
                     model.in_flight.clear()
                     continue
                 known = {
-                    n for n, req in enumerate(step)
+                    n
+                    for n, req in enumerate(step)
                     if (k := model.key(req)) is not None and (req.route, k) in model.recorded
                 }
                 replies = list(pool.map(lambda req: send(http, model, req), step))
-                assert all(r.status_code in (202, 409, 422) for r in replies), \
-                    [r.text for r in replies]
+                assert all(r.status_code in (202, 409, 422) for r in replies), [
+                    r.text for r in replies
+                ]
                 seen.update(_outcome(r) for r in replies)
                 check_keys(model, step, replies)
                 keyed_new = _replays_within_batch(model, step, replies)
@@ -202,7 +213,10 @@ async def test_dedup_and_idempotency_keys_hold_under_random_interleavings(api: S
         assert on_loop(total_jobs(api)) - jobs_before == len(model.job_ids)
 
     @hypothesis.settings(
-        max_examples=25, deadline=None, database=None, derandomize=True,
+        max_examples=25,
+        deadline=None,
+        database=None,
+        derandomize=True,
         suppress_health_check=list(HealthCheck),
     )
     @hypothesis.given(program=program_st)

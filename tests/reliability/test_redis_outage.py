@@ -96,8 +96,12 @@ async def all_final(stack: Stack, ids: list[str]) -> list[dict[str, Any]]:
         replies = await asyncio.gather(*(stack.http.get(f"/jobs/{i}") for i in ids))
         return [r.json() for r in replies]
 
-    return await wait_for(views, lambda vs: all(v.get("status") == "completed" for v in vs),
-                          timeout_s=60, what="every job completed after the outage")
+    return await wait_for(
+        views,
+        lambda vs: all(v.get("status") == "completed" for v in vs),
+        timeout_s=60,
+        what="every job completed after the outage",
+    )
 
 
 async def test_api_answers_503_during_an_outage_and_everything_resumes(
@@ -113,8 +117,12 @@ async def test_api_answers_503_during_an_outage_and_everything_resumes(
     down = await probe_while_down(stack, OUTAGE_S)
     own_valkey.start()
 
-    await wait_for(lambda: stack.http.get("/readyz"), lambda r: r.status_code == 200,
-                   timeout_s=20, what="readyz back to 200")
+    await wait_for(
+        lambda: stack.http.get("/readyz"),
+        lambda r: r.status_code == 200,
+        timeout_s=20,
+        what="readyz back to 200",
+    )
     after = await post_both(stack.http, "after")
     assert all(r.status_code == 202 for r in after), [r.text for r in after]
     ids = [r.json()["jobId"] for r in [*before, *after]]
@@ -141,8 +149,12 @@ async def test_a_frozen_redis_gives_bounded_503s_not_hangs(
         down = await probe_while_down(stack, 6.0)
     finally:
         os.kill(pid, signal.SIGCONT)
-    await wait_for(lambda: stack.http.get("/readyz"), lambda r: r.status_code == 200,
-                   timeout_s=20, what="readyz back to 200")
+    await wait_for(
+        lambda: stack.http.get("/readyz"),
+        lambda r: r.status_code == 200,
+        timeout_s=20,
+        what="readyz back to 200",
+    )
     after = await post_both(stack.http, "after-freeze")
     assert all(r.status_code == 202 for r in after), [r.text for r in after]
     await all_final(stack, [r.json()["jobId"] for r in [*before, *after]])

@@ -5,6 +5,7 @@ request-head and body limits, the admin token, and no secret in any answer or lo
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +21,13 @@ REDIS_PASSWORD = "r3dis-Pa55-do-not-leak"
 ADMIN_TOKEN = "adm-T0ken-do-not-leak"
 WEBHOOK_SECRET = "whsec_c2VjcmV0LWRvLW5vdC1sZWFrLTEyMzQ1Njc4"
 SMTP_PASSWORD = "smtp-Pa55-do-not-leak"
-SECRETS = (REDIS_PASSWORD, ADMIN_TOKEN, WEBHOOK_SECRET, SMTP_PASSWORD,
-           WEBHOOK_SECRET.removeprefix("whsec_"))
+SECRETS = (
+    REDIS_PASSWORD,
+    ADMIN_TOKEN,
+    WEBHOOK_SECRET,
+    SMTP_PASSWORD,
+    WEBHOOK_SECRET.removeprefix("whsec_"),
+)
 
 
 class PasswordValkey(EmbeddedValkey):
@@ -57,10 +63,13 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     try:
         env = errand_env(
             redis_url=f"redis://:{REDIS_PASSWORD}@127.0.0.1:{server.port}/0",
-            admin_token=ADMIN_TOKEN, webhook_secret=WEBHOOK_SECRET,
+            admin_token=ADMIN_TOKEN,
+            webhook_secret=WEBHOOK_SECRET,
             email_transport="smtp",
             smtp_url=f"smtp://mailer:{SMTP_PASSWORD}@127.0.0.1:{free_port()}",
-            notify_retries=0, log_format="json", log_level="DEBUG",
+            notify_retries=0,
+            log_format="json",
+            log_level="DEBUG",
         )
         port = free_port()
         api = procs.api(port, env, "--workers", "1")  # one process: its pid is the server
@@ -87,8 +96,12 @@ def raw_request(port: int, head: bytes) -> bytes:
 
 def test_request_heads_over_16_kib_get_431_and_cost_no_memory(deployment: Deployment) -> None:
     port = int(deployment.base.rsplit(":", 1)[1])
-    ok = raw_request(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 8000
-                     + b"\r\nConnection: close\r\n\r\n")
+    ok = raw_request(
+        port,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: "
+        + b"a" * 8000
+        + b"\r\nConnection: close\r\n\r\n",
+    )
     assert ok.startswith(b"HTTP/1.1 200"), ok[:100]
     for head in (
         b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 20_000 + b"\r\n\r\n",
@@ -110,23 +123,30 @@ def test_bodies_over_64_kib_get_413_declared_or_streamed(deployment: Deployment)
     exact = (padding % ("x" * (limit - len(padding % "")))).encode()
     assert len(exact) == limit
     with httpx.Client(base_url=deployment.base) as http:
-        assert http.post("/notifications", content=exact).status_code == 202  # 64 KiB is fine
-        assert http.post("/notifications", content=exact + b" ").status_code == 413
+        post = functools.partial(http.post, headers={"content-type": "application/json"})
+        assert post("/notifications", content=exact).status_code == 202  # 64 KiB is fine
+        assert post("/notifications", content=exact + b" ").status_code == 413
 
         def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while streaming
             for _ in range(100):
                 yield b" " * 10_000
 
-        assert http.post("/reports", content=chunks()).status_code == 413
+        assert post("/reports", content=chunks()).status_code == 413
 
 
 def test_admin_routes_need_the_exact_token(deployment: Deployment) -> None:
     with httpx.Client(base_url=deployment.base) as http:
         assert http.get("/admin/queues").status_code == 401
-        for wrong in ("Bearer nope", f"Bearer {ADMIN_TOKEN}x", f"Bearer {ADMIN_TOKEN[:-1]}",
-                      f"Basic {ADMIN_TOKEN}"):
+        for wrong in (
+            "Bearer nope",
+            f"Bearer {ADMIN_TOKEN}x",
+            f"Bearer {ADMIN_TOKEN[:-1]}",
+            f"Basic {ADMIN_TOKEN}",
+        ):
             assert http.get("/admin/queues", headers={"Authorization": wrong}).status_code in (
-                401, 403)
+                401,
+                403,
+            )
         good = http.get("/admin/queues", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
         assert good.status_code == 200
 
@@ -149,10 +169,14 @@ def every_get_route(http: httpx.Client, job_ids: list[str]) -> list[httpx.Respon
 def test_no_secret_in_any_answer_or_log_line(deployment: Deployment) -> None:
     replies: list[httpx.Response] = []
     with httpx.Client(base_url=deployment.base, timeout=30) as http:
-        note = http.post("/notifications", json={
-            "type": "password-reset", "userId": "u-sec",
-            "webhookUrl": f"http://127.0.0.1:{free_port()}/hook",
-        })
+        note = http.post(
+            "/notifications",
+            json={
+                "type": "password-reset",
+                "userId": "u-sec",
+                "webhookUrl": f"http://127.0.0.1:{free_port()}/hook",
+            },
+        )
         report = http.post("/reports", json={"userId": "u-sec", "reportType": "activity"})
         replies += [note, report]
         ids = [note.json()["jobId"], report.json()["jobId"]]
@@ -163,7 +187,9 @@ def test_no_secret_in_any_answer_or_log_line(deployment: Deployment) -> None:
         replies += [
             http.get("/admin/dlq", headers={"Authorization": "Bearer wrong"}),
             http.get("/admin/dlq", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}),
-            http.post("/reports", content=b"{not json"),
+            http.post(
+                "/reports", content=b"{not json", headers={"content-type": "application/json"}
+            ),
             http.post("/notifications", json={"type": "nope", "userId": ""}),
         ]
         replies += every_get_route(http, ids)

@@ -84,8 +84,9 @@ async def traffic(http: httpx.AsyncClient, until: float, counts: Counter[str]) -
             elif roll < 0.75:
                 key = f"soak-{rng.randrange(200)}"
                 body = {"type": "order-confirmed", "userId": key}
-                reply = await http.post("/notifications", json=body,
-                                        headers={"Idempotency-Key": key})
+                reply = await http.post(
+                    "/notifications", json=body, headers={"Idempotency-Key": key}
+                )
             elif recent:
                 reply = await http.get(f"/jobs/{rng.choice(recent)}")
             else:
@@ -107,8 +108,7 @@ async def traffic(http: httpx.AsyncClient, until: float, counts: Counter[str]) -
     await asyncio.gather(*tasks)
 
 
-async def sample(samples: Samples, pids: dict[str, int], redis: Any, keys: Keys,
-                 t0: float) -> None:
+async def sample(samples: Samples, pids: dict[str, int], redis: Any, keys: Keys, t0: float) -> None:
     info = await redis.info("memory")
     # Two structures are capped by count, not by age: the simulated outbox (10,000
     # emails) and BullMQ's per-queue event streams (~10,000 entries each).
@@ -128,10 +128,16 @@ async def test_soak_memory_stays_flat_and_redis_is_bounded_by_retention(
     soak_valkey: EmbeddedValkey, procs: Processes
 ) -> None:
     settings = settings_for(
-        soak_valkey.url, email_send_ms=20, report_seconds=0.2,
-        keep_completed_seconds=RETENTION_S, keep_failed_seconds=RETENTION_S,
-        result_ttl_seconds=RETENTION_S, idempotency_ttl_seconds=RETENTION_S,
-        sent_ledger_ttl_seconds=RETENTION_S, notify_retries=1, notify_backoff_ms=100,
+        soak_valkey.url,
+        email_send_ms=20,
+        report_seconds=0.2,
+        keep_completed_seconds=RETENTION_S,
+        keep_failed_seconds=RETENTION_S,
+        result_ttl_seconds=RETENTION_S,
+        idempotency_ttl_seconds=RETENTION_S,
+        sent_ledger_ttl_seconds=RETENTION_S,
+        notify_retries=1,
+        notify_backoff_ms=100,
     )
     env = env_for(settings)
     port = free_port()
@@ -148,8 +154,9 @@ async def test_soak_memory_stays_flat_and_redis_is_bounded_by_retention(
     t0 = time.monotonic()
     until = t0 + SOAK_S
     try:
-        async with httpx.AsyncClient(base_url=base, timeout=30,
-                                     limits=httpx.Limits(max_connections=64)) as http:
+        async with httpx.AsyncClient(
+            base_url=base, timeout=30, limits=httpx.Limits(max_connections=64)
+        ) as http:
             load = asyncio.create_task(traffic(http, until, counts))
 
             async def tick() -> bool:

@@ -46,9 +46,12 @@ def buildah(*args: str, timeout_s: float = 120.0) -> str:
 
 
 def image_exists(tag: str) -> bool:
-    return subprocess.run(
-        ["buildah", "inspect", "--type", "image", tag], capture_output=True, check=False
-    ).returncode == 0
+    return (
+        subprocess.run(
+            ["buildah", "inspect", "--type", "image", tag], capture_output=True, check=False
+        ).returncode
+        == 0
+    )
 
 
 def image_size_mb(tag: str) -> float:
@@ -85,9 +88,17 @@ def ensure_debian_base(work_dir: Path) -> Built:
     start = time.monotonic()
     rootfs, archive = work_dir / "rootfs", work_dir / "rootfs.tar"
     subprocess.run(
-        ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
-         SUITE, str(rootfs), MIRROR],
-        check=True, capture_output=True, timeout=BUILD_TIMEOUT_S,
+        [
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={','.join(BASE_PACKAGES)}",
+            SUITE,
+            str(rootfs),
+            MIRROR,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=BUILD_TIMEOUT_S,
     )
     for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):  # not needed in an image
         for entry in (rootfs / cache).glob("*"):
@@ -112,16 +123,31 @@ def build_image(context: Path, base: str, tag: str, log_path: Path) -> Built:
     """`buildah bud` the Containerfile on `base` (Docker format: OCI has no HEALTHCHECK)."""
     start = time.monotonic()
     argv = [
-        "buildah", "bud", "--isolation", "chroot", "--network", "host", "--layers",
-        "--format", "docker", "--build-arg", f"BASE={base}", "--tag", tag,
-        "--file", str(context / "Containerfile"),
+        "buildah",
+        "bud",
+        "--isolation",
+        "chroot",
+        "--network",
+        "host",
+        "--layers",
+        "--format",
+        "docker",
+        "--build-arg",
+        f"BASE={base}",
+        "--tag",
+        tag,
+        "--file",
+        str(context / "Containerfile"),
     ]
     if HOST_CA_BUNDLE.exists():
         argv += ["--volume", f"{HOST_CA_BUNDLE}:/etc/ssl/certs/ca-certificates.crt:ro"]
     with log_path.open("wb") as log:
         code = subprocess.run(
-            [*argv, str(context)], stdout=log, stderr=subprocess.STDOUT,
-            timeout=BUILD_TIMEOUT_S, check=False,
+            [*argv, str(context)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=BUILD_TIMEOUT_S,
+            check=False,
         ).returncode
     if code != 0:
         tail = log_path.read_text(errors="replace")[-4000:]

@@ -82,13 +82,13 @@ class FaultyProxy:
                 return fault
         return None
 
-    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter
-                      ) -> None:
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         state: dict[str, Fault | None] = {"fault": None}
         try:
-            await asyncio.gather(self._upstream(client_r, up_w, state),
-                                 self._downstream(up_r, client_w, state))
+            await asyncio.gather(
+                self._upstream(client_r, up_w, state), self._downstream(up_r, client_w, state)
+            )
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -97,8 +97,12 @@ class FaultyProxy:
                 with contextlib.suppress(ConnectionError):
                     await writer.wait_closed()
 
-    async def _upstream(self, client_r: asyncio.StreamReader, up_w: asyncio.StreamWriter,
-                        state: dict[str, Fault | None]) -> None:
+    async def _upstream(
+        self,
+        client_r: asyncio.StreamReader,
+        up_w: asyncio.StreamWriter,
+        state: dict[str, Fault | None],
+    ) -> None:
         while data := await client_r.read(65536):
             if data.startswith(METHODS):
                 head = data.split(b"\r\n\r\n", 1)[0]
@@ -108,8 +112,12 @@ class FaultyProxy:
             await up_w.drain()
         up_w.close()
 
-    async def _downstream(self, up_r: asyncio.StreamReader, client_w: asyncio.StreamWriter,
-                          state: dict[str, Fault | None]) -> None:
+    async def _downstream(
+        self,
+        up_r: asyncio.StreamReader,
+        client_w: asyncio.StreamWriter,
+        state: dict[str, Fault | None],
+    ) -> None:
         while data := await up_r.read(65536):
             fault = state["fault"]
             if fault is not None and fault.kind == "drop_response":
@@ -129,8 +137,11 @@ async def _whole_response(up_r: asyncio.StreamReader, data: bytes) -> bytes:
     while b"\r\n\r\n" not in data:
         data += await up_r.read(65536)
     head, body = data.split(b"\r\n\r\n", 1)
-    lengths = [line.split(b":", 1)[1] for line in head.split(b"\r\n")
-               if line.lower().startswith(b"content-length:")]
+    lengths = [
+        line.split(b":", 1)[1]
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    ]
     if lengths:
         body += await up_r.readexactly(max(0, int(lengths[0]) - len(body)))
     return head + b"\r\n\r\n" + body

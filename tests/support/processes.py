@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -57,14 +57,21 @@ def env_for(settings: Settings, **overrides: Any) -> dict[str, str]:
 
 
 def errand_env(**values: Any) -> dict[str, str]:
-    """The parent's environment without any ERRAND_* variable, plus fast test settings."""
+    """The parent's environment without any ERRAND_* variable, plus fast test settings.
+
+    Subprocesses run with `ERRAND_AUTH=none` and no rate limit unless a test asks: the
+    tests of `errand up` and friends are about processes (they poll fast), and
+    tests/e2e/test_api_keys.py covers keys across processes.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("ERRAND_")}
     env["PYTHONUNBUFFERED"] = "1"
-    env.update(settings_env(**{**FAST_DEFAULTS, **values}))
+    quiet = {"auth": "none", "rate_limit_per_second": 0}
+    env.update(settings_env(**{**FAST_DEFAULTS, **quiet, **values}))
     return env
 
 
 # --- /proc helpers -------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class ProcInfo:
@@ -126,6 +133,7 @@ def rss_bytes(pid: int) -> int:
 
 # --- processes -----------------------------------------------------------------------
 
+
 @dataclass
 class ErrandProcess:
     """One errand subprocess started by a test."""
@@ -183,8 +191,9 @@ class Processes:
     def spawn(self, name: str, args: list[str], env: Mapping[str, str]) -> ErrandProcess:
         return self.run(name, [sys.executable, "-m", "errand", *args], env)
 
-    def run(self, name: str, argv: list[str], env: Mapping[str, str],
-            cwd: Path | None = None) -> ErrandProcess:
+    def run(
+        self, name: str, argv: list[str], env: Mapping[str, str], cwd: Path | None = None
+    ) -> ErrandProcess:
         """Start any command in a session of its own (its pid is its process group)."""
         self._serial += 1
         log_path = self.log_dir / f"{self._serial:03d}-{name}.log"
@@ -312,15 +321,17 @@ class WorkerPool:
     def pids(self) -> list[int]:
         return [w.pid for w in self.workers if w.alive]
 
-    def kill_random(self, rng: Any) -> ErrandProcess | None:
-        """SIGKILL a random worker that has been taking jobs for `min_ready_s` (a kill
-        during start-up would only test Python's import time, and kills faster than
-        start-ups would stop all progress); None when no worker is there yet."""
+    def kill_random(self, rng: Any, among: Collection[int] | None = None) -> ErrandProcess | None:
+        """SIGKILL a random worker (one whose pid is in `among`, if given) that has been
+        taking jobs for `min_ready_s` (a kill during start-up would only test Python's
+        import time, and kills faster than start-ups would stop all progress); None when no
+        such worker is there yet."""
         now = time.monotonic()
         alive = [
             worker
             for worker in self.workers
             if worker.alive
+            and (among is None or worker.pid in among)
             and READY_LINE in worker.log()
             and now - self._ready_since.setdefault(worker.pid, now) >= self.min_ready_s
         ]
@@ -354,8 +365,11 @@ class WorkerPool:
         for worker in self.workers:
             if worker.pid in self._killed:
                 continue
-            wait_sync(lambda w=worker: READY_LINE in w.log() or not w.alive, timeout_s=timeout_s,
-                      what=f"{worker.name} to finish starting")
+            wait_sync(
+                lambda w=worker: READY_LINE in w.log() or not w.alive,
+                timeout_s=timeout_s,
+                what=f"{worker.name} to finish starting",
+            )
             if worker.alive:
                 codes.append(worker.terminate(timeout_s))
         return codes

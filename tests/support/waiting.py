@@ -31,8 +31,12 @@ async def wait_for(
     return result
 
 
-def wait_sync(probe: Callable[[], T], until: Callable[[T], bool] = bool, timeout_s: float = 10.0,
-              what: str = "condition") -> T:
+def wait_sync(
+    probe: Callable[[], T],
+    until: Callable[[T], bool] = bool,
+    timeout_s: float = 10.0,
+    what: str = "condition",
+) -> T:
     deadline = time.monotonic() + timeout_s
     result = probe()
     while not until(result):

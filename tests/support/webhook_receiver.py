@@ -77,8 +77,12 @@ class WebhookReceiver:
         async def probe() -> list[Received]:
             return self.at(path)
 
-        return await wait_for(probe, lambda got: len(got) >= count, timeout_s,
-                              what=f"{count} webhook deliveries to {path}")
+        return await wait_for(
+            probe,
+            lambda got: len(got) >= count,
+            timeout_s,
+            what=f"{count} webhook deliveries to {path}",
+        )
 
     async def _handle(self, request: Request) -> Response:
         path = request.url.path
@@ -101,10 +105,18 @@ async def serve_receiver() -> AsyncIterator[WebhookReceiver]:
     receiver = WebhookReceiver()
     app = Starlette(routes=[Route("/{path:path}", receiver._handle, methods=["POST"])])
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(
-        app, host="127.0.0.1", port=port, loop="none", lifespan="off",
-        log_level="warning", access_log=False, timeout_graceful_shutdown=2,
-    ))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            loop="none",
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=2,
+        )
+    )
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 CODE = ["src", "tests", "bench", "run.py"]
 
@@ -27,7 +25,6 @@ def test_ruff_check() -> None:
     run_tool("ruff", "check", "--no-cache", *CODE)
 
 
-@pytest.mark.skip(reason="enable after the global format (the locked ruff reformats 64 files)")
 def test_ruff_format() -> None:
     run_tool("ruff", "format", "--check", "--no-cache", *CODE)
 

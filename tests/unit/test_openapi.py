@@ -18,9 +18,11 @@ from errand.api.app import create_app
 from errand.api.http.body import parse_json_object, validate_body
 from errand.api.idempotency import KEY_PATTERN
 from errand.api.openapi import CLIENT_PREFIXES, describe
+from errand.api.routes.listing import job_filter
+from errand.api.schedule_schemas import parse_schedule
 from errand.api.schemas import NotificationCreate, ReportCreate
 from errand.errors import InvalidInput
-from errand.settings import Settings
+from errand.settings import AuthMode, Settings
 
 PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 SSE_ROUTES = ("/jobs/{job_id}/events", "/notifications/{job_id}/events")
@@ -170,12 +172,10 @@ def test_each_kind_of_route_declares_its_shared_answers(doc: dict[str, Any]) -> 
             assert op["responses"]["401"]["headers"]["WWW-Authenticate"]["required"]
             assert "403" in statuses
         elif path.startswith(CLIENT_PREFIXES):
-            assert op["security"] == [], path  # no API keys in this build
+            assert op["security"] == [], path  # the document of a server without API keys
             assert op["responses"]["429"]["headers"]["Retry-After"]["required"]
-            assert (
-                "RateLimit-Remaining"
-                in op["responses"]["200" if method == "get" else "202"]["headers"]
-            )
+            success = min(status for status in op["responses"] if status < "300")
+            assert "RateLimit-Remaining" in op["responses"][success]["headers"], (method, path)
         if path not in ("/healthz", "/metrics"):
             assert "503" in statuses, (method, path)
 
@@ -191,9 +191,18 @@ def test_api_keys_add_the_scheme_and_401_to_the_client_routes_only() -> None:
         if path.startswith(CLIENT_PREFIXES):
             assert op["security"] == [{"apiKey": []}], (method, path)
             assert "WWW-Authenticate" in op["responses"]["401"]["headers"]
+            assert "RateLimit-Remaining" not in op["responses"]["401"]["headers"]
         elif path in OPEN_ROUTES:
             assert op["security"] == [] and "401" not in op["responses"], path
     assert "apiKey" not in document()["components"]["securitySchemes"]
+
+
+@pytest.mark.parametrize(("auth", "declared"), [(AuthMode.KEYS, True), (AuthMode.NONE, False)])
+def test_the_app_declares_api_keys_as_its_settings_require(auth: AuthMode, declared: bool) -> None:
+    app = create_app(Settings(redis_url="redis://127.0.0.1:1/0", auth=auth))
+    served = app.openapi()
+    assert ("apiKey" in served["components"]["securitySchemes"]) is declared
+    assert (served["paths"]["/jobs"]["get"]["security"] == [{"apiKey": []}]) is declared
 
 
 def test_accepted_answers_carry_location_and_retry_after(doc: dict[str, Any]) -> None:
@@ -232,3 +241,127 @@ def test_operation_ids_are_the_handler_names(doc: dict[str, Any]) -> None:
     ids = [op["operationId"] for _, _, op in operations(doc)]
     assert len(ids) == len(set(ids))
     assert {"create_report", "create_notification", "get_job", "job_events"} <= set(ids)
+
+
+def test_job_views_require_every_field_and_name_the_seven_statuses(doc: dict[str, Any]) -> None:
+    schemas = doc["components"]["schemas"]
+    statuses = ["scheduled", "waiting", "active", "completed", "failed", "canceled", "expired"]
+    assert schemas["JobStatus"]["enum"] == statuses
+    for name in ("JobPublic", "NotificationPublic", "AdminJobPublic"):
+        assert set(schemas[name]["required"]) == set(schemas[name]["properties"]), name
+    assert {"userId", "type", "scheduleId", "scheduledFor", "cancelRequested"} <= set(
+        schemas["JobPublic"]["properties"]
+    )
+    assert {"sendAt", "expiresAt"} <= set(schemas["NotificationPublic"]["properties"])
+    assert "clientId" in schemas["AdminJobPublic"]["required"]
+    assert "clientId" in schemas["DeadLetterPublic"]["required"]
+
+
+def test_send_at_and_expires_at_are_date_times(doc: dict[str, Any]) -> None:
+    note = doc["components"]["schemas"]["NotificationCreate"]["properties"]
+    for name in ("sendAt", "expiresAt"):
+        assert {"type": "string", "format": "date-time"} in note[name]["anyOf"], name
+
+
+def test_cancel_answers_the_job_or_409(doc: dict[str, Any]) -> None:
+    op = doc["paths"]["/jobs/{job_id}/cancel"]["post"]
+    assert "requestBody" not in op
+    for status in ("200", "202"):
+        schema = op["responses"][status]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/JobPublic"}
+    assert op["responses"]["202"]["headers"]["Retry-After"]["required"]
+    assert "jobStatus" in op["responses"]["409"]["description"]
+    assert {"404", "409"} <= set(op["responses"])
+
+
+def test_listing_parameters_say_what_the_listing_accepts(doc: dict[str, Any]) -> None:
+    op = doc["paths"]["/jobs"]["get"]
+    params = {p["name"]: p["schema"] for p in op["parameters"]}
+    assert params["queue"]["enum"] == ["reports", "notifications"]
+    assert params["limit"] == {"type": "integer", "minimum": 1, "maximum": 100, "title": "Limit"}
+    assert params["createdAfter"]["format"] == params["createdBefore"]["format"] == "date-time"
+    assert params["userId"]["maxLength"] == 128 and params["cursor"]["type"] == "string"
+    status = re.compile(params["status"]["pattern"])
+    for value, valid in [
+        ("waiting", True),
+        ("failed,canceled", True),
+        ("", False),
+        ("done", False),
+    ]:
+        assert bool(status.fullmatch(value)) is valid, value
+        assert _listing_accepts(status=value) is valid, value
+    for kind, valid in [("weekly", True), ("weekly\n", False), ("a b", False)]:
+        assert bool(re.fullmatch(params["type"]["pattern"], kind)) is valid, kind
+        assert _listing_accepts(kind=kind) is valid, kind
+    page = doc["components"]["schemas"]["JobPage"]
+    assert set(page["required"]) == {"items", "nextCursor"}
+    assert {"type": "null"} in page["properties"]["nextCursor"]["anyOf"]
+
+
+def _listing_accepts(status: str | None = None, kind: str | None = None) -> bool:
+    try:
+        job_filter("c", None, status, kind, None, None, None)
+    except InvalidInput:
+        return False
+    return True
+
+
+def test_batch_items_are_notification_bodies_with_a_key(doc: dict[str, Any]) -> None:
+    schemas = doc["components"]["schemas"]
+    op = doc["paths"]["/notifications/batch"]["post"]
+    items = schemas["BatchCreate"]["properties"]["items"]
+    assert (items["minItems"], items["maxItems"]) == (1, 1000)
+    key = schemas["BatchItem"]["properties"]["idempotencyKey"]["anyOf"][0]
+    assert key["pattern"] == KEY_PATTERN and key["maxLength"] == 255
+    results = schemas["BatchResults"]["properties"]["items"]["items"]["anyOf"]
+    assert {"$ref": "#/components/schemas/BatchItemAccepted"} in results
+    assert schemas["BatchItemRefused"]["properties"]["problem"]["$ref"].endswith("/Problem")
+    assert "1 MiB" in op["responses"]["413"]["description"]
+    assert "Idempotency-Key" not in {p["name"] for p in op.get("parameters", [])}
+
+
+@pytest.mark.parametrize(
+    ("timing", "valid"),
+    [
+        ({"every": 60}, True),
+        ({"cron": "0 8 * * *", "timezone": "Europe/Paris"}, True),
+        ({"cron": "0 8 * * *", "every": None}, True),
+        ({"cron": "0 8 * * *", "every": 60}, False),
+        ({}, False),
+        ({"every": 60, "timezone": "UTC"}, False),
+        ({"every": 0}, False),
+    ],
+)
+def test_schedule_timing_schema_and_parser_agree(
+    doc: dict[str, Any], timing: dict[str, Any], valid: bool
+) -> None:
+    body = {**timing, "job": {"queue": "reports", "userId": 7, "reportType": "weekly"}}
+    schema = {**doc["components"]["schemas"]["ScheduleCreate"], "components": doc["components"]}
+    by_schema = jsonschema_rs.validator_for(schema).is_valid(body)
+    try:
+        parse_schedule(body)
+    except InvalidInput:
+        assert (by_schema, False) == (valid, valid)
+        return
+    assert (by_schema, True) == (valid, valid)
+
+
+def test_schedule_routes(doc: dict[str, Any]) -> None:
+    created = doc["paths"]["/schedules"]["post"]["responses"]["201"]
+    assert created["headers"]["Location"]["required"]
+    job = doc["components"]["schemas"]["ScheduleCreate"]["properties"]["job"]
+    assert [v["properties"]["queue"]["const"] for v in job["oneOf"]] == ["reports", "notifications"]
+    assert "204" in doc["paths"]["/schedules/{schedule_id}"]["delete"]["responses"]
+    assert "ScheduleList" in str(doc["paths"]["/schedules"]["get"]["responses"]["200"])
+
+
+def test_admin_client_routes(doc: dict[str, Any]) -> None:
+    paths = doc["paths"]
+    assert "201" in paths["/admin/clients"]["post"]["responses"]
+    assert "requestBody" in paths["/admin/clients"]["post"]
+    assert "201" in paths["/admin/clients/{client_id}/keys"]["post"]["responses"]
+    assert "requestBody" not in paths["/admin/clients/{client_id}/keys"]["post"]
+    assert "204" in paths["/admin/clients/{client_id}"]["delete"]["responses"]
+    assert "204" in paths["/admin/clients/{client_id}/keys/{key_id}"]["delete"]["responses"]
+    listed = paths["/admin/clients"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert listed["schema"] == {"$ref": "#/components/schemas/ClientList"}

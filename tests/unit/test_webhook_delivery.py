@@ -7,6 +7,7 @@ import ipaddress
 import httpx
 import pytest
 
+from errand.server.embedded import free_port
 from errand.webhooks.delivery import DeliveryRequest, _pinned_url, deliver
 from errand.webhooks.signing import Signer
 
@@ -49,3 +50,15 @@ def test_the_request_goes_to_the_checked_address() -> None:
     assert pinned.host == "2606:4700::1" and pinned.port in (None, 443)
     assert pinned.path == "/in" and pinned.query == b"x=1" and pinned.scheme == "https"
     assert original.netloc == b"hooks.example.com"  # what the Host header carries
+
+
+async def test_a_refused_connection_is_reported_without_the_address() -> None:
+    port = free_port()  # nothing listens there
+    outcome = await deliver(
+        DeliveryRequest(f"http://127.0.0.1:{port}/hook", "msg_3", b"{}"),
+        SIGNER,
+        timeout_s=2,
+        allow_private=True,
+    )
+    assert not outcome.delivered and not outcome.permanent
+    assert outcome.error == "could not connect"

@@ -35,11 +35,17 @@ def active_snapshot(queue: QueueName, data: dict[str, str]) -> JobSnapshot:
 
 
 def test_event_types_per_queue_and_outcome() -> None:
-    assert event_type_for(QueueName.NOTIFICATIONS, True) is EventType.NOTIFICATION_SENT
-    assert event_type_for(QueueName.NOTIFICATIONS, False) is EventType.NOTIFICATION_FAILED
-    assert event_type_for(QueueName.REPORTS, True) is EventType.REPORT_COMPLETED
-    assert event_type_for(QueueName.REPORTS, False) is EventType.REPORT_FAILED
-    assert event_type_for(QueueName.WEBHOOKS, True) is None
+    notifications, reports = QueueName.NOTIFICATIONS, QueueName.REPORTS
+    assert event_type_for(notifications, JobStatus.COMPLETED) is EventType.NOTIFICATION_SENT
+    assert event_type_for(notifications, JobStatus.FAILED) is EventType.NOTIFICATION_FAILED
+    assert event_type_for(notifications, JobStatus.CANCELED) is EventType.NOTIFICATION_CANCELED
+    assert event_type_for(notifications, JobStatus.EXPIRED) is EventType.NOTIFICATION_EXPIRED
+    assert event_type_for(reports, JobStatus.COMPLETED) is EventType.REPORT_COMPLETED
+    assert event_type_for(reports, JobStatus.FAILED) is EventType.REPORT_FAILED
+    assert event_type_for(reports, JobStatus.CANCELED) is EventType.REPORT_CANCELED
+    assert event_type_for(reports, JobStatus.EXPIRED) is None
+    assert event_type_for(notifications, JobStatus.WAITING) is None
+    assert event_type_for(QueueName.WEBHOOKS, JobStatus.COMPLETED) is None
 
 
 def test_delivery_ids_are_deterministic_per_job_event_and_round() -> None:

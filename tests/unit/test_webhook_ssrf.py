@@ -154,3 +154,34 @@ async def test_submit_time_check_answers_with_a_webhook_url_field_error() -> Non
         with pytest.raises(InvalidInput) as caught:
             await check_webhook_destination(url, allow_private=False)
         assert [e.field for e in caught.value.errors] == ["webhookUrl"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://169.254.170.2/v2/credentials",
+        "http://169.254.1.1/",
+        "http://[fe80::1]/",
+        "http://[fe80::a9fe:a9fe%25eth0]/",
+        "http://100.100.100.200/latest/meta-data/",
+        "http://[fd00:ec2::254]/latest/meta-data/",
+        "http://192.0.0.192/opc/v1/",
+        "http://[::ffff:169.254.169.254]/",
+        "http://[64:ff9b::a9fe:a9fe]/",
+        "http://[2002:a9fe:a9fe::1]/",
+        "http://2852039166/",
+        "http://0xa9.0xfe.0xa9.0xfe/",
+    ],
+)
+async def test_link_local_and_metadata_are_refused_even_when_private_is_allowed(
+    url: str,
+) -> None:
+    with pytest.raises(UnsafeWebhookUrl, match=r"metadata|link-local"):
+        await resolve_webhook_url(url, allow_private=True)
+
+
+async def test_allow_private_still_reaches_loopback_and_private_ranges() -> None:
+    for url in ("http://127.0.0.1:8080/", "http://10.1.2.3/", "http://[fd12::1]/"):
+        target = await resolve_webhook_url(url, allow_private=True)
+        assert target.addresses

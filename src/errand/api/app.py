@@ -10,18 +10,34 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from errand import __version__, gc_tuning
+from errand.access.clients import ClientStore
+from errand.access.limits import Limits
 from errand.api.deps import Services
 from errand.api.events import JobEventHub
+from errand.api.gate import Gate
 from errand.api.hotpath import HotPath
 from errand.api.http.middleware import HttpMetricsMiddleware
 from errand.api.http.problems import install_problem_handlers
 from errand.api.openapi import install_openapi, operation_id
-from errand.api.routes import admin, dashboard, docs, jobs, notifications, ops, reports
+from errand.api.routes import (
+    admin,
+    batch,
+    clients,
+    dashboard,
+    docs,
+    jobs,
+    listing,
+    notifications,
+    ops,
+    reports,
+    schedules,
+)
 from errand.metrics.gauges import QueueGauges
 from errand.metrics.http import HttpRecorder
+from errand.processors.webhooks import WebhookEvents
 from errand.queue.facade import JobQueues
 from errand.redisio.connection import connect
-from errand.settings import Settings
+from errand.settings import AuthMode, Settings
 
 DESCRIPTION = (
     "Post a job, get `202 Accepted` at once; workers do the slow part. "
@@ -57,7 +73,10 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
         redis = connect(settings, pipelined=True)  # one pipelined connection per process
         queues = JobQueues(settings, redis)
         events = JobEventHub(settings, queues)
-        app.state.services = Services(settings, redis, queues, events)
+        webhooks = WebhookEvents(settings, redis, queues)
+        limits = Limits(redis, queues.keys, settings.max_queue_depth)
+        gate = Gate(settings, ClientStore(redis, queues.keys), limits)
+        app.state.services = Services(settings, redis, queues, events, webhooks, gate)
         app.state.queue_gauges = QueueGauges(queues.counts)
         if tune_gc:
             gc_tuning.tune_after_startup()
@@ -77,13 +96,11 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
         generate_unique_id_function=operation_id,
     )
     install_problem_handlers(app)
-    for module in (reports, notifications, jobs, admin, ops):
+    for module in (reports, batch, notifications, listing, jobs, schedules, admin, clients, ops):
         app.include_router(module.router)
     app.include_router(dashboard.router)
     app.include_router(docs.router)
-    # API keys are not enforced yet: once they are, pass whether this server requires
-    # them (ERRAND_AUTH=keys), and the document declares the apiKey scheme and its 401s.
-    install_openapi(app, api_keys=False)
+    install_openapi(app, api_keys=settings.auth is AuthMode.KEYS)
     app.add_middleware(HttpMetricsMiddleware, recorder=app.http_metrics)
     return app
 

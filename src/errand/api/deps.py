@@ -8,6 +8,8 @@ from typing import Any
 from starlette.requests import Request
 
 from errand.api.events import JobEventHub
+from errand.api.gate import Gate
+from errand.processors.webhooks import WebhookEvents
 from errand.queue.facade import JobQueues
 from errand.settings import Settings
 
@@ -18,6 +20,8 @@ class Services:
     redis: Any
     queues: JobQueues
     events: JobEventHub
+    webhooks: WebhookEvents
+    gate: Gate
 
 
 async def services(request: Request) -> Services:

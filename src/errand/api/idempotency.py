@@ -45,14 +45,7 @@ def fingerprint(body: dict[str, Any]) -> str:
 
 def _checked_key(request: Request) -> str | None:
     key = request.headers.get(HEADER)
-    if key is None:
-        return None
-    if not _KEY_RULE.match(key):
-        raise InvalidInput(
-            "the Idempotency-Key header is not 1-255 printable ASCII characters",
-            [FieldError("Idempotency-Key", "must be 1-255 printable ASCII characters")],
-        )
-    return key
+    return None if key is None else checked_key(key, "Idempotency-Key")
 
 
 async def idempotent(
@@ -85,12 +78,16 @@ async def idempotent(
     raise IdempotencyInProgress("the first request with this Idempotency-Key is still running")
 
 
+def mismatch(field: str = "Idempotency-Key") -> IdempotencyMismatch:
+    return IdempotencyMismatch(
+        "this Idempotency-Key was used with a different request body",
+        [FieldError(field, "already used with a different body")],
+    )
+
+
 def _answer_from_record(record: dict[str, Any], fp: str) -> Response:
     if record.get("fp") != fp:
-        raise IdempotencyMismatch(
-            "this Idempotency-Key was used with a different request body",
-            [FieldError("Idempotency-Key", "already used with a different body")],
-        )
+        raise mismatch()
     if record.get("state") != "done":
         raise IdempotencyInProgress("the first request with this Idempotency-Key is still running")
     return Response(record["body"].encode(), record["status"], headers=record["headers"])
@@ -112,6 +109,12 @@ async def _run_and_store(
     if not 200 <= response.status_code < 300:
         await redis.eval(_RELEASE, 1, record_key, token)
         return response
+    await redis.set(record_key, done_record(response, fp), ex=svc.settings.idempotency_ttl_seconds)
+    return response
+
+
+def done_record(response: Response, fp: str) -> bytes:
+    """The stored answer of a key's first request, replayed byte for byte afterwards."""
     headers = {name: value for name, value in response.headers.items() if name in _REPLAYED_HEADERS}
     record = {
         "state": "done",
@@ -120,5 +123,54 @@ async def _run_and_store(
         "headers": headers,
         "body": bytes(response.body).decode(),
     }
-    await redis.set(record_key, orjson.dumps(record), ex=svc.settings.idempotency_ttl_seconds)
-    return response
+    return orjson.dumps(record)
+
+
+def checked_key(value: object, field: str = "idempotencyKey") -> str:
+    """An Idempotency-Key given in a body. Raises InvalidInput unless it is 1-255 printable
+    ASCII characters."""
+    if not isinstance(value, str) or not _KEY_RULE.match(value):
+        raise InvalidInput(
+            f"the {field} is not 1-255 printable ASCII characters",
+            [FieldError(field, "must be 1-255 printable ASCII characters")],
+        )
+    return value
+
+
+async def claim_many(
+    redis: Any, record_keys: list[str], fps: list[str]
+) -> tuple[str, list[dict[str, Any] | None]]:
+    """Claim many keys at once (two round trips at most): (token, per key None when this
+    call claimed it, else the record that holds it)."""
+    token = secrets.token_hex(8)
+    pipe = redis.pipeline(transaction=False)
+    for record_key, fp in zip(record_keys, fps, strict=True):
+        claim = orjson.dumps({"state": "pending", "fp": fp, "token": token})
+        pipe.set(record_key, claim, nx=True, ex=PENDING_LEASE_S)
+    claimed = await pipe.execute()
+    held: list[dict[str, Any] | None] = [None] * len(record_keys)
+    taken = [i for i, ok in enumerate(claimed) if not ok]
+    if taken:
+        pipe = redis.pipeline(transaction=False)
+        for i in taken:
+            pipe.get(record_keys[i])
+        for i, raw in zip(taken, await pipe.execute(), strict=True):
+            # gone in between (its first request failed): answer as still running
+            held[i] = orjson.loads(raw) if raw is not None else {"state": "pending"}
+    return token, held
+
+
+def replayed_answer(record: dict[str, Any], fp: str) -> dict[str, Any]:
+    """The JSON answer a claimed key's record holds. Raises IdempotencyMismatch (another
+    body) or IdempotencyInProgress (its first request is still running)."""
+    if record.get("fp") != fp:
+        raise mismatch("idempotencyKey")
+    response = _answer_from_record(record, fp)
+    answer: dict[str, Any] = orjson.loads(response.body)
+    return answer
+
+
+async def release_many(redis: Any, record_keys: list[str], token: str) -> None:
+    """Free keys claimed with `token` whose request was refused."""
+    for record_key in record_keys:
+        await redis.eval(_RELEASE, 1, record_key, token)

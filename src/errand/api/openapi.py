@@ -9,8 +9,8 @@ is added here, in one place, so every route, including one added later, gets it:
   `Idempotency-Key`: 409; a path parameter: 404; every route that reads Redis: 503;
 - `/admin/*`: the `adminToken` bearer scheme, 401 (`WWW-Authenticate`) and 403;
 - the client routes (`/reports`, `/notifications`, `/jobs`, `/schedules`): 429 and
-  the `RateLimit-*` headers, and, when the server requires API keys, the `apiKey`
-  bearer scheme and 401;
+  the `RateLimit-*` headers (on every answer but a 401, for a client with a rate
+  limit), and, when the server requires API keys, the `apiKey` bearer scheme and 401;
 - every other route is declared open (`security: []`).
 """
 
@@ -51,10 +51,16 @@ SECURITY_SCHEMES = {
     },
 }
 _COUNT = {"type": "integer", "minimum": 0}
+# Sent on every answer but a 401; a client without a rate limit (0) gets none.
+_SENT = " Absent for a client without a rate limit."
 RATE_LIMIT_HEADERS = {
-    "RateLimit-Limit": header("The client's burst (bucket size).", _COUNT, required=False),
-    "RateLimit-Remaining": header("Whole tokens left in the bucket.", _COUNT, required=False),
-    "RateLimit-Reset": header("Whole seconds until the bucket is full.", _COUNT, required=False),
+    "RateLimit-Limit": header("The client's burst (bucket size)." + _SENT, _COUNT, required=False),
+    "RateLimit-Remaining": header(
+        "Whole tokens left in the bucket." + _SENT, _COUNT, required=False
+    ),
+    "RateLimit-Reset": header(
+        "Whole seconds until the bucket is full." + _SENT, _COUNT, required=False
+    ),
 }
 RATE_LIMIT_REFS = {name: {"$ref": f"#/components/headers/{name}"} for name in RATE_LIMIT_HEADERS}
 _FASTAPI_VALIDATION = ("HTTPValidationError", "ValidationError")
@@ -148,7 +154,7 @@ def _complete_response(status: int, response: dict[str, Any], path: str) -> None
     if status >= 400:
         response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": _ref("Problem")}}}
         response.setdefault("description", PROBLEM_DESCRIPTIONS.get(status, "Error"))
-    if path.startswith(CLIENT_PREFIXES):
+    if path.startswith(CLIENT_PREFIXES) and status != 401:  # a 401 counted nobody
         headers.update(RATE_LIMIT_REFS)
     if headers:
         response["headers"] = headers

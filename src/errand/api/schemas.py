@@ -9,12 +9,26 @@ key the views always carry as required.
 
 from __future__ import annotations
 
+import math
+import re
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 
+from errand.api.idempotency import KEY_PATTERN
+from errand.clock import now_ms
 from errand.keys import QueueName
+from errand.queue.producers import Timing
 from errand.queue.snapshot import JobStatus
 from errand.webhooks.urls import MAX_URL_LENGTH, URL_PATTERN, check_webhook_url_syntax
 
@@ -23,6 +37,8 @@ USER_ID_MAX = 128
 # exactly, however it is written (42, 42.0, 4.2e1). Larger ids go as strings.
 SAFE_INT_MAX = 2**53 - 1
 REPORT_TYPE_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+MAX_SEND_AHEAD_MS = 365 * 86_400_000
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
 
 
 def _user_id(value: Any) -> Any:
@@ -37,6 +53,24 @@ def _user_id(value: Any) -> Any:
     if not 1 <= len(text) <= USER_ID_MAX:
         raise ValueError(f"userId must be 1-{USER_ID_MAX} characters once stringified")
     return text
+
+
+def _rfc3339_ms(value: Any) -> int:
+    """An RFC 3339 timestamp with an offset (`Z` counts) as epoch ms, rounded up so a
+    job is never due before the instant asked for."""
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError(
+            "must be an RFC 3339 timestamp with an offset, e.g. 2026-12-01T08:00:00+01:00"
+        )
+    text = value.upper().replace("Z", "+00:00")
+    fraction = re.search(r"\.(\d+)", text)
+    if fraction and len(fraction.group(1)) > 6:  # datetime keeps microseconds only
+        text = text.replace(fraction.group(0), "." + fraction.group(1)[:6], 1)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as err:
+        raise ValueError("is not a valid date and time") from err
+    return math.ceil(moment.timestamp() * 1000)
 
 
 USER_ID_SCHEMA: dict[str, Any] = {
@@ -61,6 +95,12 @@ UserId = Annotated[str, BeforeValidator(_user_id), WithJsonSchema(USER_ID_SCHEMA
 WebhookUrl = Annotated[
     str, BeforeValidator(check_webhook_url_syntax), WithJsonSchema(WEBHOOK_URL_SCHEMA)
 ]
+Rfc3339Ms = Annotated[
+    int,
+    BeforeValidator(_rfc3339_ms),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+    Field(description="RFC 3339 with an offset, e.g. 2026-12-01T08:00:00+01:00."),
+]
 ReportType = Annotated[str, Field(pattern=REPORT_TYPE_PATTERN)]
 NotificationType = Literal["welcome", "password-reset", "order-confirmed"]
 
@@ -81,6 +121,48 @@ class NotificationCreate(_Request):
     type: NotificationType
     userId: UserId
     webhookUrl: WebhookUrl | None = None
+    sendAt: Rfc3339Ms | None = Field(
+        None, description="When to send (at most 365 days ahead; a past instant sends now)."
+    )
+    expiresAt: Rfc3339Ms | None = Field(
+        None, description="Not sent after this instant: later than now and than sendAt."
+    )
+
+    @field_validator("sendAt")
+    @classmethod
+    def _within_a_year(cls, send_at_ms: int | None) -> int | None:
+        if send_at_ms is not None and send_at_ms - now_ms() > MAX_SEND_AHEAD_MS:
+            raise ValueError("must be at most 365 days ahead")
+        return send_at_ms
+
+    @field_validator("expiresAt")
+    @classmethod
+    def _after_now_and_send_at(cls, expires_ms: int | None, info: ValidationInfo) -> int | None:
+        if expires_ms is None:
+            return None
+        if expires_ms <= now_ms():
+            raise ValueError("must be later than now")
+        send_at_ms = info.data.get("sendAt")
+        if send_at_ms is not None and expires_ms <= send_at_ms:
+            raise ValueError("must be later than sendAt")
+        return expires_ms
+
+    def timing(self) -> Timing:
+        return Timing(self.sendAt or 0, self.expiresAt or 0)
+
+
+class BatchItem(NotificationCreate):
+    idempotencyKey: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        pattern=KEY_PATTERN,
+        description="The rules and scope of POST /notifications' Idempotency-Key.",
+    )
+
+
+class BatchCreate(_Request):
+    items: list[BatchItem] = Field(min_length=1, max_length=1000)
 
 
 class ReportAccepted(BaseModel):
@@ -108,6 +190,9 @@ class WebhookPublic(BaseModel):
 class JobPublic(BaseModel):
     jobId: str
     queue: QueueName
+    userId: str
+    type: str
+    scheduleId: str | None
     status: JobStatus
     progress: int = Field(ge=0, le=100)
     attemptsMade: int = Field(ge=0)
@@ -115,16 +200,24 @@ class JobPublic(BaseModel):
     startedAt: str | None
     finishedAt: str | None
     nextAttemptAt: str | None
+    scheduledFor: str | None
+    cancelRequested: bool
     deadLettered: bool
     resultUrl: str | None
     error: str | None
     webhook: WebhookPublic | None
 
 
+class JobPage(BaseModel):
+    items: list[JobPublic]
+    nextCursor: str | None
+
+
 class NotificationPublic(BaseModel):
     jobId: str
     type: str
     userId: str
+    scheduleId: str | None
     priority: int
     status: JobStatus
     attemptsMade: int = Field(ge=0)
@@ -134,6 +227,10 @@ class NotificationPublic(BaseModel):
     startedAt: str | None
     finishedAt: str | None
     nextAttemptAt: str | None
+    sendAt: str | None
+    expiresAt: str | None
+    scheduledFor: str | None
+    cancelRequested: bool
     webhook: WebhookPublic | None
 
 
@@ -158,7 +255,7 @@ class FieldErrorPublic(BaseModel):
     message: str
 
 
-def _absent_when_unset(schema: dict[str, Any]) -> None:
+def absent_when_unset(schema: dict[str, Any]) -> None:
     """An optional key the answer leaves out (never sends as null): no `default` in its schema."""
     schema.pop("default", None)
 
@@ -173,12 +270,36 @@ class Problem(BaseModel):
     errors: list[FieldErrorPublic] | SkipJsonSchema[None] = Field(
         default=None,
         description="One entry per broken rule (validation problems only).",
-        json_schema_extra=_absent_when_unset,
+        json_schema_extra=absent_when_unset,
     )
     jobStatus: JobStatus | SkipJsonSchema[None] = Field(
         default=None,
         description="The job's status when it is why the request conflicts.",
-        json_schema_extra=_absent_when_unset,
+        json_schema_extra=absent_when_unset,
+    )
+
+
+class BatchItemAccepted(BaseModel):
+    """An item queued now, or (`replayed`) answered from its idempotencyKey's record."""
+
+    status: Literal[202]
+    jobId: str
+    statusUrl: str
+    replayed: Literal[True] | SkipJsonSchema[None] = Field(
+        default=None, json_schema_extra=absent_when_unset
+    )
+
+
+class BatchItemRefused(BaseModel):
+    """An item refused: the status and problem POST /notifications would have answered."""
+
+    status: int = Field(ge=400, le=599)
+    problem: Problem
+
+
+class BatchResults(BaseModel):
+    items: list[BatchItemAccepted | BatchItemRefused] = Field(
+        description="One result per item, in request order."
     )
 
 
@@ -188,61 +309,3 @@ class Health(BaseModel):
 
 class Ready(BaseModel):
     status: Literal["ready"]
-
-
-class DeadLetterPublic(BaseModel):
-    jobId: str
-    queue: QueueName
-    name: str
-    data: dict[str, Any]
-    failedReason: str | None
-    attemptsMade: int = Field(ge=0)
-    failedAt: str | None
-
-
-class DeadLetterPage(BaseModel):
-    total: int = Field(ge=0)
-    items: list[DeadLetterPublic]
-
-
-class DeadLetterRetried(BaseModel):
-    jobId: str
-    status: Literal["waiting"]
-    statusUrl: str
-
-
-class AdminJobPublic(JobPublic):
-    """The job view plus what only an admin sees."""
-
-    name: str
-    data: dict[str, Any]
-    priority: int
-    maxAttempts: int
-
-
-class AdminJobPage(BaseModel):
-    items: list[AdminJobPublic]
-
-
-class QueueCounts(BaseModel):
-    name: QueueName
-    waiting: int = Field(ge=0)
-    active: int = Field(ge=0)
-    delayed: int = Field(ge=0)
-    completed: int = Field(ge=0)
-    failed: int = Field(ge=0)
-    deadLettered: int = Field(ge=0)
-    workers: int = Field(ge=0)
-
-
-class WorkerPublic(BaseModel):
-    id: str
-    pid: int | None
-    host: str | None
-    queues: list[str]
-    lastSeen: str
-
-
-class QueuesPublic(BaseModel):
-    queues: list[QueueCounts]
-    workers: list[WorkerPublic]

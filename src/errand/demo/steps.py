@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from errand.demo.harness import Demo, expect
@@ -166,6 +167,56 @@ async def step_webhook_retries(demo: Demo) -> str:
     return "delivered on attempt 3 with one webhook-id"
 
 
+def _local_time(in_s: float) -> str:
+    """RFC 3339 with this machine's UTC offset, `in_s` seconds from now."""
+    moment = datetime.now().astimezone() + timedelta(seconds=in_s)
+    return moment.isoformat(timespec="milliseconds")
+
+
+async def step_scheduled_cancel(demo: Demo) -> str:
+    user = f"demo-later-{demo.run_id}"
+    kept = await demo.post(
+        "/notifications", {"type": "welcome", "userId": user, "sendAt": _local_time(1)}
+    )
+    dropped = await demo.post(
+        "/notifications", {"type": "order-confirmed", "userId": user, "sendAt": _local_time(1.5)}
+    )
+    view = await demo.get(f"/notifications/{dropped['jobId']}")
+    expect(view["status"] == "scheduled", f"a future sendAt gave {view['status']}")
+    demo.timeline.say(
+        f"two notifications with a sendAt; one is {view['status']} for {view['scheduledFor']}"
+    )
+    reply = await demo.http.post(f"/jobs/{dropped['jobId']}/cancel")
+    expect(reply.status_code == 200, f"the cancel answered {reply.status_code}: {reply.text}")
+    expect(reply.json()["status"] == "canceled", f"the cancel left it {reply.json()['status']}")
+    demo.timeline.say("  POST /jobs/{id}/cancel → 200, canceled before its sendAt")
+    sent = await demo.follow(kept["jobId"], lambda v: v["status"] == "completed")
+    expect(
+        sent["startedAt"] >= sent["sendAt"], f"sent at {sent['startedAt']}, before {sent['sendAt']}"
+    )
+    demo.timeline.say(f"  the other went out at {sent['startedAt']} (sendAt {sent['sendAt']})")
+    later = await demo.get(f"/notifications/{dropped['jobId']}")
+    expect(later["status"] == "canceled", f"the canceled one is now {later['status']}")
+    return "sent on time; the canceled one never ran"
+
+
+async def step_expiry(demo: Demo) -> str:
+    accepted = await demo.post(
+        "/notifications",
+        {"type": "welcome", "userId": f"flaky-late-{demo.run_id}", "expiresAt": _local_time(0.25)},
+    )
+    demo.timeline.say(
+        f"a flaky-… user whose notification expires in 250 ms (job {accepted['jobId']})"
+    )
+    view = await demo.follow(
+        accepted["jobId"], lambda v: v["status"] in ("completed", "failed", "expired")
+    )
+    expect(view["status"] == "expired", f"it ended {view['status']}")
+    expect(not view["deadLettered"], "the expired notification was dead-lettered")
+    demo.timeline.say(f"  {view['error']}; not dead-lettered")
+    return "expired during its retry backoff, never sent"
+
+
 STEPS: list[tuple[str, Callable[[Demo], Awaitable[str]]]] = [
     ("Report, long-polled to completion", step_report),
     ("Notification with a signed webhook", step_signed_webhook),
@@ -173,4 +224,6 @@ STEPS: list[tuple[str, Callable[[Demo], Awaitable[str]]]] = [
     ("Flaky user succeeds on the third attempt", step_flaky),
     ("Failing user: DLQ, admin retry, DLQ again", step_dead_letter),
     ("Webhook retried after two 500s", step_webhook_retries),
+    ("Scheduled notifications: one sent on time, one canceled", step_scheduled_cancel),
+    ("Notification expired during its retry backoff", step_expiry),
 ]

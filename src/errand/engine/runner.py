@@ -19,6 +19,7 @@ from bullmq.custom_errors import DelayedError
 from errand import gc_tuning
 from errand.clock import now_ms
 from errand.engine.fastloop import FastWorker
+from errand.engine.scheduled import ScheduledRuns
 from errand.errors import JobDeferred, PermanentFailure
 from errand.keys import Keys, QueueName
 from errand.logs import job_context
@@ -112,10 +113,13 @@ class WorkerProcess:
     async def start(self) -> None:
         self.redis = connect(self.settings, pipelined=uses_fast_engine(self.settings))
         processors = build_processors(self.settings, self.redis)
+        runs = ScheduledRuns(
+            self.redis, self.keys, self.settings.keep_completed_seconds
+        )  # a schedule's run passes its gate first
         for queue in self.queue_names:
             options = {**self._worker_options(queue), "autorun": False}
             metrics = JobMetrics(queue)
-            observed = _observed(queue, processors[queue], metrics)
+            observed = runs.wrap(_observed(queue, processors[queue], metrics))
             worker = build_worker(self.settings, str(queue), observed, options, self.redis)
             worker.on("completed", _on_completed(queue, metrics))
             worker.on("failed", _on_failed(queue, metrics))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
@@ -14,7 +15,7 @@ import aiosmtplib
 import orjson
 
 from errand.clock import iso_ms, now_ms
-from errand.errors import PermanentFailure
+from errand.errors import PermanentFailure, without_addresses
 from errand.keys import Keys
 from errand.mail.templates import RenderedEmail
 from errand.settings import EmailTransport, Settings
@@ -56,8 +57,11 @@ return 1
 
 
 def message_id_for(job_id: str, sender: str) -> str:
-    """A Message-ID derived from the job id, so a receiver can drop a redelivered duplicate."""
-    return f"<{job_id}@{_domain_of(sender)}>"
+    """A Message-ID derived from the job id, so a receiver can drop a redelivered duplicate.
+
+    A schedule's run is named `repeat:<scheduleId>:<ms>` by BullMQ; a colon may not stand
+    in a Message-ID's left part (RFC 5322 dot-atom), so it becomes a dot (ids hold none)."""
+    return f"<{job_id.replace(':', '.')}@{_domain_of(sender)}>"
 
 
 @cache
@@ -158,17 +162,37 @@ class SmtpSender:
             )
         except aiosmtplib.SMTPRecipientsRefused as err:
             codes = [r.code for r in err.recipients]
-            reason = "smtp: " + "; ".join(f"{r.code} {r.message}" for r in err.recipients)
+            reason = "; ".join(f"{r.code} {r.message}" for r in err.recipients)
             if codes and all(500 <= c < 600 for c in codes):
-                raise PermanentFailure(reason) from err
-            raise TransientFailure(reason) from err
+                raise PermanentFailure(self._public(reason)) from err
+            raise TransientFailure(self._public(reason)) from err
         except aiosmtplib.SMTPResponseException as err:
-            reason = f"smtp: {err.code} {err.message}"
+            reason = self._public(f"{err.code} {err.message}")
             if 500 <= err.code < 600:
                 raise PermanentFailure(reason) from err
             raise TransientFailure(reason) from err
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as err:
-            raise TransientFailure(f"smtp: {type(err).__name__}: {err}") from err
+            raise TransientFailure(f"smtp: {_what_failed(err)}") from err
+
+    def _public(self, reply: str) -> str:
+        """The server's reply as a job's public `error`: without the server's name or address."""
+        return "smtp: " + without_addresses(reply.replace(self.host, "<mail server>"))
+
+
+def _what_failed(err: Exception) -> str:
+    """A failure to talk to the mail server, said without its host or port (the exception
+    messages name both; the worker's log keeps them)."""
+    if isinstance(err, TimeoutError):  # aiosmtplib's timeouts are TimeoutErrors too
+        return "the mail server did not answer in time"
+    if isinstance(err, aiosmtplib.SMTPServerDisconnected):
+        return "the mail server closed the connection"
+    if isinstance(err, aiosmtplib.SMTPConnectError | ConnectionError):
+        return "could not connect to the mail server"
+    if isinstance(err, ssl.SSLError):
+        return "TLS with the mail server failed"
+    if isinstance(err, OSError):
+        return "could not reach the mail server"
+    return f"{type(err).__name__} talking to the mail server"
 
 
 def build_sender(settings: Settings, redis: Any) -> EmailSender:

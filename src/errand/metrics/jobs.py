@@ -7,6 +7,7 @@ from typing import Any
 
 from errand.keys import QueueName, queue_of
 from errand.metrics.registry import metrics
+from errand.queue.outcomes import Outcome, outcome_of
 
 
 def record_webhook_delivery(outcome: str) -> None:
@@ -24,6 +25,11 @@ def record_email_sent(transport: str) -> None:
     metrics().emails_sent.labels(transport).inc()
 
 
+def record_canceled(queue: QueueName) -> None:
+    """Count one job canceled before it ran (the API's cancel route)."""
+    metrics().jobs_canceled.labels(str(queue)).inc()
+
+
 def record_dlq_retry(job_id: str) -> None:
     """Count one dead-lettered job sent round again by an admin."""
     queue = queue_of(job_id)
@@ -36,8 +42,10 @@ class JobMetrics:
 
     __slots__ = (
         "_attempts_failed",
+        "_canceled",
         "_completed",
         "_dead_lettered",
+        "_expired",
         "_in_progress",
         "_processing",
         "_retried",
@@ -49,6 +57,8 @@ class JobMetrics:
         label, m = str(queue), metrics()
         self.queue = queue
         self._completed = m.jobs_completed.labels(label)
+        self._canceled = m.jobs_canceled.labels(label)
+        self._expired = m.jobs_expired.labels(label)
         self._attempts_failed = m.job_attempts_failed.labels(label)
         self._dead_lettered = m.jobs_dead_lettered.labels(label)
         self._retried = m.jobs_retried.labels(label, "backoff")
@@ -68,9 +78,13 @@ class JobMetrics:
         self._processing.observe(time.perf_counter() - started)
 
     def completed(self, result: Any) -> None:
-        self._completed.inc()
         if not isinstance(result, dict):
             result = {}
+        outcome = outcome_of(result)
+        if outcome is not None:
+            (self._canceled if outcome[0] is Outcome.CANCELED else self._expired).inc()
+            return
+        self._completed.inc()
         if self.queue is QueueName.NOTIFICATIONS and result.get("sent"):
             record_email_sent(str(result.get("transport") or "unknown"))
         elif self.queue is QueueName.WEBHOOKS:

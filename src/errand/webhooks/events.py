@@ -27,24 +27,31 @@ _DELIVERY_TAG = "whk_"
 class EventType(StrEnum):
     NOTIFICATION_SENT = "notification.sent"
     NOTIFICATION_FAILED = "notification.failed"
+    NOTIFICATION_CANCELED = "notification.canceled"
+    NOTIFICATION_EXPIRED = "notification.expired"
     REPORT_COMPLETED = "report.completed"
     REPORT_FAILED = "report.failed"
+    REPORT_CANCELED = "report.canceled"
 
 
-_EVENTS: dict[tuple[QueueName, bool], EventType] = {
-    (QueueName.NOTIFICATIONS, True): EventType.NOTIFICATION_SENT,
-    (QueueName.NOTIFICATIONS, False): EventType.NOTIFICATION_FAILED,
-    (QueueName.REPORTS, True): EventType.REPORT_COMPLETED,
-    (QueueName.REPORTS, False): EventType.REPORT_FAILED,
+_EVENTS: dict[tuple[QueueName, JobStatus], EventType] = {
+    (QueueName.NOTIFICATIONS, JobStatus.COMPLETED): EventType.NOTIFICATION_SENT,
+    (QueueName.NOTIFICATIONS, JobStatus.FAILED): EventType.NOTIFICATION_FAILED,
+    (QueueName.NOTIFICATIONS, JobStatus.CANCELED): EventType.NOTIFICATION_CANCELED,
+    (QueueName.NOTIFICATIONS, JobStatus.EXPIRED): EventType.NOTIFICATION_EXPIRED,
+    (QueueName.REPORTS, JobStatus.COMPLETED): EventType.REPORT_COMPLETED,
+    (QueueName.REPORTS, JobStatus.FAILED): EventType.REPORT_FAILED,
+    (QueueName.REPORTS, JobStatus.CANCELED): EventType.REPORT_CANCELED,
 }
 
 # Fields of the job views that describe the webhook itself or a retry still to come.
 _OMITTED_FIELDS = ("webhook", "nextAttemptAt")
 
 
-def event_type_for(queue: QueueName, succeeded: bool) -> EventType | None:
-    """The event a final outcome of a job of `queue` emits; None for a queue without events."""
-    return _EVENTS.get((queue, succeeded))
+def event_type_for(queue: QueueName, status: JobStatus) -> EventType | None:
+    """The event a job of `queue` emits on reaching the final `status`; None when there is
+    none (the webhooks queue, or a status that is not final)."""
+    return _EVENTS.get((queue, status))
 
 
 def _event_digest(source_job_id: str, event: EventType, round_no: int) -> str:
@@ -61,18 +68,23 @@ def webhook_id_for(delivery_id: str) -> str:
     return WEBHOOK_ID_PREFIX + delivery_id.removeprefix(_DELIVERY_TAG)
 
 
-def final_snapshot(active: JobSnapshot, finished_ms: int, error: str | None) -> JobSnapshot:
+def final_snapshot(
+    active: JobSnapshot, finished_ms: int, error: str | None, status: JobStatus | None = None
+) -> JobSnapshot:
     """The job as it will look once BullMQ records the outcome the processor just reached.
 
     `active` is read while the job is still active, so this is the one place that
     predicts the final fields: one more attempt made, finished now, and either
-    completed (progress 100) or failed with `error`.
+    completed (progress 100), failed with `error`, or the given final `status`
+    (canceled or expired, with `error` saying why).
     """
     completed = error is None
+    if status is None:
+        status = JobStatus.COMPLETED if completed else JobStatus.FAILED
     return dataclasses.replace(
         active,
-        status=JobStatus.COMPLETED if completed else JobStatus.FAILED,
-        progress=100 if completed else active.progress,
+        status=status,
+        progress=100 if status is JobStatus.COMPLETED else active.progress,
         attempts_made=active.attempts_made + 1,
         finished_ms=finished_ms,
         next_attempt_ms=0,

@@ -11,6 +11,12 @@ forms `inet_aton` accepts (`2130706433`, `0x7f000001`, `017700000001`, `127.1`)
 are read the way the C resolver reads them, and `localhost` and the names under
 it are refused without a lookup.
 
+`ERRAND_WEBHOOK_ALLOW_PRIVATE=true` lifts the rules for loopback and private
+ranges (local development, a receiver on the same network), never for
+link-local addresses (169.254.0.0/16, fe80::/10) and the metadata endpoints
+(`ALWAYS_REFUSED`, in any IPv6 form that carries one): on every major cloud
+they hand out the instance's credentials.
+
 The check runs at submit time and again at delivery time, where the caller
 connects to exactly the addresses returned here, so a DNS answer that changes
 between the check and the connection (DNS rebinding) cannot redirect it.
@@ -33,9 +39,17 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 DNS_TIMEOUT_S = 5.0
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
+# AWS, GCP, Azure, OpenStack, DigitalOcean (169.254.169.254 and AWS's IPv6 fd00:ec2::254),
+# ECS task metadata (169.254.170.2), Alibaba (100.100.100.200), Oracle (192.0.0.192).
 METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(a)
-    for a in ("169.254.169.254", "fd00:ec2::254", "169.254.170.2", "100.100.100.200")
+    for a in (
+        "169.254.169.254",
+        "fd00:ec2::254",
+        "169.254.170.2",
+        "100.100.100.200",
+        "192.0.0.192",
+    )
 )
 SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")
 NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
@@ -94,6 +108,23 @@ def address_refusal(address: IPAddress) -> str | None:
         return "a site-local address"
     if not address.is_global:
         return "not a public address"
+    return None
+
+
+def always_refused(address: IPAddress) -> str | None:
+    """Why a webhook may never reach `address`, even with private targets allowed: a
+    metadata endpoint or a link-local address, also inside an IPv6 form. None otherwise."""
+    if address in METADATA_ADDRESSES:
+        return "a cloud metadata address"
+    if address.is_link_local:
+        return "a link-local address"
+    if isinstance(address, ipaddress.IPv6Address):
+        translated = _translated_ipv4(address)
+        carried = [translated] if translated is not None else _embedded_ipv4(address)
+        for inner in carried:
+            reason = always_refused(inner)
+            if reason is not None:
+                return f"{reason} (embedded in {address})"
     return None
 
 
@@ -163,9 +194,9 @@ async def resolve_webhook_url(
 ) -> WebhookTarget:
     """Resolve the URL's host without blocking the loop and check every address.
 
-    Raises UnsafeWebhookUrl when a rule refuses the URL (with `allow_private`
-    only the syntax rules apply), UnresolvableWebhookHost when the name does not
-    resolve within `timeout_s`.
+    Raises UnsafeWebhookUrl when a rule refuses the URL (with `allow_private` only
+    the syntax rules and `always_refused` apply), UnresolvableWebhookHost when the
+    name does not resolve within `timeout_s`.
     """
     parts = split_webhook_url(url)
     scheme, hostname = parts.scheme.lower(), parts.hostname or ""
@@ -174,12 +205,12 @@ async def resolve_webhook_url(
     if not allow_private and _is_localhost_name(hostname):
         raise UnsafeWebhookUrl(f"webhookUrl host {hostname!r} is a loopback name")
     addresses = (literal,) if literal is not None else await _resolve(hostname, port, timeout_s)
-    if not allow_private:
-        for address in addresses:
-            reason = address_refusal(address)
-            if reason is not None:
-                shown = hostname if literal is None else str(address)
-                raise UnsafeWebhookUrl(f"webhookUrl host {shown!r} resolves to {reason}")
+    refusal = always_refused if allow_private else address_refusal
+    for address in addresses:
+        reason = refusal(address)
+        if reason is not None:
+            shown = hostname if literal is None else str(address)
+            raise UnsafeWebhookUrl(f"webhookUrl host {shown!r} resolves to {reason}")
     return WebhookTarget(url, scheme, hostname, port, addresses)
 
 

@@ -1,4 +1,5 @@
-"""Webhook URL rules that need no network: scheme, length, characters, a host, no user info."""
+"""Webhook URL rules that need no network: scheme, length, no control characters, a host,
+no user info."""
 
 from __future__ import annotations
 
@@ -15,17 +16,24 @@ _ANY = r"[^\x00-\x1f\x7f]"
 _AUTHORITY = r"[^:/?#@\x00-\x1f\x7f][^/?#@\x00-\x1f\x7f]*"
 URL_PATTERN = rf"^[Hh][Tt][Tt][Pp][Ss]?://{_AUTHORITY}([/?#]{_ANY}*)?$"
 _URL_SHAPE = re.compile(URL_PATTERN)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0 controls (tab, CR and LF included) and DEL: urlsplit silently drops some of them,
+# so a URL that reads one way in a log would be requested another way.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def check_webhook_url_syntax(value: Any) -> Any:
-    """Pydantic before-validator: an http(s) URL of at most 2048 chars with a host."""
+    """Pydantic before-validator: an http(s) URL of at most 2048 chars, no control
+    characters, with a host."""
     if not isinstance(value, str):
         raise ValueError("webhookUrl must be a string")
     if len(value) > MAX_URL_LENGTH:
         raise ValueError(f"webhookUrl must be at most {MAX_URL_LENGTH} characters")
-    if _CONTROL.search(value):
-        raise ValueError("webhookUrl must not contain control characters")
+    control = _CONTROL_CHARACTERS.search(value)
+    if control is not None:
+        raise ValueError(
+            f"webhookUrl must not contain control characters "
+            f"(found U+{ord(control.group()):04X} at position {control.start()})"
+        )
     try:
         parts = urlsplit(value)
         port = parts.port

@@ -1,7 +1,10 @@
 """The one body reader: a JSON object body with a hard size limit, before any model validation.
 
 Both API paths read bodies here, straight from the ASGI `receive` channel: the hot
-path with the scope it was given, the FastAPI routes with their Request's.
+path with the scope it was given, the FastAPI routes with their Request's. A body
+must be declared JSON (`application/json` or any `application/*+json`, parameters
+allowed), so a cross-site form or `text/plain` request cannot drive errand, and may
+nest at most MAX_JSON_DEPTH levels deep.
 """
 
 from __future__ import annotations
@@ -14,12 +17,21 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.types import Receive
 
-from errand.errors import BodyTooLarge, FieldError, InvalidInput, MalformedBody
+from errand.errors import (
+    BodyTooLarge,
+    FieldError,
+    InvalidInput,
+    MalformedBody,
+    UnsupportedMediaType,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
+MAX_JSON_DEPTH = 32  # objects and arrays nested in each other; the top-level object is 1
+_CONTAINERS = (dict, list)
 
 _CONTENT_LENGTH = b"content-length"
+_CONTENT_TYPE = b"content-type"
 
 
 class ClientGone(Exception):
@@ -36,13 +48,19 @@ async def read_body(
 ) -> bytes:
     """The whole request body.
 
-    Raises BodyTooLarge past `max_bytes` (declared or received), ClientGone when the
-    client disconnects first.
+    Raises UnsupportedMediaType unless the headers declare a JSON body, BodyTooLarge
+    past `max_bytes` (declared or received), ClientGone when the client disconnects
+    first.
     """
+    media_type = declared = b""
     for name, value in headers:
-        if name == _CONTENT_LENGTH:
-            check_declared_length(value.decode("latin-1"), max_bytes)
-            break
+        if name == _CONTENT_TYPE and not media_type:
+            media_type = value
+        elif name == _CONTENT_LENGTH:
+            declared = value
+    check_json_media_type(media_type)
+    if declared:
+        check_declared_length(declared.decode("latin-1"), max_bytes)
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -65,15 +83,48 @@ def check_declared_length(declared: str | None, max_bytes: int) -> None:
         raise BodyTooLarge(f"the body is over {max_bytes} bytes")
 
 
+def check_json_media_type(content_type: bytes) -> None:
+    """Raises UnsupportedMediaType unless `content_type` is `application/json` or
+    `application/<anything>+json`, with or without parameters (`; charset=utf-8`)."""
+    media_type = content_type.partition(b";")[0].strip().lower()
+    if media_type == b"application/json" or (
+        media_type.startswith(b"application/") and media_type.endswith(b"+json")
+    ):
+        return
+    shown = media_type.decode("latin-1")[:100] or "no Content-Type"
+    raise UnsupportedMediaType(
+        f"the body must be JSON, sent with Content-Type: application/json (got {shown})"
+    )
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any]:
-    """Raises MalformedBody unless `raw` is UTF-8 JSON whose top level is an object."""
+    """Raises MalformedBody unless `raw` is UTF-8 JSON whose top level is an object
+    nested at most MAX_JSON_DEPTH levels deep."""
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as err:
         raise MalformedBody(f"the body is not valid UTF-8 JSON: {err}") from err
     if not isinstance(value, dict):
         raise MalformedBody("the body must be a JSON object")
+    # Too few brackets to nest that deep (the usual case): no need to walk the value.
+    if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH:
+        check_depth(value)
     return value
+
+
+def check_depth(value: dict[str, Any]) -> None:
+    """Raises MalformedBody when objects and arrays nest deeper than MAX_JSON_DEPTH."""
+    level: list[Any] = [value]
+    for _ in range(MAX_JSON_DEPTH):
+        level = [
+            inner
+            for outer in level
+            for inner in (outer.values() if isinstance(outer, dict) else outer)
+            if isinstance(inner, _CONTAINERS)
+        ]
+        if not level:
+            return
+    raise MalformedBody(f"the body nests deeper than {MAX_JSON_DEPTH} levels")
 
 
 def validate_body(model: type[M], body: dict[str, Any]) -> M:

@@ -18,6 +18,8 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError
+from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -33,7 +35,12 @@ from errand.errors import (
     InvalidInput,
     MalformedBody,
     NotFound,
+    QueueFull,
     QueueUnavailable,
+    RateLimited,
+    RecipientLimited,
+    Unauthorized,
+    UnsupportedMediaType,
 )
 
 log = logging.getLogger("errand.api")
@@ -44,8 +51,16 @@ _STATUS = {
     InvalidInput: (422, "Unprocessable Content", "validation"),
     MalformedBody: (400, "Bad Request", "malformed-body"),
     BodyTooLarge: (413, "Content Too Large", "body-too-large"),
+    UnsupportedMediaType: (415, "Unsupported Media Type", "unsupported-media-type"),
+    Unauthorized: (401, "Unauthorized", "unauthorized"),
+    RecipientLimited: (429, "Too Many Requests", "recipient-limit"),
+    RateLimited: (429, "Too Many Requests", "rate-limited"),
+    QueueFull: (503, "Service Unavailable", "queue-full"),
     QueueUnavailable: (503, "Service Unavailable", "unavailable"),
 }
+UNAVAILABLE_RETRY_AFTER_S = 5
+# The challenge of a 401 on the client routes (RFC 6750).
+_CHALLENGE = 'Bearer realm="errand"'
 
 
 def errand_problem(exc: ErrandError) -> Response:
@@ -61,8 +76,17 @@ def errand_problem(exc: ErrandError) -> Response:
         extra["errors"] = [asdict(e) for e in exc.errors]
     if isinstance(exc, Conflict) and exc.job_status is not None:
         extra["jobStatus"] = exc.job_status
-    headers = {"Retry-After": "5"} if status == 503 else None
-    return problem(status, title, exc.detail, slug, headers=headers, **extra)
+    return problem(status, title, exc.detail, slug, headers=_headers(exc, status), **extra)
+
+
+def _headers(exc: ErrandError, status: int) -> dict[str, str] | None:
+    if isinstance(exc, RateLimited):
+        return {"Retry-After": str(max(1, exc.retry_after_s))}
+    if status == 503:
+        return {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)}
+    if isinstance(exc, Unauthorized):
+        return {"WWW-Authenticate": _CHALLENGE}
+    return None
 
 
 def _validation_problem(exc: RequestValidationError) -> Response:
@@ -96,7 +120,27 @@ def redis_down_problem(exc: Exception) -> Response:
         "Service Unavailable",
         "the job store does not answer; try again shortly",
         "unavailable",
-        headers={"Retry-After": "5"},
+        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
+    )
+
+
+def is_store_full(exc: Exception) -> bool:
+    """The store refused a write at its `maxmemory` (noeviction): Valkey's OOM error, also
+    when a Lua script (BullMQ's) relays it. The write was refused whole: nothing half-made."""
+    if isinstance(exc, OutOfMemoryError):
+        return True
+    return isinstance(exc, RedisResponseError) and "used memory > 'maxmemory'" in str(exc)
+
+
+def store_full_problem(exc: Exception) -> Response:
+    """The 503 for a store at its memory limit: nothing was created."""
+    log.warning("the job store is full (maxmemory): %s", exc)
+    return problem(
+        503,
+        "Service Unavailable",
+        "the job store is full; nothing was created, try again later",
+        "store-full",
+        headers={"Retry-After": "30"},
     )
 
 
@@ -106,6 +150,8 @@ def error_response(exc: Exception, where: str) -> Response:
         return errand_problem(exc)
     if isinstance(exc, REDIS_DOWN):
         return redis_down_problem(exc)
+    if is_store_full(exc):
+        return store_full_problem(exc)
     if isinstance(exc, ResponseError):
         return exc.response
     if isinstance(exc, RequestValidationError):

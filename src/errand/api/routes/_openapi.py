@@ -62,13 +62,18 @@ def problems(*statuses: int) -> Responses:
     they carry (`errand.api.openapi` adds the problem+json content to every error)."""
     entries: Responses = {}
     for status in statuses:
-        entry: dict[str, Any] = {"description": PROBLEM_DESCRIPTIONS[status]}
-        if status == 401:
-            entry["headers"] = {"WWW-Authenticate": WWW_AUTHENTICATE}
-        elif status in (429, 503):
-            entry["headers"] = {"Retry-After": retry_after("before trying again")}
-        entries[status] = entry
+        entries |= problem(status, PROBLEM_DESCRIPTIONS[status])
     return entries
+
+
+def problem(status: int, description: str) -> Responses:
+    """The `responses=` entry of one problem answer, described for this route."""
+    entry: dict[str, Any] = {"description": description}
+    if status == 401:
+        entry["headers"] = {"WWW-Authenticate": WWW_AUTHENTICATE}
+    elif status in (429, 503):
+        entry["headers"] = {"Retry-After": retry_after("before trying again")}
+    return {status: entry}
 
 
 def json_body(model: type[BaseModel], *, idempotent: bool = False) -> dict[str, Any]:
@@ -110,6 +115,39 @@ def accepted_job(model: type[BaseModel], location: str) -> Responses:
                 "Retry-After": retry_after("before polling the Location"),
             },
         }
+    }
+
+
+def created(model: type[BaseModel], location: str) -> Responses:
+    """The `201 Created` of a new resource: its body and `Location`."""
+    return {
+        201: {
+            "model": model,
+            "description": "Created.",
+            "headers": {"Location": header(location, {"type": "string"}, required=True)},
+        }
+    }
+
+
+def canceled_job(model: type[BaseModel]) -> Responses:
+    """The answers of a cancel: 200 canceled now, 202 asked to stop, 409 too late."""
+    return {
+        200: {
+            "model": model,
+            "description": "Canceled now (`canceled`), or final anyway: an active report "
+            "that finished before it could stop.",
+        },
+        202: {
+            "model": model,
+            "description": "An active report asked to stop at its next progress step "
+            "(still `active`, `cancelRequested: true`); poll /jobs/{jobId}.",
+            "headers": {"Retry-After": retry_after("before polling the job")},
+        },
+        **problem(
+            409,
+            "Too late to cancel: a final job, or a notification being sent; `jobStatus` "
+            "holds its status.",
+        ),
     }
 
 

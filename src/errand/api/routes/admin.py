@@ -8,11 +8,11 @@ from fastapi import APIRouter, Depends, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
+from errand.api.admin_schemas import DeadLetterPage, DeadLetterRetried, QueuesPublic
 from errand.api.deps import Services, services
 from errand.api.http.problems import ProblemRoute
 from errand.api.http.responses import ResponseError, json_response, problem
 from errand.api.routes._openapi import problems
-from errand.api.schemas import DeadLetterPage, DeadLetterRetried, QueuesPublic
 from errand.clock import iso_ms
 from errand.keys import QueueName
 from errand.metrics.jobs import record_dlq_retry
@@ -70,6 +70,7 @@ async def get_dlq(
                 {
                     "jobId": d.job_id,
                     "queue": str(d.queue),
+                    "clientId": d.client_id,
                     "name": d.name,
                     "data": d.data,
                     "failedReason": d.failed_reason,

@@ -14,11 +14,11 @@ from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
 from errand import __version__
+from errand.api.admin_schemas import AdminJobPage, AdminJobPublic
 from errand.api.deps import Services, services
 from errand.api.http.problems import ProblemRoute
 from errand.api.http.responses import json_response
 from errand.api.routes.admin import require_admin
-from errand.api.schemas import AdminJobPage, AdminJobPublic
 from errand.errors import NotFound
 from errand.keys import QueueName
 from errand.queue.recent import recent_jobs
@@ -70,6 +70,7 @@ def admin_job_view(snap: JobSnapshot) -> dict[str, object]:
     """The job view plus what only an admin sees: its name, data and attempt budget."""
     return {
         **job_view(snap),
+        "clientId": snap.client_id,
         "name": snap.name,
         "data": snap.data,
         "priority": snap.priority,

@@ -1,4 +1,4 @@
-"""GET /jobs/{jobId}: any job's status, whatever its queue."""
+"""GET /jobs/{jobId} (any job's status, whatever its queue) and POST /jobs/{jobId}/cancel."""
 
 from __future__ import annotations
 
@@ -7,16 +7,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from errand.api.caller import Caller, current_caller
+from errand.api.cancel import cancel_job
 from errand.api.deps import Services, services
-from errand.api.http.problems import ProblemRoute
-from errand.api.polling import status_response
-from errand.api.routes._openapi import event_stream, job_status
+from errand.api.gate import ClientRoute
+from errand.api.http.responses import json_response
+from errand.api.polling import retry_after_s, status_response
+from errand.api.routes._openapi import canceled_job, event_stream, job_status
 from errand.api.schemas import JobPublic
 from errand.api.waiting import WaitSeconds, long_poll, sse_response
 from errand.queue.snapshot import JobSnapshot
 from errand.queue.views import job_view
 
-router = APIRouter(tags=["jobs"], route_class=ProblemRoute)
+router = APIRouter(tags=["jobs"], route_class=ClientRoute)
 
 
 def job_response(svc: Services, snap: JobSnapshot) -> Response:
@@ -48,3 +50,20 @@ async def job_events(
     no state: each event carries the whole job view, not a delta.
     """
     return await sse_response(svc, caller, job_id, job_view)
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    responses=canceled_job(JobPublic),
+)
+async def cancel(
+    job_id: str, svc: Services = Depends(services), caller: Caller = Depends(current_caller)
+) -> Response:
+    """Cancel a scheduled or waiting job (200, now `canceled`), or ask an active report to
+    stop at its next progress step (202, still `active` with `cancelRequested`). An active
+    notification or a final job: 409 with `jobStatus`. A body, if any, is ignored."""
+    snap, canceled = await cancel_job(svc, caller, job_id)
+    if canceled or snap.is_final:
+        return json_response(job_view(snap), 200)
+    headers = {"Retry-After": str(retry_after_s(svc.settings, snap.queue, snap))}
+    return json_response(job_view(snap), 202, headers)

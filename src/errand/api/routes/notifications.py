@@ -10,20 +10,20 @@ from starlette.responses import Response
 
 from errand.api.caller import Caller, current_caller
 from errand.api.deps import Services, services
+from errand.api.gate import ClientRoute
 from errand.api.http.body import read_json_object, validate_body
-from errand.api.http.problems import ProblemRoute
 from errand.api.idempotency import idempotent
-from errand.api.polling import accepted, status_response
+from errand.api.polling import accepted, check_room, status_response
 from errand.api.routes._openapi import accepted_job, event_stream, job_status, json_body
 from errand.api.schemas import NotificationAccepted, NotificationCreate, NotificationPublic
 from errand.api.waiting import WaitSeconds, long_poll, sse_response
-from errand.errors import NotFound
+from errand.errors import NotFound, RecipientLimited
 from errand.keys import QueueName, queue_of
 from errand.queue.producers import enqueue_notification
 from errand.queue.views import notification_view
 from errand.webhooks.ssrf import check_webhook_destination
 
-router = APIRouter(tags=["notifications"], route_class=ProblemRoute)
+router = APIRouter(tags=["notifications"], route_class=ClientRoute)
 
 
 @router.post(
@@ -50,12 +50,29 @@ async def accept(svc: Services, caller: Caller, body: dict[str, Any]) -> Respons
     await check_webhook_destination(
         note.webhookUrl, allow_private=svc.settings.webhook_allow_private
     )
+    await check_room(svc, QueueName.NOTIFICATIONS)
+    await count_recipient(svc, caller, note.userId)
     enqueued = await enqueue_notification(
-        svc.queues, caller.client_id, note.type, note.userId, note.webhookUrl
+        svc.queues, caller.client_id, note.type, note.userId, note.webhookUrl, note.timing()
     )
     status_url = f"/notifications/{enqueued.job_id}"
-    content = {"jobId": enqueued.job_id, "statusUrl": status_url, "status": "waiting"}
+    content = {"jobId": enqueued.job_id, "statusUrl": status_url, "status": str(enqueued.status)}
     return accepted(svc.settings, QueueName.NOTIFICATIONS, status_url, content)
+
+
+async def count_recipient(svc: Services, caller: Caller, user_id: str) -> None:
+    """Count one notification for `user_id` against the caller's hourly cap.
+
+    Raises RecipientLimited (429) when the cap is reached; nothing is counted then.
+    """
+    cap = caller.notify_per_user_per_hour
+    wait_s = await svc.gate.limits.admit_recipient(caller.client_id, user_id, cap)
+    if wait_s:
+        raise RecipientLimited(
+            f"at most {cap} notifications for one user in any 60 minutes; "
+            f"this user can get another in {wait_s} s",
+            wait_s,
+        )
 
 
 @router.get("/notifications/{job_id}", responses=job_status(NotificationPublic))

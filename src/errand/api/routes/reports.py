@@ -10,10 +10,10 @@ from starlette.responses import Response
 
 from errand.api.caller import Caller, current_caller
 from errand.api.deps import Services, services
+from errand.api.gate import ClientRoute
 from errand.api.http.body import read_json_object, validate_body
-from errand.api.http.problems import ProblemRoute
 from errand.api.idempotency import idempotent
-from errand.api.polling import accepted
+from errand.api.polling import accepted, check_room
 from errand.api.routes._openapi import accepted_job, json_body, problems
 from errand.api.schemas import ReportAccepted, ReportCreate, ReportResult
 from errand.errors import Conflict, NotFound
@@ -22,7 +22,7 @@ from errand.queue.producers import enqueue_report
 from errand.queue.snapshot import JobStatus
 from errand.webhooks.ssrf import check_webhook_destination
 
-router = APIRouter(tags=["reports"], route_class=ProblemRoute)
+router = APIRouter(tags=["reports"], route_class=ClientRoute)
 
 
 @router.post(
@@ -48,6 +48,7 @@ async def accept(svc: Services, caller: Caller, body: dict[str, Any]) -> Respons
     await check_webhook_destination(
         report.webhookUrl, allow_private=svc.settings.webhook_allow_private
     )
+    await check_room(svc, QueueName.REPORTS)
     enqueued = await enqueue_report(
         svc.queues, caller.client_id, report.userId, report.reportType, report.webhookUrl
     )

@@ -344,6 +344,8 @@
       ...fact("Started", clock(job.startedAt)),
       ...fact("Finished", clock(job.finishedAt)),
       ...(job.nextAttemptAt ? fact("Next attempt", clock(job.nextAttemptAt)) : []),
+      ...(job.scheduledFor ? fact("Scheduled for", clock(job.scheduledFor)) : []),
+      ...(job.cancelRequested ? fact("Cancel", job.status === "canceled" ? "canceled" : "requested") : []),
       ...(job.priority ? fact("Priority", String(job.priority)) : []),
       ...(job.resultUrl ? fact("Result", el("code", { text: job.resultUrl })) : []),
     ]);

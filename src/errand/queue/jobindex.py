@@ -1,0 +1,148 @@
+"""errand's listing index: which jobs a client has, per queue, user and type, newest first.
+
+BullMQ cannot list one client's jobs, so errand keeps sorted sets of its own
+(`Keys.job_index*`), scored by the job's `createdAt` in ms, member `{jobId}:{seq}`:
+`seq` is a per-client sequence number given at write time, so a listing can leave
+out jobs created after its first page whatever the clocks of the API hosts say.
+Each job is in three sets: its client's for its queue, and that one narrowed to its
+`userId` and to its `type`. The write runs as a script in the same MULTI as BullMQ's
+add script (`JobQueues.add_many`), right after it: it indexes a job only if its hash
+now exists, so a report deduplicated into another job leaves no entry behind.
+
+Pruning follows the job's retention: a reader drops the entries whose job hash is
+gone (BullMQ removed it by age); and each write samples a few entries older than
+`keep_completed_seconds` in every set it touches and drops the gone ones, so sets
+nobody reads shrink too.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from errand.keys import Keys, QueueName
+
+# Queues whose jobs are the client's (webhook deliveries are the service's own).
+LISTED_QUEUES = (QueueName.REPORTS, QueueName.NOTIFICATIONS)
+
+# KEYS[1] the client's seq, then per job: job hash, queue set, user set, type set.
+# ARGV: job key prefix of the queue, prune cutoff (ms), a random number in [0, 1),
+# then per job: job id, createdAt (ms). The entries of one set go in with one ZADD
+# (a batch's jobs share their queue and type sets). Each touched set then gets two
+# prune samples per entry written, at most 32, spread over its entries older than the
+# cutoff by golden-ratio steps from the random start.
+_WRITE = """
+local n = (#KEYS - 1) / 4
+local seq = redis.call('INCRBY', KEYS[1], n) - n
+local cutoff, r = tonumber(ARGV[2]), tonumber(ARGV[3])
+local pending, order = {}, {}
+for i = 0, n - 1 do
+  local k = 2 + i * 4
+  if redis.call('EXISTS', KEYS[k]) == 1 then
+    local member = ARGV[4 + i * 2] .. ':' .. string.format('%x', seq + i + 1)
+    local score = ARGV[5 + i * 2]
+    for j = 1, 3 do
+      local set = KEYS[k + j]
+      local t = pending[set]
+      if not t then t = {}; pending[set] = t; order[#order + 1] = set end
+      t[#t + 1] = score; t[#t + 1] = member
+    end
+  end
+end
+local function prune(set, samples)
+  local old = redis.call('ZCOUNT', set, '-inf', '(' .. cutoff)
+  if old == 0 then return end
+  for _ = 1, samples do
+    r = (r + 0.6180339887498949) % 1
+    local rank = math.floor(r * old)
+    local member = redis.call('ZRANGE', set, rank, rank)[1]
+    if member then
+      local id = string.match(member, '^(.*):%x+$')
+      if id and redis.call('EXISTS', ARGV[1] .. id) == 0 then redis.call('ZREM', set, member) end
+    end
+  end
+end
+for _, set in ipairs(order) do
+  local t = pending[set]
+  for c = 1, #t, 1000 do redis.call('ZADD', set, unpack(t, c, math.min(c + 999, #t))) end
+  prune(set, math.min(#t, 32))
+end
+return #order
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """What the index needs to know of one job."""
+
+    client_id: str
+    queue: QueueName
+    job_id: str
+    user_id: str
+    kind: str  # the notification type, or the report's reportType
+    created_ms: int
+
+
+def entry_for(
+    queue: QueueName, job_id: str, data: dict[str, Any], created_ms: int
+) -> IndexEntry | None:
+    """The index entry of a job about to be added, or None for a job that is never listed."""
+    if queue not in LISTED_QUEUES:
+        return None
+    client = data.get("clientId")
+    kind = data.get("type") if queue is QueueName.NOTIFICATIONS else data.get("reportType")
+    if not isinstance(client, str) or not client:
+        return None
+    return IndexEntry(
+        client, queue, job_id, str(data.get("userId", "")), str(kind or ""), created_ms
+    )
+
+
+def write_call(
+    keys: Keys, entries: list[IndexEntry], prune_after_ms: int
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of the index write for `entries` (one client, one queue)."""
+    first = entries[0]
+    call_keys = [keys.job_index_seq(first.client_id)]
+    args: list[Any] = [keys.job(first.queue, ""), prune_after_ms, random.random()]
+    for e in entries:
+        call_keys += [
+            keys.job(e.queue, e.job_id),
+            keys.job_index(e.client_id, e.queue),
+            keys.job_index_by(e.client_id, e.queue, "user", e.user_id),
+            keys.job_index_by(e.client_id, e.queue, "type", e.kind),
+        ]
+        args += [e.job_id, e.created_ms]
+    return call_keys, args
+
+
+def write_script() -> str:
+    return _WRITE
+
+
+def split_member(member: str) -> tuple[str, int]:
+    """(job id, seq) of an index member. Raises ValueError for a member errand did not write."""
+    job_id, sep, seq = member.rpartition(":")
+    if not sep or not job_id:
+        raise ValueError(f"not an index member: {member!r}")
+    return job_id, int(seq, 16)
+
+
+async def record_in_index(
+    redis: Any,
+    keys: Keys,
+    queue: QueueName,
+    job_id: str,
+    data: dict[str, Any],
+    created_ms: int,
+    prune_before_ms: int,
+) -> None:
+    """Index a job that BullMQ's own Lua created (a schedule's run) as the add path
+    indexes the jobs it creates (pruning entries older than `prune_before_ms`). Called
+    once per run, when a worker first takes it."""
+    entry = entry_for(queue, job_id, data, created_ms)
+    if entry is None:
+        return
+    call_keys, args = write_call(keys, [entry], prune_before_ms)
+    await redis.eval(_WRITE, len(call_keys), *call_keys, *args)
