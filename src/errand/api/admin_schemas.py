@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, Field, StringConstraints, WithJsonSchema
 
-from errand.api.schemas import JobPublic, _Request
+from errand.api.schemas import JobPublic, _Request, integral
 from errand.keys import QueueName
 
 
@@ -76,13 +76,24 @@ def _client_name(value: Any) -> Any:
     return value
 
 
+# "Printable" is Python's str.isprintable (Unicode categories), which no regex a schema
+# tool runs can say; the pattern states its Latin-1 part (no C0/C1 control, DEL, no-break
+# space or soft hyphen).
+CLIENT_NAME_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 64,
+    "pattern": "^[^\\x00-\\x1f\\x7f-\\xa0\\xad]*$",
+    "description": "1-64 printable characters: no control, format, private-use, unassigned "
+    "or separator character but the space (else 422).",
+}
 ClientName = Annotated[
     str,
     StringConstraints(min_length=1, max_length=64),
     BeforeValidator(_client_name),
-    Field(description="1-64 printable characters."),
+    WithJsonSchema(CLIENT_NAME_SCHEMA),
 ]
-Count = Annotated[int, Field(ge=0, le=1_000_000, strict=True)]
+Count = Annotated[int, Field(ge=0, le=1_000_000, strict=True), BeforeValidator(integral)]
 
 
 class RateLimitSpec(_Request):

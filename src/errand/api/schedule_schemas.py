@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, WithJsonSchema
 from pydantic.json_schema import SkipJsonSchema
 
 from errand.api.http.body import validate_body
@@ -16,6 +16,7 @@ from errand.api.schemas import (
     WebhookUrl,
     _Request,
     absent_when_unset,
+    integral,
 )
 from errand.errors import FieldError, InvalidInput
 from errand.keys import QueueName
@@ -72,6 +73,9 @@ _TIMING_SCHEMA: dict[str, Any] = {
 }
 
 
+Every = Annotated[int, Field(ge=1, le=EVERY_MAX_S, strict=True), BeforeValidator(integral)]
+
+
 class ScheduleJob(_Request):
     """The job of each run: its queue; the rest of it is the queue's POST body."""
 
@@ -88,7 +92,7 @@ class ScheduleCreate(_Request):
         description="Five fields of standard cron that match some future time.",
         examples=["0 8 * * 1-5"],
     )
-    every: Annotated[StrictInt, Field(ge=1, le=EVERY_MAX_S)] | None = Field(
+    every: Every | None = Field(
         None, description="Seconds between runs; the first run is at creation."
     )
     timezone: StrictStr | None = Field(

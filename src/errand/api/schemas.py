@@ -41,10 +41,18 @@ MAX_SEND_AHEAD_MS = 365 * 86_400_000
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
 
 
+def integral(value: Any) -> Any:
+    """JSON Schema's integer is a number with no fractional part: `5.0` is read as `5`
+    (anything else is left for the field's own validation). Before a strict int field:
+    `Annotated[int, Field(strict=True, ...), BeforeValidator(integral)]`."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def _user_id(value: Any) -> Any:
     """`42`, `42.0` and `"42"` are the same user; booleans and fractions are not user ids."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # JSON Schema's integer: a number with no fractional part
+    value = integral(value)
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise ValueError("userId must be a string or an integer")
     if isinstance(value, int) and abs(value) > SAFE_INT_MAX:

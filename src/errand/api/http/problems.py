@@ -24,6 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match
 
 from errand.api.http.body import ClientGone
 from errand.api.http.responses import ResponseError, problem
@@ -190,7 +191,21 @@ class ProblemRoute(APIRoute):
 
 
 def _handle(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, HTTPException) and exc.status_code == 405:
+        # Starlette names the methods of the first route on the path only; a path can
+        # have several routes (GET and POST /schedules).
+        exc = HTTPException(405, exc.detail, headers={"Allow": allowed_methods(request)})
     return error_response(exc, _where(request))
+
+
+def allowed_methods(request: Request) -> str:
+    """The methods some route of the app takes on the request's path (its `Allow`)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        route_methods = getattr(route, "methods", None)
+        if route_methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route_methods
+    return ", ".join(sorted(methods))
 
 
 def install_problem_handlers(app: FastAPI) -> None:
