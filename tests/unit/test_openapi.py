@@ -365,3 +365,11 @@ def test_admin_client_routes(doc: dict[str, Any]) -> None:
     assert "204" in paths["/admin/clients/{client_id}/keys/{key_id}"]["delete"]["responses"]
     listed = paths["/admin/clients"]["get"]["responses"]["200"]["content"]["application/json"]
     assert listed["schema"] == {"$ref": "#/components/schemas/ClientList"}
+
+
+def test_client_name_pattern_is_the_printable_rule_over_latin_1(doc: dict[str, Any]) -> None:
+    name = doc["components"]["schemas"]["ClientCreate"]["properties"]["name"]
+    schema = jsonschema_rs.validator_for(name)
+    for code in range(256):
+        text = f"a{chr(code)}b"
+        assert schema.is_valid(text) is text.isprintable(), hex(code)

@@ -89,7 +89,7 @@ class ScheduleCreate(_Request):
 
     cron: StrictStr | None = Field(
         None,
-        description="Five fields of standard cron that match some future time.",
+        description="Five fields of standard cron that match some future time (else 422).",
         examples=["0 8 * * 1-5"],
     )
     every: Every | None = Field(
@@ -97,7 +97,7 @@ class ScheduleCreate(_Request):
     )
     timezone: StrictStr | None = Field(
         None,
-        description="An IANA name this host knows (only with cron); UTC.",
+        description="An IANA name this host knows (else 422); only with cron; default UTC.",
         examples=["Europe/Paris"],
     )
     job: Annotated[ScheduleJob, WithJsonSchema(JOB_SCHEMA)] = Field(

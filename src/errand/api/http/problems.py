@@ -190,6 +190,9 @@ class ProblemRoute(APIRoute):
         return answer
 
 
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
 def _handle(request: Request, exc: Exception) -> Response:
     if isinstance(exc, HTTPException) and exc.status_code == 405:
         # Starlette names the methods of the first route on the path only; a path can
@@ -199,13 +202,14 @@ def _handle(request: Request, exc: Exception) -> Response:
 
 
 def allowed_methods(request: Request) -> str:
-    """The methods some route of the app takes on the request's path (its `Allow`)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        route_methods = getattr(route, "methods", None)
-        if route_methods and route.matches(request.scope)[0] is not Match.NONE:
-            methods |= route_methods
-    return ", ".join(sorted(methods))
+    """The methods some route of the app takes on the request's path (its `Allow`),
+    asked of each route as Starlette asks it (routes may be nested routers)."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in HTTP_METHODS
+        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
+    )
 
 
 def install_problem_handlers(app: FastAPI) -> None:

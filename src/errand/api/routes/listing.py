@@ -71,7 +71,10 @@ async def list_jobs(
     ] = None,
     cursor: Annotated[
         str | None,
-        Query(description="The `nextCursor` of the page before, with the same filters."),
+        Query(
+            description="The `nextCursor` of the page before, with the same filters "
+            "(a cursor this server did not make: 422)."
+        ),
         _schema(),
     ] = None,
     svc: Services = Depends(services),
