@@ -157,6 +157,7 @@ async def test_unknown_route_and_method_are_problems(stack: Stack) -> None:
         ("PUT", "/admin/clients", "GET, POST"),
         ("POST", "/admin/clients/cl_x", "DELETE, GET"),
         ("DELETE", "/reports", "POST"),
+        ("OPTIONS", "/notifications/batch", "POST"),
     ],
 )
 async def test_a_405_allows_every_method_of_the_path(
