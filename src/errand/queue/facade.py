@@ -7,6 +7,7 @@ from typing import Any
 
 from bullmq import Job, Queue
 
+from errand import tracing
 from errand.errors import NotFound
 from errand.keys import Keys, QueueName, queue_of
 from errand.queue.jobhash import pairs
@@ -58,8 +59,8 @@ class JobQueues:
         """Enqueue a job under its queue's policy; returns the id of the job that holds the work.
 
         With `dedup_id`, BullMQ keeps one job per id in flight: the id returned is the
-        in-flight job's when there is one, so `!= job_id` means deduplicated.
-
+        in-flight job's when there is one, so `!= job_id` means deduplicated. With
+        tracing on, the job's data carries the trace context (`errand.tracing`).
         """
         opts: dict[str, Any] = self.policies[queue].job_options()
         opts["jobId"] = job_id
@@ -67,7 +68,11 @@ class JobQueues:
             opts["priority"] = priority
         if dedup_id is not None:
             opts["deduplication"] = {"id": dedup_id}
-        job: Job = await self._queues[queue].add(name, data, opts)
+        if tracing.enabled:  # every job errand creates passes here: its producer span
+            with tracing.enqueue_span(str(queue), job_id, data) as traced:
+                job: Job = await self._queues[queue].add(name, traced, opts)
+                return str(job.id)
+        job = await self._queues[queue].add(name, data, opts)
         return str(job.id)
 
     async def snapshot(self, job_id: str, owner: str | None = None) -> JobSnapshot:
