@@ -132,15 +132,35 @@ async def test_one_trace_from_the_post_to_the_webhook_receiver(
     assert delivery.headers["traceparent"] == f"00-{CLIENT_TRACE_ID:032x}-{span_id(post):016x}-01"
 
 
-async def test_a_post_without_traceparent_starts_the_trace(
+async def test_spans_are_named_by_route_on_both_paths_and_start_a_trace(
     exporter: InMemorySpanExporter, stack: Stack
 ) -> None:
-    reply = await stack.http.get("/jobs/ntf_00000000000000000000000000000000")
-    assert reply.status_code == 404
+    unknown = "/jobs/ntf_00000000000000000000000000000000"
+    for query in ("", "?wait=1"):  # the hot path, then FastAPI (a query string)
+        reply = await stack.http.get(unknown + query)
+        assert reply.status_code == 404
     spans = await wait_for(
-        lambda: _finished(exporter), lambda got: bool(named(got, "GET /jobs/{job_id}"))
+        lambda: _finished(exporter), lambda got: len(named(got, "GET /jobs/{job_id}")) == 2
     )
-    assert parent_of(one(spans, "GET /jobs/{job_id}")) is None
+    for span in named(spans, "GET /jobs/{job_id}"):
+        assert parent_of(span) is None
+        assert (span.attributes or {}).get("http.route") == "/jobs/{job_id}"
+
+
+async def test_captured_secret_headers_are_masked(
+    monkeypatch: pytest.MonkeyPatch, exporter: InMemorySpanExporter, make_settings: Any
+) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", "authorization")
+    async with run_stack(make_settings(), with_worker=False) as stack:
+        reply = await stack.http.get("/admin/queues", headers=stack.admin)
+        assert reply.status_code == 200, reply.text
+    spans = await wait_for(
+        lambda: _finished(exporter), lambda got: bool(named(got, "GET /admin/queues"))
+    )
+    captured = (one(spans, "GET /admin/queues").attributes or {})[
+        "http.request.header.authorization"
+    ]
+    assert captured == ("[REDACTED]",)
 
 
 async def _finished(exporter: InMemorySpanExporter) -> list[ReadableSpan]:

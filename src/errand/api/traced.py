@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from opentelemetry import trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-from starlette.routing import Match
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from errand import tracing
 from errand.api.app import ErrandAPI
@@ -21,6 +21,8 @@ from errand.api.hotpath import HotPath
 
 # Probes and scrapes would be most spans and tell nothing.
 UNTRACED_PATHS = "/healthz,/readyz,/metrics"
+# Masked even when OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST names them.
+SECRET_HEADERS = ["authorization", "proxy-authorization", "x-api-key", "cookie", "set-cookie"]
 
 
 class TracedErrandAPI(ErrandAPI):
@@ -29,28 +31,61 @@ class TracedErrandAPI(ErrandAPI):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._traced = OpenTelemetryMiddleware(
-            super().__call__,
+            self._answer_and_name,
             excluded_urls=UNTRACED_PATHS,
-            default_span_details=self.span_details,
+            default_span_details=span_details,
             tracer_provider=tracing.provider(),
             exclude_spans=["receive", "send"],  # one span per request, not one per message
+            http_capture_headers_sanitize_fields=SECRET_HEADERS,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._traced(scope, receive, send)
 
-    def span_details(self, scope: Scope) -> tuple[str, dict[str, str]]:
-        """The server span's name and route: `POST /notifications`, `GET /jobs/{job_id}`."""
-        method = scope.get("method", "HTTP")
-        route = HotPath.match(scope) or self._route_of(scope)
-        if route is None:
-            return method, {}
-        return f"{method} {route}", {"http.route": route}
+    async def _answer_and_name(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer, naming the span after the route FastAPI matched once the response starts
+        (the span ends with the response; the hot path's routes are named at the start)."""
+        if scope["type"] != "http" or HotPath.match(scope) is not None:
+            await super().__call__(scope, receive, send)
+            return
+        span = trace.get_current_span()
 
-    def _route_of(self, scope: Scope) -> str | None:
-        for route in self.router.routes:
-            match, _ = route.matches(scope)
-            if match is Match.FULL:
-                path: str | None = getattr(route, "path", None)
-                return path
-        return None
+        async def send_and_name(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                route = route_template(scope)
+                if route is not None:
+                    span.update_name(f"{scope['method']} {route}")
+                    span.set_attribute("http.route", route)
+            await send(message)
+
+        await super().__call__(scope, receive, send_and_name)
+
+
+def span_details(scope: Scope) -> tuple[str, dict[str, str]]:
+    """The server span's name at its start: `POST /notifications`, `GET /jobs/{job_id}` for the
+    hot path; the method alone until FastAPI has matched a route."""
+    method: str = scope.get("method", "HTTP")
+    route = HotPath.match(scope)
+    if route is None:
+        return method, {}
+    return f"{method} {route}", {"http.route": route}
+
+
+def route_template(scope: Scope) -> str | None:
+    """The matched route's full template (`/admin/dlq/{job_id}/retry`), or None.
+
+    FastAPI leaves the route in the scope with its path inside its router
+    (`/dlq/{job_id}/retry`); the router's prefix is what the request path has
+    before the route's own part.
+    """
+    route = scope.get("route")
+    template: str | None = getattr(route, "path", None)
+    path_format: str | None = getattr(route, "path_format", None)
+    if template is None or path_format is None:
+        return template
+    try:
+        own = path_format.format(**scope.get("path_params", {}))
+    except (KeyError, IndexError, ValueError):
+        return template
+    path: str = scope["path"]
+    return path[: len(path) - len(own)] + template if path.endswith(own) else template
