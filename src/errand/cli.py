@@ -36,6 +36,20 @@ def _settings() -> Settings:
         raise typer.Exit(2) from err
 
 
+def _tracing(settings: Settings, *, configure: bool = False) -> None:
+    """Check (or set up) the traces the OTEL_* variables ask for; exit 2 if they cannot be."""
+    from errand import tracing
+
+    try:
+        if configure:
+            tracing.configure(settings)
+        else:
+            tracing.check(settings)
+    except tracing.TracingUnavailable as err:
+        typer.echo(f"errand: {err}", err=True)
+        raise typer.Exit(2) from err
+
+
 def _require_pinned_versions() -> None:
     from errand.pins import PinMismatch, check_pins
 
@@ -84,6 +98,7 @@ def up(
 
     _require_pinned_versions()
     settings = _settings()
+    _tracing(settings)  # the API and worker children set traces up themselves
     api_workers = api_workers or usable_cores()
     sup = Supervisor(settings, UpOptions(host, port, api_workers, workers, concurrency))
     signal.signal(signal.SIGTERM, sup.request_stop)
@@ -159,6 +174,7 @@ def api(
     if settings.redis_url is None:
         typer.echo("errand api needs ERRAND_REDIS_URL (or use `errand up`)", err=True)
         raise typer.Exit(2)
+    _tracing(settings)  # each API process sets its exporter up in app_from_env
     from errand.api.http.http_protocol import ErrandHttpToolsProtocol
     from errand.logs import configure_logging
 
@@ -205,6 +221,7 @@ def worker(
         typer.echo("errand worker needs ERRAND_REDIS_URL (or use `errand up`)", err=True)
         raise typer.Exit(2)
     configure_logging(settings)
+    _tracing(settings, configure=True)
     if metrics_port is not None:
         settings = settings.model_copy(update={"worker_metrics_port": metrics_port})
     chosen = _parse_queues(queues)

@@ -40,6 +40,9 @@ class WorkerEngine(StrEnum):
     FAST = "fast"
 
 
+TRACE_EXPORTERS = frozenset({"otlp", "console", "none"})
+
+
 class Settings(BaseSettings):
     """Every knob errand has. Built once by the CLI or `create_app`, never at import."""
 
@@ -130,10 +133,37 @@ class Settings(BaseSettings):
     log_format: LogFormat = LogFormat.CONSOLE
     log_level: str = "INFO"
 
+    # Traces: OpenTelemetry's standard variables (no ERRAND_ prefix) say whether errand
+    # installs the SDK; the SDK and its exporter read the rest of OTEL_* themselves.
+    otel_sdk_disabled: bool = Field(default=False, validation_alias="otel_sdk_disabled")
+    otel_traces_exporter: str = Field(default="", validation_alias="otel_traces_exporter")
+    otel_exporter_otlp_endpoint: str = Field(
+        default="", validation_alias="otel_exporter_otlp_endpoint"
+    )
+    otel_exporter_otlp_traces_endpoint: str = Field(
+        default="", validation_alias="otel_exporter_otlp_traces_endpoint"
+    )
+    otel_exporter_otlp_protocol: str = Field(
+        default="", validation_alias="otel_exporter_otlp_protocol"
+    )
+    otel_exporter_otlp_traces_protocol: str = Field(
+        default="", validation_alias="otel_exporter_otlp_traces_protocol"
+    )
+    otel_service_name: str = Field(default="errand", validation_alias="otel_service_name")
+
     @field_validator("redis_url", "worker_metrics_port", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("otel_traces_exporter")
+    @classmethod
+    def _known_exporters(cls, value: str) -> str:
+        names = {n.strip().lower() for n in value.split(",") if n.strip()}
+        if unknown := names - TRACE_EXPORTERS:
+            known = ", ".join(sorted(TRACE_EXPORTERS))
+            raise ValueError(f"OTEL_TRACES_EXPORTER: {', '.join(sorted(unknown))}? ({known})")
+        return value
 
     @property
     def embedded(self) -> bool:

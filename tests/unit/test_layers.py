@@ -29,6 +29,7 @@ LAYERS: list[set[str]] = [
         "gc_tuning",
         "secrets_store",
         "pins",
+        "tracing",
         "__init__",
     },
 ]

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from errand import __version__, gc_tuning
+from errand import __version__, gc_tuning, tracing
 from errand.access.clients import ClientStore
 from errand.access.limits import Limits
 from errand.api.deps import Services
@@ -86,7 +86,12 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
             await events.close()
             await redis.aclose()
 
-    app = ErrandAPI(
+    app_class = ErrandAPI
+    if tracing.enabled:  # a server span around every request; the class decides, at no cost off
+        from errand.api.traced import TracedErrandAPI
+
+        app_class = TracedErrandAPI
+    app = app_class(
         title="errand",
         version=__version__,
         description=DESCRIPTION,
@@ -116,4 +121,5 @@ def app_from_env() -> FastAPI:
 
     settings = Settings()
     configure_logging(settings)
+    tracing.configure(settings)  # each API process sets up its own exporter, if asked
     return create_app(settings, tune_gc=True)

@@ -16,10 +16,11 @@ import orjson
 from bullmq import Job, UnrecoverableError, Worker
 from bullmq.custom_errors import DelayedError
 
-from errand import gc_tuning
+from errand import gc_tuning, tracing
 from errand.clock import now_ms
 from errand.engine.fastloop import FastWorker
 from errand.engine.scheduled import ScheduledRuns
+from errand.engine.traced import traced_attempt
 from errand.errors import JobDeferred, PermanentFailure
 from errand.keys import Keys, QueueName
 from errand.logs import job_context
@@ -230,15 +231,17 @@ def job_fields(job_id: Any, queue: QueueName, attempt: int) -> dict[str, Any]:
 
 
 def _observed(queue: QueueName, processor: Processor, metrics: JobMetrics) -> Processor:
-    """`processor` with metrics and the job's log context around each attempt, and its
-    outcomes in BullMQ's terms: PermanentFailure -> UnrecoverableError, JobDeferred ->
-    DelayedError (processors never import bullmq)."""
+    """`processor` with metrics, the job's log context and (tracing on) a span around each
+    attempt, and its outcomes in BullMQ's terms: PermanentFailure -> UnrecoverableError,
+    JobDeferred -> DelayedError (processors never import bullmq)."""
 
     async def observed(job: Job, token: str) -> Any:
         context = job_context.set(job_fields(job.id, queue, job.attemptsMade + 1))
         first = job.attemptsMade == 0 and job.attemptsStarted <= 1
         started = metrics.started(job.timestamp + (job.delay or 0), first)
         try:
+            if tracing.enabled:
+                return await traced_attempt(queue, processor, job, token)
             return await processor(job, token)
         except PermanentFailure as err:
             raise UnrecoverableError(str(err)) from err

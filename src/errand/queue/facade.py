@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bullmq import Job, Queue
 
+from errand import tracing
 from errand.errors import NotFound
 from errand.keys import Keys, QueueName, queue_of
 from errand.queue.adding import AddCall, JobSpec, JobWriter
@@ -67,7 +69,8 @@ class JobQueues:
 
         With `dedup_id`, BullMQ keeps one job per id in flight: the id returned is the
         in-flight job's when there is one, so `!= job_id` means deduplicated. With
-        `delay_ms`, the job waits in BullMQ's delayed set until it is due.
+        `delay_ms`, the job waits in BullMQ's delayed set until it is due. With
+        tracing on, the job's data carries the trace context (`errand.tracing`).
         """
         opts = self.job_options(
             queue, job_id, priority=priority, dedup_id=dedup_id, delay_ms=delay_ms
@@ -97,14 +100,21 @@ class JobQueues:
     async def add_many(self, queue: QueueName, specs: Sequence[JobSpec]) -> list[str]:
         """Add jobs and their listing-index entries in one MULTI (one round trip).
 
+        Every job errand creates passes here, so this is where it gets its producer span
+        (with tracing on, the job's data carries that span's context).
         Returns, per spec, the id of the job that holds its work (see `add`).
         """
         bullmq_queue = self._queues[queue]
         calls: list[AddCall] = []
-        for spec in specs:
-            job = Job(bullmq_queue, spec.name, spec.data, spec.opts)
-            calls.append(await AddCall.of(bullmq_queue, job, spec.data))
-        return await self._writer.add(queue, calls)
+        with contextlib.ExitStack() as spans:
+            for spec in specs:
+                data = spec.data
+                if tracing.enabled:
+                    span = tracing.enqueue_span(str(queue), str(spec.opts["jobId"]), data)
+                    data = spans.enter_context(span)
+                job = Job(bullmq_queue, spec.name, data, spec.opts)
+                calls.append(await AddCall.of(bullmq_queue, job, data))
+            return await self._writer.add(queue, calls)
 
     async def snapshot(self, job_id: str, owner: str | None = None) -> JobSnapshot:
         """Hash and state of one job, read atomically in one round trip.
