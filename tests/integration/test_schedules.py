@@ -234,7 +234,7 @@ async def test_a_seconds_level_cron_pattern_runs_through_the_workers(stack: Stac
     spec = ScheduleSpec(
         QueueName.NOTIFICATIONS, {"type": "welcome", "userId": "c-1"}, cron="* * * * * *"
     )
-    schedule = await create_schedule(stack.app.state.services.queues, "anonymous", spec)
+    schedule = await create_schedule(stack.app.state.services.queues, stack.client_id, spec)
     done = await wait_for(
         lambda: runs(stack, schedule.schedule_id, QueueName.NOTIFICATIONS),
         lambda found: len(found) >= 2,
