@@ -66,9 +66,7 @@ async def test_a_pinned_worker_never_takes_another_partitions_job(
     await stack.stop_workers()
     queues = stack.app.state.services.queues
     per_partition = {p: await enqueue(queues, [next(users_in(p, 3))] * 20) for p in range(3)}
-    pinned = stack.settings.model_copy(
-        update={"worker_partitions": "0-1", "worker_engine": engine}
-    )
+    pinned = stack.settings.model_copy(update={"worker_partitions": "0-1", "worker_engine": engine})
     worker = WorkerProcess(pinned, [NOTIFY])
     await worker.start()
     stack.workers.append(worker)

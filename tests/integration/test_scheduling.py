@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from errand.clock import now_ms
+from errand.keys import QueueName
 from support.lifecycle import (
     epoch_ms,
     final_view,
@@ -152,7 +153,8 @@ async def test_expiry_during_a_retry_backoff(stack: Stack, engine: str) -> None:
     done = await final_view(stack, path)
     assert (done["status"], done["deadLettered"]) == ("expired", False)
     assert await outbox(stack) == []
-    assert await stack.redis.zcard(stack.keys.queue("notifications", "failed")) == 0
+    counts = await stack.app.state.services.queues.counts(QueueName.NOTIFICATIONS)
+    assert counts["failed"] == 0
 
 
 async def test_expires_at_later_than_the_send_is_sent(stack: Stack) -> None:
