@@ -58,8 +58,11 @@ return 1
 
 
 def message_id_for(job_id: str, sender: str) -> str:
-    """A Message-ID derived from the job id, so a receiver can drop a redelivered duplicate."""
-    return f"<{job_id}@{_domain_of(sender)}>"
+    """A Message-ID derived from the job id, so a receiver can drop a redelivered duplicate.
+
+    A schedule's run is named `repeat:<scheduleId>:<ms>` by BullMQ; a colon may not stand
+    in a Message-ID's left part (RFC 5322 dot-atom), so it becomes a dot (ids hold none)."""
+    return f"<{job_id.replace(':', '.')}@{_domain_of(sender)}>"
 
 
 @cache

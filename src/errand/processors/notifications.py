@@ -28,6 +28,7 @@ import signal
 from datetime import datetime
 from typing import Any
 
+from errand import tracing
 from errand.clock import now_ms
 from errand.keys import Keys, partition_of
 from errand.mail.templates import RenderedEmail, render
@@ -79,6 +80,7 @@ class NotificationProcessor:
         self.keys = Keys(settings.queue_prefix, settings.partitions)
         self.sender = sender or build_sender(settings, redis)
         self.claim_ms = settings.lock_duration_ms
+        self._span_attributes = {"errand.email.transport": self.sender.name}
 
     async def __call__(self, job: RunningJob, token: str) -> dict[str, Any]:
         job_id = str(job.id)
@@ -115,10 +117,11 @@ class NotificationProcessor:
             self.settings.sent_ledger_ttl_seconds,
             partition_of(job_id),
         )
-        if getattr(self.sender, "marks_sent", False):
-            await self.sender.send(email, user_id, attempt, mark=mark)  # type: ignore[call-arg]
-            return
-        await self.sender.send(email, user_id, attempt)
+        with tracing.span(f"{self.sender.name} send", attributes=self._span_attributes):
+            if getattr(self.sender, "marks_sent", False):
+                await self.sender.send(email, user_id, attempt, mark=mark)  # type: ignore[call-arg]
+                return
+            await self.sender.send(email, user_id, attempt)
         await self.redis.set(mark.key, mark.value, ex=mark.ttl_s)
 
     async def _claim(self, job_id: str, claim: str, expires_ms: int) -> int:
