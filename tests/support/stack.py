@@ -110,6 +110,18 @@ class Stack:
     def keys(self) -> Keys:
         return Keys(self.settings.queue_prefix, self.settings.partitions)
 
+    async def members(self, queue: str, state: str) -> list[str]:
+        """The job ids in one BullMQ state (`wait`, `active`: lists; `prioritized`,
+        `completed`, `failed`, `delayed`, `repeat`: sorted sets) over every partition."""
+        found: list[str] = []
+        for p in range(self.keys.partitions):
+            key = self.keys.queue(queue, state, p)
+            if state in ("wait", "active", "paused"):
+                found += await self.redis.lrange(key, 0, -1)
+            else:
+                found += await self.redis.zrange(key, 0, -1)
+        return found
+
     async def outbox_raw(self) -> list[str]:
         """The simulated outbox of every partition, newest first (as one LRANGE would be)."""
         return await read_outbox(self.redis, self.keys)
