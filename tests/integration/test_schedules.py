@@ -55,7 +55,8 @@ async def view_of(stack: Stack, schedule_id: str) -> dict[str, Any]:
 async def runs(stack: Stack, schedule_id: str, queue: QueueName) -> list[str]:
     """The ids of the schedule's runs that exist now (waiting, active or finished), by tick."""
     found: set[str] = set()
-    for state in ("completed", "active", "wait", "prioritized", "failed"):
+    # in the order a job moves through them, so a job that moves on meanwhile is still seen
+    for state in ("wait", "prioritized", "active", "completed", "failed"):
         members = await stack.members(queue, state)
         found.update(m for m in members if schedule_of(m) == schedule_id)
     return sorted(found, key=tick_ms)
