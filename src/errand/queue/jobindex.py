@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from errand.keys import Keys, QueueName
@@ -127,8 +128,14 @@ def write_call(
         args += [e.job_id, e.created_ms]
     if check:
         call_keys += [keys.job(e.queue, e.job_id) for e in entries]
-        args += [keys.queue(first.queue, "", p) for p in range(keys.partitions)]
+        args += _job_key_prefixes(keys, first.queue)
     return call_keys, args
+
+
+@lru_cache(maxsize=64)
+def _job_key_prefixes(keys: Keys, queue: QueueName) -> tuple[str, ...]:
+    """The job key prefix of every partition of `queue` (the same for every write)."""
+    return tuple(keys.queue(queue, "", p) for p in range(keys.partitions))
 
 
 def write_script() -> str:
