@@ -49,6 +49,7 @@ class JobQueues:
         self.partitions = range(settings.partitions)
         self.policies: Mapping[QueueName, RetryPolicy] = retry_policies(settings)
         self._queues: dict[tuple[QueueName, int], Queue] = {}
+        self._state_keys: dict[tuple[QueueName, int], tuple[str, ...]] = {}
         self._snapshot = redis.register_script(_SNAPSHOT)
         # The cancel flag outlives any record of the job it stops.
         flag_ttl_s = max(settings.keep_completed_seconds, settings.keep_failed_seconds) + 3600
@@ -145,17 +146,13 @@ class JobQueues:
         queue = queue_of(job_id)
         if queue is None:
             raise NotFound(f"no job with id {job_id!r}")
-        keys, part = self.keys, partition_of(job_id)
+        keys, states = self.keys, self._snapshot_keys(queue, partition_of(job_id))
         reply = await self._snapshot(
             keys=[
                 keys.job(queue, job_id),
-                keys.queue(queue, "completed", part),
-                keys.queue(queue, "failed", part),
-                keys.queue(queue, "delayed", part),
-                keys.queue(queue, "active", part),
+                *states[:4],
                 keys.webhook_state(job_id),
-                keys.queue(queue, "wait", part),
-                keys.queue(queue, "prioritized", part),
+                *states[4:],
                 keys.cancel_request(job_id),
             ],
             args=[job_id],
@@ -175,6 +172,15 @@ class JobQueues:
         if owner is not None and snap.client_id != owner:
             raise NotFound(f"no job with id {job_id!r}")
         return snap
+
+    def _snapshot_keys(self, queue: QueueName, partition: int) -> tuple[str, ...]:
+        """The state keys the snapshot script reads, built once per queue partition."""
+        found = self._state_keys.get((queue, partition))
+        if found is None:
+            names = ("completed", "failed", "delayed", "active", "wait", "prioritized")
+            found = tuple(self.keys.queue(queue, name, partition) for name in names)
+            self._state_keys[queue, partition] = found
+        return found
 
     async def cancel(self, queue: QueueName, job_id: str) -> CancelOutcome:
         """Cancel a job that has not started, or ask an active report to stop (cancel.py)."""
