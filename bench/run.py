@@ -49,6 +49,7 @@ from tables import REPORT_S, ROUTES, print_tables
 from errand.settings import Settings
 
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+DEFAULT_PARTITIONS = int(Settings.model_fields["partitions"].default)
 
 
 def say(message: str) -> None:
@@ -103,12 +104,17 @@ def options() -> argparse.Namespace:
 
 # --- the errand API -----------------------------------------------------------
 def start_errand_api(
-    valkey_url: str, prefix: str, workers: int, args: argparse.Namespace
+    valkey_url: str,
+    prefix: str,
+    workers: int,
+    args: argparse.Namespace,
+    partitions: int = DEFAULT_PARTITIONS,
 ) -> harness.Service:
     port = harness.free_port()
     env = harness.errand_env(
         valkey_url,
         prefix,
+        ERRAND_PARTITIONS=str(partitions),
         ERRAND_AUTH=args.auth,
         ERRAND_RATE_LIMIT_PER_SECOND=str(args.rate_limit),
         ERRAND_RATE_LIMIT_BURST=str(int(args.rate_limit)),
@@ -196,8 +202,21 @@ def drain_section(
 ) -> None:
     contenders: list[tuple[str, str, dict[str, str]]] = [
         ("bare", "bare bullmq Worker, no-op", {}),
-        ("errand", "errand worker, fast engine", {"ERRAND_WORKER_ENGINE": "fast"}),
-        ("errand", "errand worker, bullmq engine", {"ERRAND_WORKER_ENGINE": "bullmq"}),
+        (
+            "errand",
+            "errand worker, fast engine, 1 partition",
+            {"ERRAND_WORKER_ENGINE": "fast", "ERRAND_PARTITIONS": "1"},
+        ),
+        (
+            "errand",
+            f"errand worker, fast engine, {DEFAULT_PARTITIONS} partitions (default)",
+            {"ERRAND_WORKER_ENGINE": "fast", "ERRAND_PARTITIONS": str(DEFAULT_PARTITIONS)},
+        ),
+        (
+            "errand",
+            "errand worker, bullmq engine",
+            {"ERRAND_WORKER_ENGINE": "bullmq", "ERRAND_PARTITIONS": "1"},
+        ),
     ]
     conc = {"ERRAND_NOTIFY_CONCURRENCY": str(args.concurrency)}
     best: dict[str, DrainResult] = {}
@@ -373,8 +392,14 @@ def main() -> int:
         if "latency" in sections:
             latency_section(valkey, api, prefix, args, report)
         if "http" in sections:
-            say("HTTP: errand")
+            say(f"HTTP: errand ({DEFAULT_PARTITIONS} partitions, the default)")
             http_section("errand", api, wrk, args, report)
+            one = start_errand_api(valkey.url, "{bench1}", report.api_workers, args, partitions=1)
+            say("HTTP: errand, 1 partition")
+            try:
+                http_section("errand 1 partition", one, wrk, args, report)
+            finally:
+                one.stop()
             if ref_dir and ref_valkey:
                 ref_api = __import__("reference").start_api(
                     ref_dir, ref_valkey.url, report.api_workers

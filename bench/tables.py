@@ -25,7 +25,7 @@ def http_lines(report: Report) -> list[str]:
     head = f"{'HTTP':22}" + "".join(
         f"{n + ' req/s':>22}{'p50 ms':>8}{'p99 ms':>8}{'err':>6}" for n in names
     )
-    lines = [head + (f"{'errand/ref':>12}" if len(names) == 2 else "")]
+    lines = [head + (f"{'1st/2nd':>12}" if len(names) == 2 else "")]
     for i, (_, label) in enumerate(ROUTES):
         row = f"{label:22}"
         rates = []

@@ -28,7 +28,7 @@ COMPARED_HEADERS = (
     "ratelimit-remaining",
     "ratelimit-reset",
 )
-_JOB_ID = re.compile(r"(rep|ntf)_[0-9a-f]{32}")
+_JOB_ID = re.compile(r"(rep|ntf)_([0-9]+_)?[0-9a-f]{32}")
 
 
 @pytest.fixture

@@ -36,10 +36,7 @@ async def second_api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def _waiting(stack: Stack, queue: QueueName) -> int:
-    return int(
-        await stack.redis.llen(stack.keys.queue(queue, "wait"))
-        + await stack.redis.zcard(stack.keys.queue(queue, "prioritized"))
-    )
+    return len(await stack.members(queue, "wait")) + len(await stack.members(queue, "prioritized"))
 
 
 def _check_headers(reply: httpx.Response, burst: int) -> None:

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from errand.keys import QueueName, new_schedule_id, schedule_of
+from errand.keys import QueueName, new_schedule_id, schedule_of, schedule_partition
 from errand.queue.schedules import ScheduleSpec, create_schedule
 from support.stack import Stack, run_stack
 from support.waiting import wait_for
@@ -56,10 +56,11 @@ async def runs(stack: Stack, schedule_id: str, queue: QueueName) -> list[str]:
     """The ids of the schedule's runs that exist now (waiting, active or finished), by tick.
 
     The states are read in one MULTI: read one by one, a run moving on between two reads
-    (active to completed) would be in none of them."""
+    (active to completed) would be in none of them. A schedule's runs are all in the
+    partition of its scheduler."""
     async with stack.redis.pipeline(transaction=True) as pipe:
         for state in ("completed", "active", "wait", "prioritized", "failed"):
-            key = stack.keys.queue(queue, state)
+            key = stack.keys.queue(queue, state, schedule_partition(schedule_id))
             if state in ("active", "wait"):
                 pipe.lrange(key, 0, -1)
             else:
@@ -87,7 +88,7 @@ async def test_create_read_list_and_delete(stack: Stack) -> None:
         "job": {"queue": "reports", "userId": 42, "reportType": "weekly", "webhookUrl": None},
     }
     view = await create(stack, body)
-    assert re.fullmatch(r"sch_rep_[0-9a-f]{32}", view["scheduleId"])
+    assert re.fullmatch(r"sch_rep_([0-9]+_)?[0-9a-f]{32}", view["scheduleId"])
     assert view == view | {
         "cron": "15 8 * * 1-5",
         "timezone": "Europe/Paris",
@@ -311,7 +312,7 @@ async def test_no_run_after_delete(engine_stack: Stack) -> None:
     )
     # A run already due when DELETE came is dropped when taken: the set can only shrink.
     assert set(await runs(stack, doomed, QueueName.NOTIFICATIONS)) <= set(before)
-    assert not await stack.redis.zscore(stack.keys.queue(QueueName.NOTIFICATIONS, "repeat"), doomed)
+    assert doomed not in await stack.members(QueueName.NOTIFICATIONS, "repeat")
 
 
 async def test_a_schedules_runs_are_listed_with_the_clients_jobs(stack: Stack) -> None:

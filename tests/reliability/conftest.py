@@ -39,7 +39,7 @@ async def api(make_settings: Any, request: pytest.FixtureRequest) -> AsyncIterat
 
 async def outbox_ids(stack: Stack) -> list[str]:
     """Message-IDs in the simulated outbox (one entry per email that went out)."""
-    raw = await stack.redis.lrange(stack.keys.outbox(), 0, -1)
+    raw = await stack.outbox_raw()
     return [orjson.loads(item)["messageId"] for item in raw]
 
 
@@ -61,8 +61,9 @@ async def finished_jobs(stack: Stack, queues: Sequence[str]) -> int:
     """Jobs completed or failed (for good) on `queues`."""
     async with stack.redis.pipeline(transaction=False) as pipe:
         for queue in queues:
-            pipe.zcard(stack.keys.queue(queue, "completed"))
-            pipe.zcard(stack.keys.queue(queue, "failed"))
+            for p in range(stack.keys.partitions):
+                pipe.zcard(stack.keys.queue(queue, "completed", p))
+                pipe.zcard(stack.keys.queue(queue, "failed", p))
         return sum(await pipe.execute())
 
 
@@ -72,7 +73,8 @@ async def busy_pids(stack: Stack, queues: Sequence[str]) -> set[int]:
     active = [
         (queue, job_id)
         for queue in queues
-        for job_id in await stack.redis.lrange(stack.keys.queue(queue, "active"), 0, -1)
+        for p in range(stack.keys.partitions)
+        for job_id in await stack.redis.lrange(stack.keys.queue(queue, "active", p), 0, -1)
     ]
     async with stack.redis.pipeline(transaction=False) as pipe:
         for queue, job_id in active:

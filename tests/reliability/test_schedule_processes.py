@@ -22,7 +22,7 @@ EVERY_SECOND = {"every": 1, "job": {"queue": "notifications", "type": "welcome",
 async def sent_runs(stack: Stack, schedule_id: str) -> Counter[str]:
     """Emails in the simulated outbox per run of the schedule (Message-ID <run id, dotted>)."""
     counts: Counter[str] = Counter()
-    for raw in await stack.redis.lrange(stack.keys.outbox(), 0, -1):
+    for raw in await stack.outbox_raw():
         message_id = orjson.loads(raw)["messageId"]
         run_id = message_id.strip("<>").partition("@")[0].replace(".", ":")
         if schedule_of(run_id) == schedule_id:
@@ -73,7 +73,7 @@ async def test_one_run_per_tick_across_processes_and_none_after_delete(
         existing = {
             job_id
             for state in ("wait", "active")
-            for job_id in await api.redis.lrange(api.keys.queue("notifications", state), 0, -1)
+            for job_id in await api.members("notifications", state)
         } | set((await sent_runs(api, schedule_id)).keys())
         witness = await create(first, EVERY_SECOND)
         await wait_for(

@@ -69,7 +69,7 @@ async def test_thousand_scheduled_notifications_under_kills_sent_once_none_early
     elapsed = time.monotonic() - started
     assert all(code == 0 for code in pool.stop())
 
-    records = [orjson.loads(r) for r in await api.redis.lrange(api.keys.outbox(), 0, -1)]
+    records = [orjson.loads(r) for r in await api.outbox_raw()]
     sent_at: dict[str, list[int]] = {}
     for record in records:
         job_id = record["messageId"].strip("<>").split("@")[0]

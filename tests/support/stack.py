@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import uvicorn
 
@@ -39,6 +40,12 @@ FAST_DEFAULTS: dict[str, Any] = {
 # `pytestmark = BOTH_ENGINES`: every test of the module on each worker engine (the
 # `worker_engine` fixture the `stack` fixture reads, overridden by parametrization).
 BOTH_ENGINES = pytest.mark.parametrize("worker_engine", [e.value for e in WorkerEngine])
+
+
+async def read_outbox(redis: Any, keys: Keys) -> list[str]:
+    """The raw records of every partition's simulated outbox, newest first."""
+    raw = [item for key in keys.outboxes() for item in await redis.lrange(key, 0, -1)]
+    return sorted(raw, key=lambda item: str(orjson.loads(item)["sentAt"]), reverse=True)
 
 
 def test_settings(redis_url: str, **overrides: Any) -> Settings:
@@ -101,7 +108,23 @@ class Stack:
 
     @property
     def keys(self) -> Keys:
-        return Keys(self.settings.queue_prefix)
+        return Keys(self.settings.queue_prefix, self.settings.partitions)
+
+    async def members(self, queue: str, state: str) -> list[str]:
+        """The job ids in one BullMQ state (`wait`, `active`: lists; `prioritized`,
+        `completed`, `failed`, `delayed`, `repeat`: sorted sets) over every partition."""
+        found: list[str] = []
+        for p in range(self.keys.partitions):
+            key = self.keys.queue(queue, state, p)
+            if state in ("wait", "active", "paused"):
+                found += await self.redis.lrange(key, 0, -1)
+            else:
+                found += await self.redis.zrange(key, 0, -1)
+        return found
+
+    async def outbox_raw(self) -> list[str]:
+        """The simulated outbox of every partition, newest first (as one LRANGE would be)."""
+        return await read_outbox(self.redis, self.keys)
 
     @property
     def admin(self) -> dict[str, str]:

@@ -134,6 +134,15 @@ class Limits:
         )
         return math.ceil(int(wait_ms) / 1000)
 
+    async def _queue_depth(self, queue: QueueName) -> int:
+        """Jobs not yet started, over every partition (one script per partition: each
+        reads one partition's keys, so each stays in one cluster slot)."""
+        keys, depth = self.keys, 0
+        for part in range(keys.partitions):
+            states = ("wait", "paused", "prioritized", "delayed")
+            depth += int(await self._depth(keys=[keys.queue(queue, s, part) for s in states]))
+        return depth
+
     async def queue_full(self, queue: QueueName) -> bool:
         """True when one more job would put `queue` over the depth cap.
 
@@ -147,16 +156,6 @@ class Limits:
         seen = self._depth_seen.get(queue)
         if seen is not None and now - seen[0] < DEPTH_REREAD_S and seen[1] + DEPTH_MARGIN < cap:
             return False
-        keys = self.keys
-        depth = int(
-            await self._depth(
-                keys=[
-                    keys.queue(queue, "wait"),
-                    keys.queue(queue, "paused"),
-                    keys.queue(queue, "prioritized"),
-                    keys.queue(queue, "delayed"),
-                ]
-            )
-        )
+        depth = await self._queue_depth(queue)
         self._depth_seen[queue] = (now, depth)
         return depth + 1 > cap

@@ -46,6 +46,7 @@ class SentMark:
     # (one round trip less per email than releasing it afterwards).
     claim_key: str = ""
     claim_token: str = ""
+    partition: int = 0  # the job's: the simulated outbox it goes to shares its slot
 
 
 # The simulated delivery is a Redis write, so it can be one atomic step with the sent
@@ -88,7 +89,7 @@ class SimulatedSender:
     def __init__(self, settings: Settings, redis: Any) -> None:
         self.delay_s = settings.email_send_ms / 1000
         self.redis = redis
-        self.keys = Keys(settings.queue_prefix)
+        self.keys = Keys(settings.queue_prefix, settings.partitions)
         self._deliver_once = redis.register_script(_DELIVER_ONCE)  # EVALSHA per email
 
     async def send(
@@ -110,7 +111,7 @@ class SimulatedSender:
         }
         if mark is not None:
             await self._deliver_once(
-                keys=[self.keys.outbox(), mark.key, mark.claim_key or mark.key],
+                keys=[self.keys.outbox(mark.partition), mark.key, mark.claim_key or mark.key],
                 args=[orjson.dumps(record), OUTBOX_CAP, mark.value, mark.ttl_s, mark.claim_token],
             )
             return

@@ -30,7 +30,7 @@ from typing import Any
 
 from errand import tracing
 from errand.clock import now_ms
-from errand.keys import Keys
+from errand.keys import Keys, partition_of
 from errand.mail.templates import RenderedEmail, render
 from errand.mail.transports import EmailSender, SentMark, build_sender, message_id_for
 from errand.processors.job import RunningJob
@@ -77,7 +77,7 @@ class NotificationProcessor:
     def __init__(self, settings: Settings, redis: Any, sender: EmailSender | None = None) -> None:
         self.settings = settings
         self.redis = redis
-        self.keys = Keys(settings.queue_prefix)
+        self.keys = Keys(settings.queue_prefix, settings.partitions)
         self.sender = sender or build_sender(settings, redis)
         self.claim_ms = settings.lock_duration_ms
         self._take_claim = redis.register_script(_TAKE_CLAIM)  # EVALSHA per attempt
@@ -123,6 +123,7 @@ class NotificationProcessor:
             self.settings.sent_ledger_ttl_seconds,
             self.keys.send_claim(job_id),
             claim,
+            partition_of(job_id),
         )
         with tracing.span(f"{self.sender.name} send", attributes=self._span_attributes):
             if getattr(self.sender, "marks_sent", False):

@@ -17,8 +17,17 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
+
 from errand.clock import now_ms
-from errand.keys import Keys, QueueName, report_dedup_id, schedule_of, schedule_queue
+from errand.keys import (
+    Keys,
+    QueueName,
+    report_dedup_id,
+    schedule_of,
+    schedule_partition,
+    schedule_queue,
+)
 from errand.queue.jobindex import record_in_index
 
 
@@ -84,16 +93,18 @@ class RunGate:
         client_id = data.get("clientId")
         if schedule_id is None or queue is None or not isinstance(client_id, str):
             return RunVerdict.AGAIN
-        record = self.keys.schedule(client_id, schedule_id)
+        record = self.keys.schedule(client_id, schedule_id)  # in its runs' partition
+        part = schedule_partition(schedule_id)
         dedup = record
         if queue is QueueName.REPORTS:
             user_id, report_type = str(data.get("userId")), str(data.get("reportType"))
-            dedup = self.keys.dedup(queue, report_dedup_id(client_id, user_id, report_type))
+            dedup_id = report_dedup_id(client_id, user_id, report_type)
+            dedup = self.keys.dedup(queue, dedup_id, part)
         tick_ms = job_id.rpartition(":")[2]
         args = [
             job_id,
             now_ms(),
-            self.keys.job(queue, ""),
+            self.keys.queue(queue, "", part),
             "1" if dedup != record else "",
             tick_ms,
             "1" if first_take else "",
@@ -108,5 +119,6 @@ class RunGate:
                 data,
                 created_ms,
                 now_ms() - self.keep_completed_ms,
+                check=not isinstance(self.redis, RedisCluster),
             )
         return verdict

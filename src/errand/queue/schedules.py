@@ -21,7 +21,13 @@ from bullmq.job_scheduler import default_repeat_strategy
 
 from errand.clock import iso_ms, now_ms
 from errand.errors import NotFound
-from errand.keys import QueueName, new_schedule_id, report_dedup_id, schedule_queue
+from errand.keys import (
+    QueueName,
+    new_schedule_id,
+    report_dedup_id,
+    schedule_partition,
+    schedule_queue,
+)
 from errand.queue.facade import JobQueues
 from errand.queue.policies import NOTIFICATION_PRIORITIES
 from errand.queue.producers import notification_data, report_data
@@ -145,10 +151,12 @@ async def create_schedule(queues: JobQueues, client_id: str, spec: ScheduleSpec)
 
     The record comes first: a run is only let through while its record exists.
     """
-    schedule_id = new_schedule_id(spec.queue)
+    partition = queues.partition_for(client_id, spec.job["userId"])  # as a POST's job
+    schedule_id = new_schedule_id(spec.queue, partition)
     created_ms = now_ms()
     record_key = queues.keys.schedule(client_id, schedule_id)
-    async with queues.redis.pipeline(transaction=True) as pipe:
+    # the record (its runs' partition) and the client's set: one MULTI on one server
+    async with queues.redis.pipeline(transaction=not queues.cluster) as pipe:
         pipe.hset(
             record_key, mapping={"request": orjson.dumps(spec.as_json()), "createdAt": created_ms}
         )
@@ -156,7 +164,7 @@ async def create_schedule(queues: JobQueues, client_id: str, spec: ScheduleSpec)
         await pipe.execute()
     name, data, opts = _template(queues, client_id, schedule_id, spec)
     try:
-        await queues.bullmq(spec.queue).upsertJobScheduler(
+        await queues.bullmq(spec.queue, partition).upsertJobScheduler(
             schedule_id, spec.repeat_options(), name, data, opts
         )
     except Exception:
@@ -187,7 +195,7 @@ async def delete_schedule(queues: JobQueues, client_id: str, schedule_id: str) -
         raise NotFound(f"no schedule with id {schedule_id!r}")
     # The record is gone first, so a run taken from here on is dropped by the gate; this
     # removes the scheduler and its next run if it is still delayed.
-    await queues.bullmq(queue).removeJobScheduler(schedule_id)
+    await queues.bullmq(queue, schedule_partition(schedule_id)).removeJobScheduler(schedule_id)
 
 
 async def delete_client_schedules(queues: JobQueues, client_id: str) -> int:
@@ -205,7 +213,7 @@ async def delete_client_schedules(queues: JobQueues, client_id: str) -> int:
 
 async def _forget(queues: JobQueues, client_id: str, schedule_id: str) -> bool:
     """Delete errand's record of a schedule; False when there was none."""
-    async with queues.redis.pipeline(transaction=True) as pipe:
+    async with queues.redis.pipeline(transaction=not queues.cluster) as pipe:
         pipe.delete(queues.keys.schedule(client_id, schedule_id))
         pipe.zrem(queues.keys.schedules(client_id), schedule_id)
         deleted, _ = await pipe.execute()
@@ -220,7 +228,8 @@ async def _read(queues: JobQueues, client_id: str, ids: list[str]) -> list[Sched
     async with queues.redis.pipeline(transaction=False) as pipe:
         for schedule_id, queue in known:
             pipe.hgetall(queues.keys.schedule(client_id, schedule_id))
-            pipe.zscore(queues.keys.queue(queue, "repeat"), schedule_id)
+            repeat = queues.keys.queue(queue, "repeat", schedule_partition(schedule_id))
+            pipe.zscore(repeat, schedule_id)
         replies = await pipe.execute()
     found = []
     for (schedule_id, _), record, next_run in zip(known, replies[::2], replies[1::2], strict=True):

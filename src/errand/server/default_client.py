@@ -45,7 +45,9 @@ async def _ensure_on(settings: Settings, data_dir: Path) -> None:
                     break
                 except (RedisConnectionError, RedisTimeoutError, OSError):
                     await asyncio.sleep(0.2)  # an external Redis may still be starting
-        await _ensure(ClientStore(redis, Keys(settings.queue_prefix)), data_dir)
+        await _ensure(
+            ClientStore(redis, Keys(settings.queue_prefix, settings.partitions)), data_dir
+        )
     finally:
         await redis.aclose()
 
