@@ -24,6 +24,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from errand.errors import QueueUnavailable
 from errand.keys import Keys, QueueName
 from errand.queue.jobindex import IndexEntry, entry_for, write_call, write_script
+from errand.redisio.connection import ready_for_multi
 
 _INDEX_SHA = sha1(write_script().encode(), usedforsecurity=False).hexdigest()
 
@@ -107,6 +108,7 @@ class JobWriter:
             entry = calls[i].entry
             assert entry is not None
             groups[entry.client_id].append(entry)
+        await ready_for_multi(self.redis)
         pipe = self.redis.pipeline(transaction=True)
         for i in adds:
             pipe.execute_command("EVALSHA", *calls[i].args)

@@ -92,6 +92,20 @@ def connect(settings: Settings, *, pipelined: bool = False, **overrides: Any) ->
     return client_class.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
+async def ready_for_multi(client: Any) -> None:
+    """Call before a MULTI pipeline (`pipeline(transaction=True)`) on a client that may be
+    a cluster's.
+
+    redis-py's cluster transaction pipeline (pinned 8.1) queues every command on a thread
+    with an event loop of its own, and initializes the client there when it has not been
+    (a fresh client, or one that lost a node): the connections it opens then belong to a
+    loop that is gone, and the next command fails with "attached to a different loop".
+    Initializing in the caller's loop first leaves that thread only slot arithmetic.
+    """
+    if isinstance(client, RedisCluster):
+        await client.initialize()
+
+
 def with_socket_timeout(url: str, timeout_s: float) -> str:
     """`url` with a `socket_timeout` query parameter (redis-py reads it), unless it has one."""
     parts = urlsplit(url)
