@@ -128,8 +128,29 @@ class Keys:
         """
         return f"{self.prefix}:x:cancel:{job_id}"
 
+    def replica_mark(self, same_slot_as: str) -> str:
+        """The strict-durability barrier's mark (redisio/replication.py): written, then
+        `WAIT`ed for, right after an add.
+
+        Slot: the one of `same_slot_as` (a key the add wrote), so the mark goes to the
+        master that holds the job; it takes that key's hash tag (or, untagged, the whole
+        key as its tag, which hashes the same).
+        """
+        return "{" + hash_tag(same_slot_as) + "}:x:replica-mark"
+
     def dead_lettered_total(self) -> str:
         return f"{self.prefix}:x:stats:dead-lettered"
+
+
+def hash_tag(key: str) -> str:
+    """What Redis Cluster hashes of `key`: the text of its first non-empty `{...}`, or
+    the whole key."""
+    start = key.find("{")
+    if start >= 0:
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            return key[start + 1 : end]
+    return key
 
 
 ANONYMOUS_CLIENT = "anonymous"

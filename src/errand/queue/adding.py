@@ -25,6 +25,7 @@ from errand.errors import QueueUnavailable
 from errand.keys import Keys, QueueName
 from errand.queue.jobindex import IndexEntry, entry_for, write_call, write_script
 from errand.redisio.connection import ready_for_multi
+from errand.redisio.replication import ReplicaBarrier
 
 _INDEX_SHA = sha1(write_script().encode(), usedforsecurity=False).hexdigest()
 
@@ -74,10 +75,13 @@ class AddCall:
 class JobWriter:
     """Sends add calls and their index writes in one MULTI."""
 
-    def __init__(self, redis: Any, keys: Keys, keep_completed_s: int) -> None:
+    def __init__(
+        self, redis: Any, keys: Keys, keep_completed_s: int, barrier: ReplicaBarrier | None = None
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.keep_completed_ms = keep_completed_s * 1000
+        self.barrier = barrier  # strict durability: wait for a replica after the add
 
     async def add(self, queue: QueueName, calls: list[AddCall]) -> list[str]:
         """Run `calls`; the job id each one's add answered (the in-flight job's on a dedup hit).
@@ -95,7 +99,10 @@ class JobWriter:
                     replies[i] = reply
             redo = [i for i in indexed if i in missing or _client(calls[i]) in failed_clients]
             if not missing and not redo:
-                return [_job_id(reply) for reply in replies]
+                ids = [_job_id(reply) for reply in replies]
+                if self.barrier is not None:
+                    await self.barrier.wait(self.keys.replica_mark(c.args[2]) for c in calls)
+                return ids
             await self._load({calls[i].args[0]: calls[i].source() for i in missing})
             adds, indexed = sorted(missing), redo
         raise QueueUnavailable("the job store keeps forgetting errand's scripts")

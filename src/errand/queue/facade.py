@@ -14,7 +14,8 @@ from errand.queue.cancel import CancelOutcome, JobCanceller
 from errand.queue.jobhash import pairs
 from errand.queue.policies import RetryPolicy, retry_policies
 from errand.queue.snapshot import JobSnapshot, snapshot_from
-from errand.settings import Settings
+from errand.redisio.replication import ReplicaBarrier
+from errand.settings import Durability, Settings
 
 COUNT_STATES = ("waiting", "prioritized", "active", "delayed", "completed", "failed", "paused")
 
@@ -47,7 +48,12 @@ class JobQueues:
         # The cancel flag outlives any record of the job it stops.
         flag_ttl_s = max(settings.keep_completed_seconds, settings.keep_failed_seconds) + 3600
         self._canceller = JobCanceller(redis, self.keys, flag_ttl_s)
-        self._writer = JobWriter(redis, self.keys, settings.keep_completed_seconds)
+        barrier = (
+            ReplicaBarrier(redis, settings.replica_wait_ms)
+            if settings.durability is Durability.STRICT
+            else None
+        )
+        self._writer = JobWriter(redis, self.keys, settings.keep_completed_seconds, barrier)
 
     def bullmq(self, queue: QueueName) -> Queue:
         return self._queues[queue]
