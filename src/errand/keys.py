@@ -1,15 +1,31 @@
-"""Every Redis key, queue name and job-id shape errand uses; no key string anywhere else.
+"""Every Redis key, queue name, partition and job-id shape errand uses; no key string
+anywhere else.
 
-BullMQ owns the keys under `{prefix}:{queue}:*`. errand's own keys live under
-`{prefix}:x:*`, so with a hash-tagged prefix such as `{errand}` every key
-errand touches shares one Redis Cluster slot (MULTI and Lua stay legal).
+A queue is split into partitions (`ERRAND_PARTITIONS`): partition `p` of queue `q` is
+an ordinary BullMQ queue named `q` under the prefix `Keys.partition_prefix(p)`, whose
+hash tag is the partition's own, so a Redis Cluster spreads the partitions over its
+masters. Partition 0 keeps the configured prefix (`{errand}`), so with one partition
+the layout is exactly errand's single-slot one. Every key lives in one of three kinds
+of slot, named in each builder's docstring:
+
+- **partition slot** (`partition_prefix(p)`): BullMQ's keys of the partition and
+  errand's per-job keys that a script or MULTI reads with the job hash (cancel flag,
+  sent ledger and claim, webhook state, report result, outbox count);
+- **client slot** (`client_prefix(client)`): one client's keys that must change
+  together (Idempotency-Key records, the listing index and its sequence); with one
+  partition this is the configured prefix;
+- **base slot** (the configured prefix): process-wide keys read on their own (worker
+  heartbeats, the cursor key, the simulated outbox, counters).
 """
 
 from __future__ import annotations
 
+import binascii
 import uuid
+import zlib
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 
 class QueueName(StrEnum):
@@ -18,115 +34,242 @@ class QueueName(StrEnum):
     WEBHOOKS = "webhooks"
 
 
-# Job ids carry their queue in a short tag so `GET /jobs/{id}` needs no lookup.
+# Job ids carry their queue in a short tag, and their partition when it is not 0, so
+# `GET /jobs/{id}` needs no lookup: `ntf_<32 hex>` (partition 0, the only shape errand
+# issued before partitions) or `ntf_<p>_<32 hex>`.
 _ID_TAGS: dict[QueueName, str] = {
     QueueName.REPORTS: "rep",
     QueueName.NOTIFICATIONS: "ntf",
     QueueName.WEBHOOKS: "whk",
 }
 _TAG_QUEUES = {tag: queue for queue, tag in _ID_TAGS.items()}
+MAX_PARTITIONS = 1024
+CLUSTER_SLOTS = 16384
+# A partition's tag is searched so its slot lands within this many slots of its target.
+_SLOT_WINDOW = 64
 
 
-def new_job_id(queue: QueueName) -> str:
-    """A fresh job id, unique across queues, that names its queue."""
-    return f"{_ID_TAGS[queue]}_{uuid.uuid4().hex}"
+def new_job_id(queue: QueueName, partition: int = 0) -> str:
+    """A fresh job id, unique across queues, that names its queue and partition."""
+    return job_id_of(queue, uuid.uuid4().hex, partition)
+
+
+def job_id_of(queue: QueueName, hex32: str, partition: int = 0) -> str:
+    """The job id of `queue` and `partition` around 32 hex digits."""
+    if partition:
+        return f"{_ID_TAGS[queue]}_{partition}_{hex32}"
+    return f"{_ID_TAGS[queue]}_{hex32}"
+
+
+def _parse(job_id: str) -> tuple[QueueName, int] | None:
+    parts = job_id.split("_")
+    if len(parts) == 2:
+        tag, rest = parts
+        partition = 0
+    elif len(parts) == 3 and parts[1].isdigit() and parts[1].isascii():
+        tag, number, rest = parts
+        partition = int(number)
+        if str(partition) != number or not 0 < partition < MAX_PARTITIONS:
+            return None
+    else:
+        return None
+    queue = _TAG_QUEUES.get(tag)
+    if queue is None or len(rest) != 32 or not rest.isalnum() or not rest.isascii():
+        return None
+    return queue, partition
 
 
 def queue_of(job_id: str) -> QueueName | None:
     """The queue a job id belongs to, or None for an id errand never issued."""
-    tag, sep, rest = job_id.partition("_")
-    if not sep or len(rest) != 32 or not rest.isalnum():
-        return None
-    return _TAG_QUEUES.get(tag)
+    parsed = _parse(job_id)
+    return None if parsed is None else parsed[0]
+
+
+def partition_of(job_id: str) -> int:
+    """The partition a job id names (0 for an id errand never issued: its keys miss)."""
+    parsed = _parse(job_id)
+    return 0 if parsed is None else parsed[1]
+
+
+def partition_for(client_id: str, user_id: str, partitions: int) -> int:
+    """The partition of a report or notification: a stable hash (CRC32, the same in every
+    process and release) of what must stay together, its client and `userId`, so one
+    user's in-flight report dedup is one script in one slot, and one user's mails keep
+    their order and their per-recipient cap."""
+    if partitions <= 1:
+        return 0
+    return zlib.crc32(f"{client_id}:{user_id}".encode()) % partitions
+
+
+def key_slot(key: str) -> int:
+    """The Redis Cluster slot of `key` (CRC16/XMODEM of its hash tag, as Redis computes it)."""
+    return binascii.crc_hqx(hash_tag(key).encode(), 0) % CLUSTER_SLOTS
+
+
+def _spread(partition: int) -> float:
+    """The van der Corput point of `partition` in [0, 1): the first P points of the
+    sequence are spread evenly for any P (exactly, for P a power of two), and partition
+    p's point does not depend on P."""
+    point, scale = 0.0, 0.5
+    while partition:
+        point += scale * (partition & 1)
+        partition >>= 1
+        scale /= 2
+    return point
+
+
+@lru_cache(maxsize=4096)
+def partition_prefix(prefix: str, partition: int) -> str:
+    """The prefix of partition `partition` under the configured `prefix`.
+
+    Partition 0 is `prefix` itself. Partition p's hash tag is `<tag>:<p>` (or
+    `<tag>:<p>.<n>` for the first n that fits) chosen so its slot lies near
+    `slot(prefix) + spread(p) * 16384`: a cluster with the usual equal slot ranges per
+    master then holds an equal share of the partitions (16 on 3 masters: 6/5/5).
+    """
+    if partition == 0:
+        return prefix
+    before, tag, after = _split_tag(prefix)
+    target = (key_slot(prefix) + int(_spread(partition) * CLUSTER_SLOTS)) % CLUSTER_SLOTS
+    candidate = f"{tag}:{partition}"
+    n = 0
+    while (key_slot(f"{{{candidate}}}") - target) % CLUSTER_SLOTS >= _SLOT_WINDOW:
+        n += 1
+        candidate = f"{tag}:{partition}.{n}"
+    return f"{before}{{{candidate}}}{after}"
+
+
+def _split_tag(prefix: str) -> tuple[str, str, str]:
+    """(before, tag, after) of a prefix `before{tag}after`; the whole prefix is the tag of
+    one without braces."""
+    start = prefix.find("{")
+    end = prefix.find("}", start + 1) if start >= 0 else -1
+    if start < 0 or end <= start + 1:
+        return "", prefix, ""
+    return prefix[:start], prefix[start + 1 : end], prefix[end + 1 :]
 
 
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """Key builder bound to one prefix."""
+    """Key builder bound to one prefix and a partition count."""
 
     prefix: str
+    partitions: int = 1
 
-    # --- BullMQ's keys (`queue` is a QueueName, or any queue name the engine runs) ---
-    def queue(self, queue: str, suffix: str) -> str:
-        return f"{self.prefix}:{queue}:{suffix}"
+    # --- slots ----------------------------------------------------------------
+    def partition_prefix(self, partition: int) -> str:
+        """The prefix (and hash tag) of one partition: BullMQ's and the per-job keys."""
+        return partition_prefix(self.prefix, partition)
+
+    def job_prefix(self, job_id: str) -> str:
+        """The prefix of the partition a job id names."""
+        return partition_prefix(self.prefix, partition_of(job_id))
+
+    def client_prefix(self, client_id: str) -> str:
+        """The slot of one client's own keys. With one partition: the configured prefix
+        (errand's single-slot layout); with more, `{<tag>:c:<client>}`, so one client's
+        keys stay together and different clients spread over the cluster."""
+        if self.partitions <= 1:
+            return self.prefix
+        before, tag, after = _split_tag(self.prefix)
+        safe = client_id.replace("{", "%7B").replace("}", "%7D")
+        return f"{before}{{{tag}:c:{safe}}}{after}"
+
+    # --- BullMQ's keys (partition slot; `queue` is any queue name the engine runs) ---
+    def queue(self, queue: str, suffix: str, partition: int = 0) -> str:
+        return f"{self.partition_prefix(partition)}:{queue}:{suffix}"
 
     def job(self, queue: str, job_id: str) -> str:
-        return f"{self.prefix}:{queue}:{job_id}"
+        """A job's hash, in the partition its id names."""
+        return f"{self.job_prefix(job_id)}:{queue}:{job_id}"
 
-    def events(self, queue: QueueName) -> str:
-        return f"{self.prefix}:{queue}:events"
+    def events(self, queue: QueueName, partition: int = 0) -> str:
+        return f"{self.partition_prefix(partition)}:{queue}:events"
 
-    def bullmq_metrics(self, queue: str, target: str) -> str:
+    def bullmq_metrics(self, queue: str, target: str, partition: int = 0) -> str:
         """BullMQ's metrics of `completed` or `failed` jobs (moveToFinished's KEYS[13])."""
-        return f"{self.prefix}:{queue}:metrics:{target}"
+        return f"{self.partition_prefix(partition)}:{queue}:metrics:{target}"
 
-    # --- errand's own keys -----------------------------------------------
+    # --- errand's per-job keys: the job's partition slot ---------------------------
+    # Each is read or written in one script or MULTI with the job's hash or with
+    # another key of the same job, so it lives where the job id says the job lives.
     def report_result(self, client_id: str, job_id: str) -> str:
-        """A generated report, under its owner: another client's lookup misses it."""
-        return f"{self.prefix}:x:result:{client_id}:{job_id}"
+        """A generated report, under its owner: another client's lookup misses it.
+        Partition slot: written by the worker that completes the job."""
+        return f"{self.job_prefix(job_id)}:x:result:{client_id}:{job_id}"
 
     def sent_ledger(self, job_id: str) -> str:
-        """Marks a notification whose email went out (idempotent sending)."""
-        return f"{self.prefix}:x:sent:{job_id}"
+        """Marks a notification whose email went out (idempotent sending). Partition slot,
+        with its send claim (one script takes the claim only if no ledger entry exists)."""
+        return f"{self.job_prefix(job_id)}:x:sent:{job_id}"
 
     def send_claim(self, job_id: str) -> str:
-        """Short lock held while one worker sends a job's email."""
-        return f"{self.prefix}:x:sending:{job_id}"
+        """Short lock held while one worker sends a job's email (partition slot)."""
+        return f"{self.job_prefix(job_id)}:x:sending:{job_id}"
 
-    def outbox(self) -> str:
-        """The simulated transport's outbox (a capped list)."""
-        return f"{self.prefix}:x:outbox"
+    def outbox(self, partition: int = 0) -> str:
+        """The simulated transport's outbox of one partition (a capped list). Partition
+        slot: one script appends to it and writes the job's sent ledger."""
+        return f"{self.partition_prefix(partition)}:x:outbox"
+
+    def outboxes(self) -> list[str]:
+        """The outbox of every partition (a reader merges them)."""
+        return [self.outbox(p) for p in range(self.partitions)]
 
     def outbox_count(self, job_id: str) -> str:
-        return f"{self.prefix}:x:outbox-count:{job_id}"
+        """How often the simulated transport sent one job's email (partition slot)."""
+        return f"{self.job_prefix(job_id)}:x:outbox-count:{job_id}"
 
     def webhook_state(self, job_id: str) -> str:
-        """Delivery status of the webhook of one job (a hash)."""
-        return f"{self.prefix}:x:webhook:{job_id}"
-
-    def idempotency(self, client_id: str, route: str, key: str) -> str:
-        """An Idempotency-Key record, scoped per client and route."""
-        return f"{self.prefix}:x:idem:{client_id}:{route}:{key}"
-
-    # --- the listing index (GET /jobs) ---------------------------------------
-    # Slot: written in one MULTI with BullMQ's add script, so today these keys share
-    # the slot of the job's queue (the `{prefix}` hash tag). When queues split into
-    # partitions, the index moves to a slot of its own per client (so one client's
-    # listing stays one slot); the write then becomes index-then-job in two steps,
-    # which stays correct because a read skips entries whose job hash is absent.
-    def job_index(self, client_id: str, queue: QueueName) -> str:
-        """One client's jobs of one queue: a sorted set scored by createdAt (ms),
-        member `{jobId}:{seq}` (see queue/jobindex.py)."""
-        return f"{self.prefix}:x:list:{client_id}:{queue}"
-
-    def job_index_by(self, client_id: str, queue: QueueName, field: str, value: str) -> str:
-        """The same index narrowed to one `userId` or `type` (`field` is `user` or `type`)."""
-        return f"{self.prefix}:x:list:{client_id}:{queue}:{field}:{value}"
-
-    def job_index_seq(self, client_id: str) -> str:
-        """One client's index sequence: every index entry carries the next number, so a
-        listing can leave out what was created after its first page (same slot as
-        `job_index`)."""
-        return f"{self.prefix}:x:list:{client_id}:seq"
-
-    def cursor_secret(self) -> str:
-        """The HMAC key of GET /jobs cursors, shared by every API process (any slot)."""
-        return f"{self.prefix}:x:list-cursor-key"
-
-    def workers(self) -> str:
-        """Heartbeats of live worker processes (a hash: worker id -> JSON)."""
-        return f"{self.prefix}:x:workers"
+        """Delivery status of the webhook of one job (a hash). Partition slot: the
+        snapshot script reads it with the job hash."""
+        return f"{self.job_prefix(job_id)}:x:webhook:{job_id}"
 
     def cancel_request(self, job_id: str) -> str:
         """A job's cancel flag: set when a client cancels an active report (its processor
         stops at the next progress step) and on a job canceled before it ran (a worker
         still running a stalled copy of it then never sends). Kept as long as the job.
 
-        Slot: with the job's own queue keys (the snapshot script and the cancel script
-        read it together with the job hash); a partitioned queue keeps it in the job's
-        partition, not in a per-client slot.
+        Partition slot: the snapshot script and the cancel script read it together with
+        the job hash and the partition's BullMQ keys.
         """
-        return f"{self.prefix}:x:cancel:{job_id}"
+        return f"{self.job_prefix(job_id)}:x:cancel:{job_id}"
+
+    # --- one client's keys: the client slot --------------------------------------
+    def idempotency(self, client_id: str, route: str, key: str) -> str:
+        """An Idempotency-Key record, scoped per client and route. Client slot: it is
+        read and written on its own, never with a job's keys (the job may land in any
+        partition), and a batch's records are written in one MULTI."""
+        return f"{self.client_prefix(client_id)}:x:idem:{client_id}:{route}:{key}"
+
+    # The listing index (GET /jobs). Client slot: one client's sets and its sequence
+    # are written by one script and read by another, so they share a slot; the jobs
+    # they point at live in their partitions. With one partition the write runs in
+    # the same MULTI as BullMQ's add script; on a cluster it runs first, then the add
+    # (two steps), which stays correct because a read skips (and, once the entry is
+    # old enough, drops) entries whose job hash is absent.
+    def job_index(self, client_id: str, queue: QueueName) -> str:
+        """One client's jobs of one queue: a sorted set scored by createdAt (ms),
+        member `{jobId}:{seq}` (see queue/jobindex.py)."""
+        return f"{self.client_prefix(client_id)}:x:list:{client_id}:{queue}"
+
+    def job_index_by(self, client_id: str, queue: QueueName, field: str, value: str) -> str:
+        """The same index narrowed to one `userId` or `type` (`field` is `user` or `type`)."""
+        return f"{self.client_prefix(client_id)}:x:list:{client_id}:{queue}:{field}:{value}"
+
+    def job_index_seq(self, client_id: str) -> str:
+        """One client's index sequence: every index entry carries the next number, so a
+        listing can leave out what was created after its first page (client slot)."""
+        return f"{self.client_prefix(client_id)}:x:list:{client_id}:seq"
+
+    # --- process-wide keys: the base slot -------------------------------------------
+    def cursor_secret(self) -> str:
+        """The HMAC key of GET /jobs cursors, shared by every API process (base slot)."""
+        return f"{self.prefix}:x:list-cursor-key"
+
+    def workers(self) -> str:
+        """Heartbeats of live worker processes (a hash: worker id -> JSON; base slot)."""
+        return f"{self.prefix}:x:workers"
 
     def replica_mark(self, same_slot_as: str) -> str:
         """The strict-durability barrier's mark (redisio/replication.py): written, then
@@ -139,6 +282,7 @@ class Keys:
         return "{" + hash_tag(same_slot_as) + "}:x:replica-mark"
 
     def dead_lettered_total(self) -> str:
+        """Jobs dead-lettered so far (base slot, incremented on its own)."""
         return f"{self.prefix}:x:stats:dead-lettered"
 
 

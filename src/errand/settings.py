@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     redis_cluster: bool = False
     data_dir: Path = Path(".errand")
     queue_prefix: str = "{errand}"
+    # Each queue is split into this many BullMQ queues, each under its own hash tag, so
+    # a Redis Cluster spreads them over its masters (docs/scaling.md: why 16).
+    partitions: int = Field(default=16, ge=1, le=1024)
     durability: Durability = Durability.NORMAL
     # `strict` on a store with replicas: how long an add waits for one replica to
     # acknowledge it (`WAIT 1 <ms>`) before the API answers 503. Keep it under
@@ -95,6 +98,9 @@ class Settings(BaseSettings):
     worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
     worker_metrics_host: str = "127.0.0.1"
     heartbeat_seconds: float = Field(default=5.0, gt=0)
+    # The partitions this worker takes jobs from, e.g. "0-3,8" (empty: all of them), so
+    # a deployment can pin workers to shards.
+    worker_partitions: str = Field(default="", pattern=r"^\s*(\d+(-\d+)?(\s*,\s*\d+(-\d+)?)*)?\s*$")
     # `fast` passes the whole suite and drains ~2-3x faster than bullmq's Worker (see
     # docs/performance.md); `bullmq` stays one setting away.
     worker_engine: WorkerEngine = WorkerEngine.FAST
@@ -124,6 +130,24 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    def worker_partition_list(self) -> list[int]:
+        """The partitions `worker_partitions` names (all of them when empty), sorted.
+
+        Raises ValueError for a range past the last partition or one written backwards.
+        """
+        if not self.worker_partitions.strip():
+            return list(range(self.partitions))
+        chosen: set[int] = set()
+        for part in self.worker_partitions.split(","):
+            low, _, high = part.strip().partition("-")
+            first, last = int(low), int(high or low)
+            if first > last or last >= self.partitions:
+                raise ValueError(
+                    f"worker partitions {part.strip()!r}: not within 0-{self.partitions - 1}"
+                )
+            chosen.update(range(first, last + 1))
+        return sorted(chosen)
 
     @property
     def embedded(self) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,7 +14,7 @@ import httpx
 import pytest
 
 from errand.api.app import create_app
-from errand.keys import QueueName, new_job_id
+from errand.keys import QueueName, new_job_id, partition_for
 from errand.queue.adding import JobSpec
 from errand.queue.producers import enqueue_notification, enqueue_report
 from support.stack import Stack, serve_api
@@ -289,10 +291,18 @@ async def test_jobs_removed_by_retention_leave_the_listing_and_the_index(stack: 
     index = stack.keys.job_index("anonymous", QueueName.NOTIFICATIONS)
     cutoff = datetime.now(UTC) + timedelta(seconds=1.5)
 
+    # BullMQ removes completed jobs by age when later jobs of the same queue (partition)
+    # complete: one later user per partition the old jobs are in
+    later = {partition_for("anonymous", f"u-{i}", stack.keys.partitions) for i in range(5)}
+    later_users = [
+        next(u for u in _users() if partition_for("anonymous", u, stack.keys.partitions) == p)
+        for p in later
+    ]
+
     async def old_jobs_removed() -> bool:
-        # BullMQ removes completed jobs by age when later jobs complete
         if datetime.now(UTC) > cutoff:
-            await post(stack, "/notifications", {"type": "welcome", "userId": "later"})
+            for user in later_users:
+                await post(stack, "/notifications", {"type": "welcome", "userId": user})
         return not any(
             [await stack.redis.exists(stack.keys.job(QueueName.NOTIFICATIONS, j)) for j in old]
         )
@@ -307,3 +317,7 @@ async def test_jobs_removed_by_retention_leave_the_listing_and_the_index(stack: 
     assert fresh in listed and listed & old == set()
     members = await stack.redis.zrange(index, 0, -1)
     assert {m.rpartition(":")[0] for m in members} == listed
+
+
+def _users() -> Iterator[str]:
+    return (f"later-{n}" for n in itertools.count())

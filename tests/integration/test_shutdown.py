@@ -71,7 +71,7 @@ async def attempt_counters(stack: Stack, queue: QueueName, job_id: str) -> tuple
 
 
 async def outbox_counts(stack: Stack) -> Counter[str]:
-    raw = await stack.redis.lrange(stack.keys.outbox(), 0, -1)
+    raw = await stack.outbox_raw()
     return Counter(orjson.loads(item)["messageId"].strip("<>").split("@")[0] for item in raw)
 
 

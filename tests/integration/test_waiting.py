@@ -238,7 +238,7 @@ async def test_event_readers_run_only_while_someone_waits(
         job_id = await post_report(stack, f"u-lazy-{round_ + 1}")
         reply = await stack.http.get(f"/jobs/{job_id}?wait=20")
         assert reply.json()["status"] == "completed", reply.text
-        assert hub.running_readers == [QueueName.REPORTS]
+        assert [q for q, _ in hub.running_readers] == [QueueName.REPORTS]
         await wait_for(
             lambda: asyncio.sleep(0, hub.running_readers),
             lambda r: r == [],

@@ -38,7 +38,7 @@ async def api(make_settings: Any, request: pytest.FixtureRequest) -> AsyncIterat
 
 async def outbox_ids(stack: Stack) -> list[str]:
     """Message-IDs in the simulated outbox (one entry per email that went out)."""
-    raw = await stack.redis.lrange(stack.keys.outbox(), 0, -1)
+    raw = await stack.outbox_raw()
     return [orjson.loads(item)["messageId"] for item in raw]
 
 

@@ -27,6 +27,7 @@ import redis
 
 from errand.keys import Keys
 from errand.server.embedded import free_port
+from errand.settings import Settings
 from support.processes import Processes, errand_env, wait_log, wait_ready
 from support.waiting import wait_sync
 
@@ -132,7 +133,8 @@ def test_acknowledged_jobs_survive_kill_9_of_valkey_and_errand(
         )
     outbox = redis.Redis.from_url(_redis_url(again))
     try:
-        raw = outbox.lrange(Keys(prefix).outbox(), 0, -1)
+        keys = Keys(prefix, Settings().partitions)  # the partitions `errand up` ran with
+        raw = [m for key in keys.outboxes() for m in outbox.lrange(key, 0, -1)]
         sent = Counter(orjson.loads(m)["messageId"] for m in raw)
     finally:
         outbox.close()

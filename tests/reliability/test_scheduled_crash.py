@@ -58,17 +58,19 @@ async def test_thousand_scheduled_notifications_under_kills_sent_once_none_early
         ("--queues", "notifications"),
     )
     pool.start()
-    completed_key = api.keys.queue("notifications", "completed")
+    completed_keys = [
+        api.keys.queue("notifications", "completed", p) for p in range(api.keys.partitions)
+    ]
 
     async def all_completed() -> bool:
-        return int(await api.redis.zcard(completed_key)) == JOBS
+        return sum([int(await api.redis.zcard(key)) for key in completed_keys]) == JOBS
 
     started = time.monotonic()
     await drive_chaos(pool, all_completed, rng, timeout_s=180, kill_every_s=KILL_EVERY_S)
     elapsed = time.monotonic() - started
     assert all(code == 0 for code in pool.stop())
 
-    records = [orjson.loads(r) for r in await api.redis.lrange(api.keys.outbox(), 0, -1)]
+    records = [orjson.loads(r) for r in await api.outbox_raw()]
     sent_at: dict[str, list[int]] = {}
     for record in records:
         job_id = record["messageId"].strip("<>").split("@")[0]

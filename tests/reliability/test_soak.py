@@ -112,7 +112,10 @@ async def sample(samples: Samples, pids: dict[str, int], redis: Any, keys: Keys,
     info = await redis.info("memory")
     # Two structures are capped by count, not by age: the simulated outbox (10,000
     # emails) and BullMQ's per-queue event streams (~10,000 entries each).
-    capped = [keys.outbox(), *(keys.events(q) for q in QueueName)]
+    capped = [
+        *keys.outboxes(),
+        *(keys.events(q, p) for q in QueueName for p in range(keys.partitions)),
+    ]
     outbox = sum([await redis.memory_usage(key) or 0 for key in capped])
     samples.at.append(time.monotonic() - t0)
     for name, pid in pids.items():
@@ -149,7 +152,7 @@ async def test_soak_memory_stays_flat_and_redis_is_bounded_by_retention(
         wait_log(worker, " started on ", timeout_s=30)
     pids = {"api": api.pid, **{f"worker{n}": w.pid for n, w in enumerate(workers)}}
     redis = aioredis.from_url(soak_valkey.url, decode_responses=True)
-    keys = Keys(settings.queue_prefix)
+    keys = Keys(settings.queue_prefix, settings.partitions)
     samples, counts = Samples(), Counter[str]()
     t0 = time.monotonic()
     until = t0 + SOAK_S

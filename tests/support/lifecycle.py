@@ -55,7 +55,7 @@ async def final_view(stack: Stack, path: str, timeout_s: float = 15) -> dict[str
 
 
 async def outbox(stack: Stack) -> list[dict[str, Any]]:
-    return [orjson.loads(m) for m in await stack.redis.lrange(stack.keys.outbox(), 0, -1)]
+    return [orjson.loads(m) for m in await stack.outbox_raw()]
 
 
 async def sent_ids(stack: Stack) -> list[str]:

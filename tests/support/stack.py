@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import uvicorn
 
@@ -40,6 +41,12 @@ FAST_DEFAULTS: dict[str, Any] = {
 BOTH_ENGINES = pytest.mark.parametrize("worker_engine", [e.value for e in WorkerEngine])
 
 
+async def read_outbox(redis: Any, keys: Keys) -> list[str]:
+    """The raw records of every partition's simulated outbox, newest first."""
+    raw = [item for key in keys.outboxes() for item in await redis.lrange(key, 0, -1)]
+    return sorted(raw, key=lambda item: str(orjson.loads(item)["sentAt"]), reverse=True)
+
+
 def test_settings(redis_url: str, **overrides: Any) -> Settings:
     """Settings for one test: a unique hash-tagged key prefix isolates it on the shared server."""
     values = {
@@ -67,7 +74,11 @@ class Stack:
 
     @property
     def keys(self) -> Keys:
-        return Keys(self.settings.queue_prefix)
+        return Keys(self.settings.queue_prefix, self.settings.partitions)
+
+    async def outbox_raw(self) -> list[str]:
+        """The simulated outbox of every partition, newest first (as one LRANGE would be)."""
+        return await read_outbox(self.redis, self.keys)
 
     @property
     def admin(self) -> dict[str, str]:

@@ -1,14 +1,17 @@
-"""JobEventHub: one queue-events reader per queue per API process, fanned out in memory.
+"""JobEventHub: one queue-events reader per queue partition per API process, fanned out
+in memory.
 
 Long-polls and SSE streams subscribe here instead of polling Redis. The readers
 consume BullMQ's events streams (Redis streams, not Pub/Sub), so a reader that
 reconnects after an outage resumes from the last entry it saw and loses nothing.
 
-A queue's reader (queue/events.py) runs only while someone in this process waits on
-one of its jobs (and READER_LINGER_S after): every job makes several events, and an API process
-that parsed all of them for nobody spent a fifth of its CPU on it under load. A
-reader starts at the stream's tail as it was before the first subscriber's own
-read of the job, so nothing that subscriber needs can fall between the two.
+A partition's reader (queue/events.py) runs only while someone in this process waits
+on one of its jobs (and READER_LINGER_S after): the job id names the partition, so
+only the partitions someone waits on get a reader. Every job makes several events,
+and an API process that parsed all of them for nobody spent a fifth of its CPU on it
+under load. A reader starts at the stream's tail as it was before the first
+subscriber's own read of the job, so nothing that subscriber needs can fall between
+the two.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections import defaultdict
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-from errand.keys import QueueName, queue_of
+from errand.keys import QueueName, partition_of, queue_of
 from errand.queue.events import EventListener, read_events
 from errand.queue.facade import JobQueues
 from errand.queue.snapshot import JobSnapshot
@@ -31,6 +34,15 @@ log = logging.getLogger("errand.events")
 RECONNECT_DELAY_S = 0.5
 READER_LINGER_S = 30.0
 
+Stream = tuple[QueueName, int]
+"""One events stream: a queue and one of its partitions."""
+
+
+def stream_of(job_id: str) -> Stream | None:
+    """The events stream of a job, or None for an id errand never issued."""
+    queue = queue_of(job_id)
+    return None if queue is None else (queue, partition_of(job_id))
+
 
 class JobEventHub:
     """Routes each queue event to the in-process subscribers of its job."""
@@ -38,13 +50,13 @@ class JobEventHub:
     def __init__(self, settings: Settings, queues: JobQueues) -> None:
         self.settings = settings
         self.queues = queues
-        self.last_ids: dict[QueueName, str] = {}
+        self.last_ids: dict[Stream, str] = {}
         self._subscribers: dict[str, set[asyncio.Queue[str]]] = defaultdict(set)
-        self._readers: dict[QueueName, asyncio.Task[None]] = {}
+        self._readers: dict[Stream, asyncio.Task[None]] = {}
         self._stopping: set[asyncio.Task[None]] = set()
-        self._starting = {queue: asyncio.Lock() for queue in QueueName}
-        self._watchers = dict.fromkeys(QueueName, 0)
-        self._idle_stops: dict[QueueName, asyncio.TimerHandle] = {}
+        self._starting: dict[Stream, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._watchers: dict[Stream, int] = defaultdict(int)
+        self._idle_stops: dict[Stream, asyncio.TimerHandle] = {}
         self._reads: dict[tuple[str, str], asyncio.Future[JobSnapshot]] = {}
 
     # --- lifecycle -------------------------------------------------------
@@ -61,58 +73,58 @@ class JobEventHub:
                 await task
 
     @property
-    def running_readers(self) -> list[QueueName]:
-        return [queue for queue, task in self._readers.items() if not task.done()]
+    def running_readers(self) -> list[Stream]:
+        return [stream for stream, task in self._readers.items() if not task.done()]
 
-    async def _watch(self, queue: QueueName) -> None:
-        """Count one more subscriber on `queue`; start its reader if it is not running."""
-        self._watchers[queue] += 1
-        handle = self._idle_stops.pop(queue, None)
+    async def _watch(self, stream: Stream) -> None:
+        """Count one more subscriber on `stream`; start its reader if it is not running."""
+        self._watchers[stream] += 1
+        handle = self._idle_stops.pop(stream, None)
         if handle is not None:
             handle.cancel()
-        task = self._readers.get(queue)
+        task = self._readers.get(stream)
         if task is not None and not task.done():
             return
         try:
-            async with self._starting[queue]:
-                task = self._readers.get(queue)
+            async with self._starting[stream]:
+                task = self._readers.get(stream)
                 if task is None or task.done():
-                    self.last_ids[queue] = await self._stream_tail(queue)
-                    self._readers[queue] = asyncio.create_task(self._read_forever(queue))
+                    self.last_ids[stream] = await self._stream_tail(stream)
+                    self._readers[stream] = asyncio.create_task(self._read_forever(stream))
         except BaseException:
-            self._unwatch(queue)  # e.g. Redis is down: the caller's request fails, uncounted
+            self._unwatch(stream)  # e.g. Redis is down: the caller's request fails, uncounted
             raise
 
-    def _unwatch(self, queue: QueueName) -> None:
-        self._watchers[queue] -= 1
-        if self._watchers[queue] == 0 and queue in self._readers:
+    def _unwatch(self, stream: Stream) -> None:
+        self._watchers[stream] -= 1
+        if self._watchers[stream] == 0 and stream in self._readers:
             loop = asyncio.get_running_loop()
-            self._idle_stops[queue] = loop.call_later(READER_LINGER_S, self._stop_idle, queue)
+            self._idle_stops[stream] = loop.call_later(READER_LINGER_S, self._stop_idle, stream)
 
-    def _stop_idle(self, queue: QueueName) -> None:
-        self._idle_stops.pop(queue, None)
-        if self._watchers[queue] == 0:
-            task = self._readers.pop(queue, None)  # a new subscriber starts a new reader
+    def _stop_idle(self, stream: Stream) -> None:
+        self._idle_stops.pop(stream, None)
+        if self._watchers[stream] == 0:
+            task = self._readers.pop(stream, None)  # a new subscriber starts a new reader
             if task is not None:
                 task.cancel()
                 self._stopping.add(task)
                 task.add_done_callback(self._stopping.discard)
 
-    async def _stream_tail(self, queue: QueueName) -> str:
-        entries = await self.queues.redis.xrevrange(self.queues.keys.events(queue), count=1)
+    async def _stream_tail(self, stream: Stream) -> str:
+        entries = await self.queues.redis.xrevrange(self.queues.keys.events(*stream), count=1)
         return str(entries[0][0]) if entries else "0-0"
 
-    async def _read_forever(self, queue: QueueName) -> None:
+    async def _read_forever(self, stream: Stream) -> None:
         """Run a queue-events reader; when it dies (Redis outage) start another where it stopped."""
         while True:
-            await read_events(self.settings, queue, self.last_ids[queue], self._listener(queue))
-            log.warning("event reader for %s stopped; reconnecting", queue)
+            await read_events(self.settings, stream, self.last_ids[stream], self._listener(stream))
+            log.warning("event reader for %s/%d stopped; reconnecting", *stream)
             await asyncio.sleep(RECONNECT_DELAY_S)
 
-    def _listener(self, queue: QueueName) -> EventListener:
+    def _listener(self, stream: Stream) -> EventListener:
         def on_event(args: dict[str, Any], entry_id: str) -> None:
             # A sync listener, as BullMQ requires: only hand the id over, never await here.
-            self.last_ids[queue] = entry_id
+            self.last_ids[stream] = entry_id
             job_id = args.get("jobId")
             for inbox in self._subscribers.get(job_id, ()) if job_id else ():
                 inbox.put_nowait(entry_id)
@@ -126,18 +138,18 @@ class JobEventHub:
 
         Read the job only after entering: events from then on reach the inbox.
         """
-        queue = queue_of(job_id)
+        stream = stream_of(job_id)
         inbox: asyncio.Queue[str] = asyncio.Queue()
         self._subscribers[job_id].add(inbox)
         try:
-            if queue is None:  # a foreign id: the caller's read answers 404
+            if stream is None:  # a foreign id: the caller's read answers 404
                 yield inbox
                 return
-            await self._watch(queue)  # undoes its count if it fails
+            await self._watch(stream)  # undoes its count if it fails
             try:
                 yield inbox
             finally:
-                self._unwatch(queue)
+                self._unwatch(stream)
         finally:
             subs = self._subscribers.get(job_id)
             if subs is not None:
@@ -150,8 +162,8 @@ class JobEventHub:
         return sum(len(s) for s in self._subscribers.values())
 
     def current_id(self, job_id: str) -> str:
-        queue = queue_of(job_id)
-        return self.last_ids.get(queue, "0-0") if queue else "0-0"
+        stream = stream_of(job_id)
+        return self.last_ids.get(stream, "0-0") if stream else "0-0"
 
     async def wait_until_final(
         self, job_id: str, timeout_s: float, owner: str | None = None

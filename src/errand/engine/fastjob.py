@@ -113,8 +113,9 @@ class ScriptArgs:
         lock_duration_ms: int,
         worker_name: str | None,
     ) -> None:
-        self.keys = keys
+        self.keys = keys  # bullmq's keys of the queue (one partition), `""` its job prefix
         self.prefix = keys[""]
+        # Keys bound to the partition's own prefix (its partition 0), and the queue name.
         self.errand_keys, self.queue = queue_keys
         self.lock_duration_ms = lock_duration_ms
         self.worker_name = worker_name
@@ -142,7 +143,8 @@ class ScriptArgs:
         self._fetch_opts = self.fetch_opts("")
 
     def job_key(self, job: FastJob) -> str:
-        return self.errand_keys.job(self.queue, str(job.id))
+        """The job's hash: bullmq's own `prefix:queue:id` of the partition this runs."""
+        return self.prefix + str(job.id)
 
     def fetch_opts(self, token: str) -> dict[str, Any]:
         opts: dict[str, Any] = {

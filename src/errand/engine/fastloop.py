@@ -8,7 +8,9 @@ less Python per job than bullmq's `Worker`:
 - `concurrency` long-lived slot coroutines instead of a task per job and an
   `asyncio.wait` over the whole in-flight set on every completion;
 - every command goes over one pipelined connection (redisio/pipelined.py);
-- one shared BZPOPMIN on the queue's marker wakes idle slots one at a time.
+- one shared BZPOPMIN on the queue's marker wakes idle slots one at a time;
+- with partitions, one FastWorker per partition shares the queue's concurrency
+  through a SlotGate (engine/gate.py), fairly.
 
 Semantics follow bullmq's Worker and Job: locks taken by the scripts and renewed
 with extendLocks, stalled jobs recovered with moveStalledJobsToWait, failures
@@ -37,6 +39,8 @@ from bullmq.scripts import Scripts
 
 from errand.clock import now_ms
 from errand.engine.fastjob import FastJob, ScriptArgs, dumps, failure_fields
+from errand.engine.gate import OpenGate, SlotGate
+from errand.engine.upkeep import Upkeep
 from errand.keys import Keys
 from errand.queue.policies import is_last_attempt
 from errand.queue.scripts import bullmq_script
@@ -58,11 +62,19 @@ MIN_BLOCK_S = 0.001
 ERROR_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
 
 
-class FastWorker(EventEmitter):  # type: ignore[misc]  # bullmq is untyped
+class FastWorker(EventEmitter, Upkeep):  # type: ignore[misc]  # bullmq is untyped
     """A drop-in for `bullmq.Worker(name, processor, opts)` on the options errand uses."""
 
-    def __init__(self, name: str, processor: Any, opts: dict[str, Any], client: Any = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        processor: Any,
+        opts: dict[str, Any],
+        client: Any = None,
+        gate: SlotGate | None = None,
+    ) -> None:
         super().__init__()
+        self.gate = gate or OpenGate()
         self.name = name
         self.processor = processor
         self.opts = {
@@ -95,6 +107,7 @@ class FastWorker(EventEmitter):  # type: ignore[misc]  # bullmq is untyped
         self.blockingRedisConnection = None
         self.jobs: set[tuple[FastJob, str]] = set()
         self._locks: dict[str, list[Any]] = {}  # job id -> [token, last renewal ms]
+        self._streaks: dict[str, int] = {}  # slot token -> jobs run in a row
         self.closing = self.closed = self.running = False
         self._idle: deque[asyncio.Future[None]] = deque()
         self._idle_event = asyncio.Event()
@@ -191,37 +204,60 @@ class FastWorker(EventEmitter):  # type: ignore[misc]  # bullmq is untyped
         if n > 1:  # one slot looks for work at start; the marker wakes the others as needed
             await self._wait_idle()
         while not self.closing:
+            job, next_job = next_job, None
             try:
-                job = next_job or await self._acquire(token)
-                next_job = None
+                job = job or await self._acquire(token)  # holds a gate permit with a job
                 if job is not None:
                     next_job = await self._process(job, token)
             except Exception as err:  # never lose a slot; its job's lock expires -> stalled
                 next_job = None
                 self.emit("error", err)
                 await asyncio.sleep(ERROR_BACKOFF_S[0])
+            finally:
+                if job is not None and next_job is None:
+                    self.gate.release()
 
     async def _acquire(self, token: str) -> FastJob | None:
-        """moveToActive; with nothing to take, wait until the marker says there may be work."""
+        """A permit and moveToActive; with nothing to take, give the permit back and wait
+        until the marker says there may be work. Returns a job with the permit held."""
         errors = 0
         while not self.closing:
+            await self.gate.acquire()
+            job, outcome = None, "error"
             try:
-                reply = await self._lua["moveToActive"](*self.args.move_to_active(token))
-                errors = 0
-            except Exception as err:
-                self.emit("error", err)
-                await asyncio.sleep(ERROR_BACKOFF_S[min(errors, len(ERROR_BACKOFF_S) - 1)])
-                errors += 1
-                continue
-            try:
-                job = self._next_job(reply, token)
-            except Exception as err:  # an unreadable job: its lock expires, then it is stalled
-                self.emit("error", err)
-                continue
+                job, outcome = await self._take(token)
+            finally:
+                if job is None:
+                    self.gate.release()
             if job is not None:
+                self._streaks[token] = 0
                 return job
-            await self._wait_idle()
+            if outcome == "error":
+                await asyncio.sleep(ERROR_BACKOFF_S[min(errors, len(ERROR_BACKOFF_S) - 1)])
+            errors = errors + 1 if outcome == "error" else 0
+            if outcome == "empty":
+                await self._wait_idle()
         return None
+
+    async def _take(self, token: str) -> tuple[FastJob | None, str]:
+        """One moveToActive: (job, "job"), (None, "empty"), or (None, "error"/"unreadable")."""
+        try:
+            reply = await self._lua["moveToActive"](*self.args.move_to_active(token))
+        except Exception as err:
+            self.emit("error", err)
+            return None, "error"
+        try:
+            job = self._next_job(reply, token)
+        except Exception as err:  # an unreadable job: its lock expires, then it is stalled
+            self.emit("error", err)
+            return None, "unreadable"
+        return job, "job" if job is not None else "empty"
+
+    def _fetch_next(self, token: str) -> bool:
+        """Whether finishing a job fetches the slot's next one: not while closing, and not
+        after a streak of jobs while slots of other partitions wait for a permit."""
+        streak = self._streaks[token] = self._streaks.get(token, 0) + 1
+        return not self.closing and not self.gate.should_yield(streak)
 
     async def _wait_idle(self) -> None:
         """Park this slot until the marker wakes it (or close() does)."""
@@ -308,7 +344,7 @@ class FastWorker(EventEmitter):  # type: ignore[misc]  # bullmq is untyped
             self._locks.pop(job.id, None)
 
     async def _complete(self, job: FastJob, token: str, result: Any) -> FastJob | None:
-        fetch = not self.closing
+        fetch = self._fetch_next(token)
         try:
             keys, args = self.args.move_to_finished(job, token, "completed", dumps(result), fetch)
             reply = await self._lua["moveToFinished"](keys, args)
@@ -326,7 +362,7 @@ class FastWorker(EventEmitter):  # type: ignore[misc]  # bullmq is untyped
 
     async def _fail(self, job: FastJob, token: str, err: BaseException) -> FastJob | None:
         """Job.moveToFailed: retry with the job's backoff, or finalise as failed."""
-        fetch = not self.closing
+        fetch = self._fetch_next(token)
         try:
             fields = failure_fields(job, err)
             reply = await self._move_failed(job, token, err, fields, fetch)
@@ -363,42 +399,3 @@ class FastWorker(EventEmitter):  # type: ignore[misc]  # bullmq is untyped
         )
         job.finishedOn = int(args[1])
         return await self._lua["moveToFinished"](keys, args)
-
-    # --- locks and stalled jobs ---------------------------------------------
-    async def _renew_locks(self) -> None:
-        """extendLocks for jobs whose lock is a quarter of its duration old (bullmq's cadence)."""
-        quarter_ms = self.opts["lockDuration"] / 4
-        while True:
-            await asyncio.sleep(quarter_ms / 1000)
-            now = now_ms()
-            due = [
-                (job_id, lock)
-                for job_id, lock in self._locks.items()
-                if lock[1] + quarter_ms <= now
-            ]
-            if not due:
-                continue
-            for _, lock in due:
-                lock[1] = now
-            ids, tokens = [job_id for job_id, _ in due], [lock[0] for _, lock in due]
-            try:
-                failed = await self._lua["extendLocks"](*self.args.extend_locks(ids, tokens))
-            except Exception as err:
-                self.emit("error", err)
-                continue
-            for job_id in failed or ():
-                self.emit("error", RuntimeError(f"could not renew lock for job {job_id}"))
-            if failed:
-                self.emit("lockRenewalFailed", list(failed))
-
-    async def _check_stalled(self) -> None:
-        """moveStalledJobsToWait now and every stalledInterval (one worker per interval runs it)."""
-        interval_ms = int(self.opts["stalledInterval"])
-        while True:
-            try:
-                keys, args = self.args.move_stalled(int(self.opts["maxStalledCount"]), interval_ms)
-                for job_id in await self._lua["moveStalledJobsToWait"](keys, args) or ():
-                    self.emit("stalled", job_id, "active")
-            except Exception as err:
-                self.emit("error", err)
-            await asyncio.sleep(interval_ms / 1000)

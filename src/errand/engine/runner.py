@@ -19,6 +19,7 @@ from bullmq.custom_errors import DelayedError
 from errand import gc_tuning
 from errand.clock import now_ms
 from errand.engine.fastloop import FastWorker
+from errand.engine.gate import SlotGate
 from errand.errors import JobDeferred, PermanentFailure
 from errand.keys import Keys, QueueName
 from errand.logs import job_context
@@ -65,15 +66,23 @@ def uses_fast_engine(settings: Settings) -> bool:
 
 
 def build_worker(
-    settings: Settings, name: str, processor: Any, opts: dict[str, Any], client: Any
+    settings: Settings,
+    name: str,
+    processor: Any,
+    opts: dict[str, Any],
+    client: Any,
+    gate: SlotGate | None = None,
 ) -> Any:
-    """The worker for one queue: errand's FastWorker or bullmq's Worker, per the settings.
+    """The worker for one queue partition (`opts["prefix"]`): errand's FastWorker or
+    bullmq's Worker, per the settings.
 
     `client` is the process's Redis client; the fast engine sends its scripts through it
-    when it is a PipelinedRedis (see `connect(settings, pipelined=True)`).
+    when it is a PipelinedRedis (see `connect(settings, pipelined=True)`). `gate` shares
+    the queue's concurrency among the fast workers of its partitions; bullmq's Worker
+    runs `concurrency` jobs per partition.
     """
     if uses_fast_engine(settings) and isinstance(client, PipelinedRedis):
-        return FastWorker(name, processor, opts, client)
+        return FastWorker(name, processor, opts, client, gate)
     return Worker(name, processor, opts)
 
 
@@ -90,42 +99,55 @@ class WorkerProcess:
         self.queue_names = list(queues)
         self.concurrency = concurrency
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.keys = Keys(settings.queue_prefix)
+        self.keys = Keys(settings.queue_prefix, settings.partitions)
+        self.partitions = settings.worker_partition_list()
         self.redis: Any = None
         self.workers: list[Worker] = []
         self._runs: list[asyncio.Future[Any]] = []
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
-    def _worker_options(self, queue: QueueName) -> dict[str, Any]:
+    def _worker_options(self, queue: QueueName, partition: int) -> dict[str, Any]:
         s = self.settings
         return {
             "connection": bullmq_connection(s),
-            "prefix": s.queue_prefix,
-            "concurrency": self.concurrency or concurrency_for(s, queue),
+            "prefix": self.keys.partition_prefix(partition),
+            "concurrency": self._concurrency(queue),
             "lockDuration": s.lock_duration_ms,
             "stalledInterval": s.stalled_interval_ms,
             "maxStalledCount": s.max_stalled_count,
             "name": self.id,
         }
 
+    def _concurrency(self, queue: QueueName) -> int:
+        return self.concurrency or concurrency_for(self.settings, queue)
+
     async def start(self) -> None:
         self.redis = connect(self.settings, pipelined=uses_fast_engine(self.settings))
         processors = build_processors(self.settings, self.redis)
         for queue in self.queue_names:
-            options = {**self._worker_options(queue), "autorun": False}
             metrics = JobMetrics(queue)
             observed = _observed(queue, processors[queue], metrics)
-            worker = build_worker(self.settings, str(queue), observed, options, self.redis)
-            worker.on("completed", _on_completed(queue, metrics))
-            worker.on("failed", _on_failed(queue, metrics))
-            worker.on("error", _log_error(queue))
-            worker.on("lockRenewalFailed", _on_lock_renewal_failed(queue, worker))
-            await _detect_server_capabilities(worker)
-            self._runs.append(asyncio.ensure_future(worker.run()))
-            self.workers.append(worker)
+            gate = SlotGate(self._concurrency(queue)) if len(self.partitions) > 1 else None
+            for partition in self.partitions:
+                options = {**self._worker_options(queue, partition), "autorun": False}
+                worker = build_worker(
+                    self.settings, str(queue), observed, options, self.redis, gate
+                )
+                worker.on("completed", _on_completed(queue, metrics))
+                worker.on("failed", _on_failed(queue, metrics))
+                worker.on("error", _log_error(queue))
+                worker.on("lockRenewalFailed", _on_lock_renewal_failed(queue, worker))
+                await _detect_server_capabilities(worker)
+                self._runs.append(asyncio.ensure_future(worker.run()))
+                self.workers.append(worker)
         self._heartbeat_task = asyncio.create_task(self._heartbeat())
-        log.info("worker %s started on %s", self.id, ",".join(self.queue_names))
+        log.info(
+            "worker %s started on %s, partitions %s",
+            self.id,
+            ",".join(self.queue_names),
+            _ranges(self.partitions),
+        )
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -181,7 +203,12 @@ class WorkerProcess:
 
     async def _heartbeat(self) -> None:
         """Publish this process's liveness so `/admin/queues` can list live workers."""
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "queues": self.queue_names}
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "queues": self.queue_names,
+            "partitions": _ranges(self.partitions),
+        }
         while True:
             try:
                 record["lastSeen"] = now_ms()
@@ -218,6 +245,17 @@ async def _detect_server_capabilities(worker: Worker) -> None:
                 await connection.getRedisVersion()
             except Exception as err:  # Redis down at start: BullMQ's defaults still work
                 log.warning("could not read the Redis version: %s", err)
+
+
+def _ranges(partitions: Sequence[int]) -> str:
+    """`0-3,8` for [0, 1, 2, 3, 8] (the form ERRAND_WORKER_PARTITIONS takes)."""
+    runs: list[list[int]] = []
+    for p in partitions:
+        if runs and runs[-1][1] == p - 1:
+            runs[-1][1] = p
+        else:
+            runs.append([p, p])
+    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in runs)
 
 
 def job_fields(job_id: Any, queue: QueueName, attempt: int) -> dict[str, Any]:

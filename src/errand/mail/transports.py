@@ -43,6 +43,7 @@ class SentMark:
     key: str
     value: str
     ttl_s: int
+    partition: int = 0  # the job's: the simulated outbox it goes to shares its slot
 
 
 # The simulated delivery is a Redis write, so it can be one atomic step with the sent
@@ -80,7 +81,7 @@ class SimulatedSender:
     def __init__(self, settings: Settings, redis: Any) -> None:
         self.delay_s = settings.email_send_ms / 1000
         self.redis = redis
-        self.keys = Keys(settings.queue_prefix)
+        self.keys = Keys(settings.queue_prefix, settings.partitions)
 
     async def send(
         self, email: RenderedEmail, user_id: str, attempt: int, mark: SentMark | None = None
@@ -103,7 +104,7 @@ class SimulatedSender:
             await self.redis.eval(
                 _DELIVER_ONCE,
                 2,
-                self.keys.outbox(),
+                self.keys.outbox(mark.partition),
                 mark.key,
                 orjson.dumps(record),
                 OUTBOX_CAP,

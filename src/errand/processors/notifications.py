@@ -29,7 +29,7 @@ from datetime import datetime
 from typing import Any
 
 from errand.clock import now_ms
-from errand.keys import Keys
+from errand.keys import Keys, partition_of
 from errand.mail.templates import RenderedEmail, render
 from errand.mail.transports import EmailSender, SentMark, build_sender, message_id_for
 from errand.processors.job import RunningJob
@@ -76,7 +76,7 @@ class NotificationProcessor:
     def __init__(self, settings: Settings, redis: Any, sender: EmailSender | None = None) -> None:
         self.settings = settings
         self.redis = redis
-        self.keys = Keys(settings.queue_prefix)
+        self.keys = Keys(settings.queue_prefix, settings.partitions)
         self.sender = sender or build_sender(settings, redis)
         self.claim_ms = settings.lock_duration_ms
 
@@ -110,7 +110,10 @@ class NotificationProcessor:
         step as the delivery, which closes the crash window for it entirely.
         """
         mark = SentMark(
-            self.keys.sent_ledger(job_id), self.sender.name, self.settings.sent_ledger_ttl_seconds
+            self.keys.sent_ledger(job_id),
+            self.sender.name,
+            self.settings.sent_ledger_ttl_seconds,
+            partition_of(job_id),
         )
         if getattr(self.sender, "marks_sent", False):
             await self.sender.send(email, user_id, attempt, mark=mark)  # type: ignore[call-arg]

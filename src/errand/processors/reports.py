@@ -57,7 +57,7 @@ class ReportProcessor:
     def __init__(self, settings: Settings, redis: Any) -> None:
         self.settings = settings
         self.redis = redis
-        self.keys = Keys(settings.queue_prefix)
+        self.keys = Keys(settings.queue_prefix, settings.partitions)
 
     async def __call__(self, job: RunningJob, token: str) -> dict[str, Any]:
         data = job.data

@@ -1,4 +1,5 @@
-"""Adding jobs: BullMQ's own add scripts and errand's index write, in one MULTI.
+"""Adding jobs: BullMQ's own add scripts and errand's index write, in one MULTI
+(on a cluster: the index first, then the jobs; see `JobWriter`).
 
 bullmq-python's `Scripts.addJob` picks the add script (standard, prioritized or
 delayed), builds its KEYS and ARGV and calls it on the client it is given; errand
@@ -73,15 +74,24 @@ class AddCall:
 
 
 class JobWriter:
-    """Sends add calls and their index writes in one MULTI."""
+    """Sends add calls and their index writes: in one MULTI on a single server; with
+    `two_step` (a cluster, where a job's partition and its client's index live in
+    different slots) the index writes first, then the adds."""
 
     def __init__(
-        self, redis: Any, keys: Keys, keep_completed_s: int, barrier: ReplicaBarrier | None = None
+        self,
+        redis: Any,
+        keys: Keys,
+        keep_completed_s: int,
+        two_step: bool,
+        barrier: ReplicaBarrier | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.keep_completed_ms = keep_completed_s * 1000
+        self.two_step = two_step
         self.barrier = barrier  # strict durability: wait for a replica after the add
+        self._index_script = redis.register_script(write_script())
 
     async def add(self, queue: QueueName, calls: list[AddCall]) -> list[str]:
         """Run `calls`; the job id each one's add answered (the in-flight job's on a dedup hit).
@@ -91,6 +101,9 @@ class JobWriter:
         replies: list[Any] = [None] * len(calls)
         adds = list(range(len(calls)))
         indexed = [i for i in adds if calls[i].entry is not None]
+        if self.two_step:
+            await self._index_first(calls, indexed)
+            indexed = []
         for _ in range(3):
             add_replies, failed_clients = await self._multi(calls, adds, indexed)
             missing = {i for i, r in zip(adds, add_replies, strict=True) if _no_script(r)}
@@ -107,16 +120,20 @@ class JobWriter:
             adds, indexed = sorted(missing), redo
         raise QueueUnavailable("the job store keeps forgetting errand's scripts")
 
+    async def _index_first(self, calls: list[AddCall], indexed: list[int]) -> None:
+        """The index entries of `calls`, unchecked, one script per client (its own slot)."""
+        cutoff = _now_ms(calls) - self.keep_completed_ms
+        for entries in _by_client(calls, indexed).values():
+            call_keys, args = write_call(self.keys, entries, cutoff, check=False)
+            await self._index_script(keys=call_keys, args=args)
+
     async def _multi(
         self, calls: list[AddCall], adds: list[int], indexed: list[int]
     ) -> tuple[list[Any], set[str]]:
-        groups: dict[str, list[IndexEntry]] = defaultdict(list)
-        for i in indexed:
-            entry = calls[i].entry
-            assert entry is not None
-            groups[entry.client_id].append(entry)
-        await ready_for_multi(self.redis)
-        pipe = self.redis.pipeline(transaction=True)
+        groups = _by_client(calls, indexed)
+        if not self.two_step:
+            await ready_for_multi(self.redis)
+        pipe = self.redis.pipeline(transaction=not self.two_step)
         for i in adds:
             pipe.execute_command("EVALSHA", *calls[i].args)
         cutoff = _now_ms(calls) - self.keep_completed_ms
@@ -139,6 +156,15 @@ class JobWriter:
     async def _load(self, sources: dict[str, str]) -> None:
         for source in sources.values():
             await self.redis.script_load(source)
+
+
+def _by_client(calls: list[AddCall], indexed: list[int]) -> dict[str, list[IndexEntry]]:
+    groups: dict[str, list[IndexEntry]] = defaultdict(list)
+    for i in indexed:
+        entry = calls[i].entry
+        assert entry is not None
+        groups[entry.client_id].append(entry)
+    return groups
 
 
 def _client(call: AddCall) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from errand.clock import now_ms
-from errand.keys import Keys, QueueName
+from errand.keys import Keys, QueueName, partition_of
 from errand.queue.outcomes import Outcome, outcome_value
 
 # KEYS: wait, paused, prioritized, delayed, active, completed, failed, job hash, events,
@@ -93,19 +93,19 @@ class JobCanceller:
 
     async def cancel(self, queue: QueueName, job_id: str) -> CancelOutcome:
         """Cancel `job_id` of `queue` (a report or a notification) atomically."""
-        k = self.keys
+        k, part = self.keys, partition_of(job_id)
         keys = [
-            *(k.queue(queue, name) for name in _QUEUE_KEYS),
+            *(k.queue(queue, name, part) for name in _QUEUE_KEYS),
             k.job(queue, job_id),
-            k.events(queue),
-            k.queue(queue, "meta"),
+            k.events(queue, part),
+            k.queue(queue, "meta", part),
             k.cancel_request(job_id),
             k.send_claim(job_id),
             k.sent_ledger(job_id),
         ]
         value = orjson.dumps(outcome_value(Outcome.CANCELED, CANCELED_BEFORE_START))
         mode = "report" if queue is QueueName.REPORTS else "notification"
-        args = [job_id, now_ms(), value, k.queue(queue, ""), self.flag_ttl_s, mode]
+        args = [job_id, now_ms(), value, k.queue(queue, "", part), self.flag_ttl_s, mode]
         reply = await self._script(keys=keys, args=args)
         return CancelOutcome(reply.decode() if isinstance(reply, bytes) else str(reply))
 

@@ -13,7 +13,7 @@ from typing import Any
 from bullmq import Job
 
 from errand.errors import Conflict, NotFound
-from errand.keys import QueueName, queue_of
+from errand.keys import QueueName, partition_of, queue_of
 from errand.queue.facade import JobQueues
 from errand.queue.jobhash import attempts_made, int_field, json_field
 from errand.queue.snapshot import JobStatus
@@ -33,13 +33,15 @@ class DeadLetter:
 async def list_dead_letters(
     queues: JobQueues, queue: QueueName | None, limit: int, offset: int
 ) -> tuple[int, list[DeadLetter]]:
-    """(total, one page) of dead-lettered jobs, newest failure first across queues."""
-    names = [queue] if queue else list(QueueName)
+    """(total, one page) of dead-lettered jobs, newest failure first across queues and
+    their partitions (`total` sums every partition's failed set)."""
+    names = [name for name in ([queue] if queue else list(QueueName)) for _ in queues.partitions]
     redis, keys = queues.redis, queues.keys
     async with redis.pipeline(transaction=False) as pipe:
-        for name in names:
-            pipe.zcard(keys.queue(name, "failed"))
-            pipe.zrevrange(keys.queue(name, "failed"), 0, offset + limit - 1, withscores=True)
+        for i, name in enumerate(names):
+            failed = keys.queue(name, "failed", i % len(queues.partitions))
+            pipe.zcard(failed)
+            pipe.zrevrange(failed, 0, offset + limit - 1, withscores=True)
         replies = await pipe.execute()
     total = sum(int(n) for n in replies[0::2])
     ranked = heapq.merge(
@@ -85,7 +87,7 @@ async def _dead_lettered_job(queues: JobQueues, job_id: str) -> Job:
         raise Conflict(
             f"job {job_id!r} is {snap.status}, not dead-lettered", job_status=snap.status
         )
-    job = await Job.fromId(queues.bullmq(queue), job_id)
+    job = await Job.fromId(queues.bullmq(queue, partition_of(job_id)), job_id)
     if job is None:
         raise NotFound(f"no job with id {job_id!r}")
     return job

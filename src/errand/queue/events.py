@@ -14,7 +14,7 @@ from typing import Any
 
 from bullmq import QueueEvents
 
-from errand.keys import QueueName
+from errand.keys import QueueName, partition_prefix
 from errand.redisio.connection import bullmq_connection
 from errand.settings import Settings
 
@@ -35,16 +35,18 @@ EventListener = Callable[[dict[str, Any], str], None]
 
 
 async def read_events(
-    settings: Settings, queue: QueueName, last_event_id: str, on_event: EventListener
+    settings: Settings, stream: tuple[QueueName, int], last_event_id: str, on_event: EventListener
 ) -> None:
-    """Pass every event of `queue` after `last_event_id` to `on_event`; return when the
-    reader fails (e.g. Redis went away). Cancelling it closes the reader."""
+    """Pass every event of partition `stream[1]` of queue `stream[0]` after
+    `last_event_id` to `on_event`; return when the reader fails (e.g. Redis went away).
+    Cancelling it closes the reader."""
+    queue, partition = stream
     failed = asyncio.Event()
     reader = QueueEvents(
         str(queue),
         {
             "connection": bullmq_connection(settings),
-            "prefix": settings.queue_prefix,
+            "prefix": partition_prefix(settings.queue_prefix, partition),
             "autorun": False,
             "lastEventId": last_event_id,
             "blockingTimeout": BLOCKING_TIMEOUT_MS,

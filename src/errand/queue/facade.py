@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bullmq import Job, Queue
+from redis.asyncio.cluster import RedisCluster
 
 from errand.errors import NotFound
-from errand.keys import Keys, QueueName, queue_of
+from errand.keys import Keys, QueueName, partition_for, partition_of, queue_of
 from errand.queue.adding import AddCall, JobSpec, JobWriter
 from errand.queue.cancel import CancelOutcome, JobCanceller
 from errand.queue.jobhash import pairs
@@ -17,6 +19,7 @@ from errand.queue.snapshot import JobSnapshot, snapshot_from
 from errand.redisio.replication import ReplicaBarrier
 from errand.settings import Durability, Settings
 
+INDEX_LEAD_MS = 10_000
 COUNT_STATES = ("waiting", "prioritized", "active", "delayed", "completed", "failed", "paused")
 
 # Everything a status answer needs, read atomically: what a MULTI of these eight
@@ -35,28 +38,44 @@ return {fields, redis.call('ZSCORE', KEYS[2], id), redis.call('ZSCORE', KEYS[3],
 
 
 class JobQueues:
-    """One BullMQ `Queue` per errand queue, sharing the process's Redis pool."""
+    """One BullMQ `Queue` per partition of each errand queue, sharing the process's Redis
+    pool. Callers name a queue and a job id; the id names the partition."""
 
     def __init__(self, settings: Settings, redis: Any) -> None:
         self.settings = settings
         self.redis = redis
-        self.keys = Keys(settings.queue_prefix)
+        self.keys = Keys(settings.queue_prefix, settings.partitions)
+        self.partitions = range(settings.partitions)
         self.policies: Mapping[QueueName, RetryPolicy] = retry_policies(settings)
-        opts = {"connection": redis, "prefix": settings.queue_prefix}
-        self._queues = {name: Queue(str(name), opts) for name in QueueName}
+        self._queues: dict[tuple[QueueName, int], Queue] = {}
         self._snapshot = redis.register_script(_SNAPSHOT)
         # The cancel flag outlives any record of the job it stops.
         flag_ttl_s = max(settings.keep_completed_seconds, settings.keep_failed_seconds) + 3600
         self._canceller = JobCanceller(redis, self.keys, flag_ttl_s)
+        two_step = isinstance(redis, RedisCluster)
         barrier = (
             ReplicaBarrier(redis, settings.replica_wait_ms)
             if settings.durability is Durability.STRICT
             else None
         )
-        self._writer = JobWriter(redis, self.keys, settings.keep_completed_seconds, barrier)
+        self._writer = JobWriter(
+            redis, self.keys, settings.keep_completed_seconds, two_step, barrier
+        )
+        # On a cluster an index entry is written just before its job (adding.py): a
+        # reader keeps an entry without a job until it is this old.
+        self.index_lead_ms = INDEX_LEAD_MS if two_step else 0
 
-    def bullmq(self, queue: QueueName) -> Queue:
-        return self._queues[queue]
+    def bullmq(self, queue: QueueName, partition: int = 0) -> Queue:
+        """Partition `partition` of `queue` as a bullmq `Queue` (made on first use)."""
+        found = self._queues.get((queue, partition))
+        if found is None:
+            opts = {"connection": self.redis, "prefix": self.keys.partition_prefix(partition)}
+            found = self._queues[queue, partition] = Queue(str(queue), opts)
+        return found
+
+    def partition_for(self, client_id: str, user_id: str) -> int:
+        """The partition of a client's report or notification for `user_id` (keys.py)."""
+        return partition_for(client_id, user_id, len(self.partitions))
 
     async def add(
         self,
@@ -101,13 +120,14 @@ class JobQueues:
         return opts
 
     async def add_many(self, queue: QueueName, specs: Sequence[JobSpec]) -> list[str]:
-        """Add jobs and their listing-index entries in one MULTI (one round trip).
+        """Add jobs (each in the partition its `jobId` names) and their listing-index
+        entries: one MULTI on a single server, index then jobs on a cluster (adding.py).
 
         Returns, per spec, the id of the job that holds its work (see `add`).
         """
-        bullmq_queue = self._queues[queue]
         calls: list[AddCall] = []
         for spec in specs:
+            bullmq_queue = self.bullmq(queue, partition_of(str(spec.opts["jobId"])))
             job = Job(bullmq_queue, spec.name, spec.data, spec.opts)
             calls.append(await AddCall.of(bullmq_queue, job, spec.data))
         return await self._writer.add(queue, calls)
@@ -121,17 +141,17 @@ class JobQueues:
         queue = queue_of(job_id)
         if queue is None:
             raise NotFound(f"no job with id {job_id!r}")
-        keys = self.keys
+        keys, part = self.keys, partition_of(job_id)
         reply = await self._snapshot(
             keys=[
                 keys.job(queue, job_id),
-                keys.queue(queue, "completed"),
-                keys.queue(queue, "failed"),
-                keys.queue(queue, "delayed"),
-                keys.queue(queue, "active"),
+                keys.queue(queue, "completed", part),
+                keys.queue(queue, "failed", part),
+                keys.queue(queue, "delayed", part),
+                keys.queue(queue, "active", part),
                 keys.webhook_state(job_id),
-                keys.queue(queue, "wait"),
-                keys.queue(queue, "prioritized"),
+                keys.queue(queue, "wait", part),
+                keys.queue(queue, "prioritized", part),
                 keys.cancel_request(job_id),
             ],
             args=[job_id],
@@ -157,9 +177,24 @@ class JobQueues:
         return await self._canceller.cancel(queue, job_id)
 
     async def counts(self, queue: QueueName) -> dict[str, int]:
-        """Jobs per BullMQ state."""
-        raw = await self._queues[queue].getJobCounts(*COUNT_STATES)
-        return {state: int(raw.get(state, 0)) for state in COUNT_STATES}
+        """Jobs per BullMQ state, summed over the queue's partitions."""
+        return sum_counts(await self.partition_counts(queue))
+
+    async def partition_counts(self, queue: QueueName) -> list[dict[str, int]]:
+        """Jobs per BullMQ state of each partition of `queue` (index = partition)."""
+        raws = await asyncio.gather(
+            *(self.bullmq(queue, p).getJobCounts(*COUNT_STATES) for p in self.partitions)
+        )
+        return [{state: int(raw.get(state, 0)) for state in COUNT_STATES} for raw in raws]
+
+
+def sum_counts(per_partition: Sequence[Mapping[str, int]]) -> dict[str, int]:
+    """Jobs per state over several partitions."""
+    total = dict.fromkeys(COUNT_STATES, 0)
+    for counts in per_partition:
+        for state, n in counts.items():
+            total[state] += n
+    return total
 
 
 def _score(raw: str | None) -> float | None:

@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from errand.keys import Keys, QueueName
+from errand.keys import Keys, QueueName, partition_of
 from errand.queue.scripts import bullmq_script
 
 log = logging.getLogger("errand.worker")
@@ -56,7 +56,8 @@ async def hand_back(redis: Any, keys: Keys, held: list[HeldJob]) -> list[HeldJob
     script = redis.register_script(bullmq_script(SCRIPT))
     moved = []
     for job in held:
-        script_keys = [keys.queue(job.queue, name) for name in _SCRIPT_KEYS]
+        part = partition_of(job.job_id)
+        script_keys = [keys.queue(job.queue, name, part) for name in _SCRIPT_KEYS]
         args = [job.job_id, job.token, keys.job(job.queue, job.job_id)]
         try:
             code = int(await script(keys=script_keys, args=args))

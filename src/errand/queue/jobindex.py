@@ -5,9 +5,12 @@ BullMQ cannot list one client's jobs, so errand keeps sorted sets of its own
 `seq` is a per-client sequence number given at write time, so a listing can leave
 out jobs created after its first page whatever the clocks of the API hosts say.
 Each job is in three sets: its client's for its queue, and that one narrowed to its
-`userId` and to its `type`. The write runs as a script in the same MULTI as BullMQ's
-add script (`JobQueues.add_many`), right after it: it indexes a job only if its hash
-now exists, so a report deduplicated into another job leaves no entry behind.
+`userId` and to its `type`. On a single server the write runs as a script in the same
+MULTI as BullMQ's add script (`JobQueues.add_many`), right after it: it indexes a job
+only if its hash now exists, so a report deduplicated into another job leaves no entry
+behind. On a cluster the index (the client's slot) and the job (its partition's slot)
+cannot share a MULTI: the index is written first, unchecked, then the job; a reader
+skips an entry whose job does not exist (yet), and drops it once it is old enough.
 
 Pruning follows the job's retention: a reader drops the entries whose job hash is
 gone (BullMQ removed it by age); and each write samples a few entries older than
@@ -26,29 +29,37 @@ from errand.keys import Keys, QueueName
 # Queues whose jobs are the client's (webhook deliveries are the service's own).
 LISTED_QUEUES = (QueueName.REPORTS, QueueName.NOTIFICATIONS)
 
-# KEYS[1] the client's seq, then per job: job hash, queue set, user set, type set.
-# ARGV: job key prefix of the queue, prune cutoff (ms), a random number in [0, 1),
-# then per job: job id, createdAt (ms). The entries of one set go in with one ZADD
-# (a batch's jobs share their queue and type sets). Each touched set then gets two
-# prune samples per entry written, at most 32, spread over its entries older than the
-# cutoff by golden-ratio steps from the random start.
+# KEYS[1] the client's seq, then per job its queue set, user set and type set, then
+# (when checking) per job its hash. ARGV: check ('1': index a job only if its hash
+# exists, and prune), prune cutoff (ms), a random number in [0, 1), the number of jobs
+# n, per job its id and createdAt (ms), then the job key prefix of each partition of the
+# queue (for pruning). The entries of one set go in with one ZADD (a batch's jobs share
+# their queue and type sets). Each touched set then gets two prune samples per entry
+# written, at most 32, spread over its entries older than the cutoff by golden-ratio
+# steps from the random start. On a cluster the job hashes live in other slots, so the
+# write runs unchecked and unpruned (readers prune).
 _WRITE = """
-local n = (#KEYS - 1) / 4
+local check, n = ARGV[1] == '1', tonumber(ARGV[4])
 local seq = redis.call('INCRBY', KEYS[1], n) - n
 local cutoff, r = tonumber(ARGV[2]), tonumber(ARGV[3])
 local pending, order = {}, {}
 for i = 0, n - 1 do
-  local k = 2 + i * 4
-  if redis.call('EXISTS', KEYS[k]) == 1 then
-    local member = ARGV[4 + i * 2] .. ':' .. string.format('%x', seq + i + 1)
-    local score = ARGV[5 + i * 2]
-    for j = 1, 3 do
+  local k = 2 + i * 3
+  if not check or redis.call('EXISTS', KEYS[2 + 3 * n + i]) == 1 then
+    local member = ARGV[5 + i * 2] .. ':' .. string.format('%x', seq + i + 1)
+    local score = ARGV[6 + i * 2]
+    for j = 0, 2 do
       local set = KEYS[k + j]
       local t = pending[set]
       if not t then t = {}; pending[set] = t; order[#order + 1] = set end
       t[#t + 1] = score; t[#t + 1] = member
     end
   end
+end
+local function job_key(id)
+  local p = tonumber(string.match(id, '^%a+_(%d+)_') or '0')
+  local prefix = ARGV[5 + 2 * n + p]
+  return prefix and prefix .. id
 end
 local function prune(set, samples)
   local old = redis.call('ZCOUNT', set, '-inf', '(' .. cutoff)
@@ -58,15 +69,15 @@ local function prune(set, samples)
     local rank = math.floor(r * old)
     local member = redis.call('ZRANGE', set, rank, rank)[1]
     if member then
-      local id = string.match(member, '^(.*):%x+$')
-      if id and redis.call('EXISTS', ARGV[1] .. id) == 0 then redis.call('ZREM', set, member) end
+      local key = job_key(string.match(member, '^(.*):%x+$') or '')
+      if key and redis.call('EXISTS', key) == 0 then redis.call('ZREM', set, member) end
     end
   end
 end
 for _, set in ipairs(order) do
   local t = pending[set]
   for c = 1, #t, 1000 do redis.call('ZADD', set, unpack(t, c, math.min(c + 999, #t))) end
-  prune(set, math.min(#t, 32))
+  if check then prune(set, math.min(#t, 32)) end
 end
 return #order
 """
@@ -100,20 +111,23 @@ def entry_for(
 
 
 def write_call(
-    keys: Keys, entries: list[IndexEntry], prune_after_ms: int
+    keys: Keys, entries: list[IndexEntry], prune_after_ms: int, check: bool = True
 ) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of the index write for `entries` (one client, one queue)."""
+    """KEYS and ARGV of the index write for `entries` (one client, one queue). With
+    `check` the keys include the job hashes (a single server: any slot is reachable)."""
     first = entries[0]
     call_keys = [keys.job_index_seq(first.client_id)]
-    args: list[Any] = [keys.job(first.queue, ""), prune_after_ms, random.random()]
+    args: list[Any] = ["1" if check else "", prune_after_ms, random.random(), len(entries)]
     for e in entries:
         call_keys += [
-            keys.job(e.queue, e.job_id),
             keys.job_index(e.client_id, e.queue),
             keys.job_index_by(e.client_id, e.queue, "user", e.user_id),
             keys.job_index_by(e.client_id, e.queue, "type", e.kind),
         ]
         args += [e.job_id, e.created_ms]
+    if check:
+        call_keys += [keys.job(e.queue, e.job_id) for e in entries]
+        args += [keys.queue(first.queue, "", p) for p in range(keys.partitions)]
     return call_keys, args
 
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from errand.clock import now_ms
 from errand.errors import NotFound
 from errand.keys import QueueName
 from errand.queue.facade import JobQueues
@@ -152,7 +153,7 @@ class JobLister:
             seq, entries = await self._entries(flt, sets, chunk, position)
             as_of = seq if as_of is None else as_of
             wanted = [(m, s) for m, s in entries if split_member(m)[1] <= as_of]
-            snaps = await self._snapshots(flt, sets, [m for m, _ in wanted])
+            snaps = await self._snapshots(flt, sets, wanted)
             for member, score in entries:
                 examined += 1
                 position = Position(score, member)
@@ -177,18 +178,21 @@ class JobLister:
         return int(seq), [(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     async def _snapshots(
-        self, flt: JobFilter, sets: Sequence[str], members: list[str]
+        self, flt: JobFilter, sets: Sequence[str], entries: list[tuple[str, float]]
     ) -> dict[str, JobSnapshot]:
-        """Snapshots by member; the entries of jobs that are gone leave the index."""
+        """Snapshots by member; the entries of jobs that are gone leave the index (on a
+        cluster, only once older than `index_lead_ms`: the job may be on its way)."""
         replies: list[Any] = await asyncio.gather(
-            *(self.queues.snapshot(split_member(m)[0], flt.client_id) for m in members),
+            *(self.queues.snapshot(split_member(m)[0], flt.client_id) for m, _ in entries),
             return_exceptions=True,
         )
         found: dict[str, JobSnapshot] = {}
         gone: list[str] = []
-        for member, reply in zip(members, replies, strict=True):
+        settled_ms = now_ms() - self.queues.index_lead_ms
+        for (member, score), reply in zip(entries, replies, strict=True):
             if isinstance(reply, NotFound):
-                gone.append(member)
+                if not self.queues.index_lead_ms or score < settled_ms:
+                    gone.append(member)
             elif isinstance(reply, BaseException):
                 raise reply
             else:

@@ -34,8 +34,9 @@ async def enqueue_report(
     if webhook_url:
         data["webhookUrl"] = webhook_url
     dedup_id = report_dedup_id(client_id, user_id, report_type)
+    partition = queues.partition_for(client_id, user_id)  # the dedup key's slot, too
     for _ in range(3):
-        fresh_id = new_job_id(QueueName.REPORTS)
+        fresh_id = new_job_id(QueueName.REPORTS, partition)
         job_id = await queues.add(QueueName.REPORTS, "report", data, fresh_id, dedup_id=dedup_id)
         if job_id == fresh_id:
             return Enqueued(job_id, JobStatus.WAITING)
@@ -108,7 +109,7 @@ async def enqueue_notifications(
     for note in notes:
         opts = queues.job_options(
             QueueName.NOTIFICATIONS,
-            new_job_id(QueueName.NOTIFICATIONS),
+            new_job_id(QueueName.NOTIFICATIONS, queues.partition_for(client_id, note.user_id)),
             priority=NOTIFICATION_PRIORITIES[note.kind],
             delay_ms=note.delay_ms(),
         )

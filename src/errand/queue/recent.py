@@ -20,21 +20,25 @@ _SORTED_SETS = ("prioritized", "delayed", "completed", "failed")
 
 
 async def recent_jobs(queues: JobQueues, queue: QueueName | None, limit: int) -> list[JobSnapshot]:
-    """Up to `limit` jobs, newest first, of one queue or of all of them."""
-    names = [queue] if queue else list(QueueName)
+    """Up to `limit` jobs, newest first, of one queue or of all of them (every partition)."""
+    names = [
+        (name, part)
+        for name in ([queue] if queue else list(QueueName))
+        for part in queues.partitions
+    ]
     redis, keys = queues.redis, queues.keys
     async with redis.pipeline(transaction=False) as pipe:
-        for name in names:
+        for name, part in names:
             for state in _LISTS:
-                pipe.lrange(keys.queue(name, state), 0, limit - 1)
+                pipe.lrange(keys.queue(name, state, part), 0, limit - 1)
             for state in _SORTED_SETS:
-                pipe.zrevrange(keys.queue(name, state), 0, limit - 1)
+                pipe.zrevrange(keys.queue(name, state, part), 0, limit - 1)
         replies = await pipe.execute()
     per_queue = len(_LISTS) + len(_SORTED_SETS)
     candidates = list(
         dict.fromkeys(
             (name, job_id)
-            for index, name in enumerate(names)
+            for index, (name, _) in enumerate(names)
             for reply in replies[index * per_queue : (index + 1) * per_queue]
             for job_id in reply
         )

@@ -29,6 +29,7 @@ async def live_workers(redis: Any, keys: Keys, settings: Settings) -> list[dict[
                 "pid": record.get("pid"),
                 "host": record.get("host"),
                 "queues": record.get("queues", []),
+                "partitions": record.get("partitions", "0"),
                 "lastSeen": iso_ms(int(record["lastSeen"])),
             }
         )

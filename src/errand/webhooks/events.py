@@ -16,12 +16,11 @@ from enum import StrEnum
 from typing import Any
 
 from errand.clock import iso_ms
-from errand.keys import QueueName
+from errand.keys import QueueName, job_id_of, partition_of
 from errand.queue.snapshot import JobSnapshot, JobStatus
 from errand.queue.views import job_view, notification_view
 
 WEBHOOK_ID_PREFIX = "msg_"
-_DELIVERY_TAG = "whk_"
 
 
 class EventType(StrEnum):
@@ -59,13 +58,15 @@ def _event_digest(source_job_id: str, event: EventType, round_no: int) -> str:
 
 
 def delivery_job_id(source_job_id: str, event: EventType, round_no: int) -> str:
-    """The id of the delivery job of one event: `whk_<32 hex>`, the same every time."""
-    return _DELIVERY_TAG + _event_digest(source_job_id, event, round_no)
+    """The id of the delivery job of one event, the same every time: `whk_<32 hex>`, in
+    the partition of its source job (`whk_<p>_<32 hex>`), whose webhook state it writes."""
+    digest = _event_digest(source_job_id, event, round_no)
+    return job_id_of(QueueName.WEBHOOKS, digest, partition_of(source_job_id))
 
 
 def webhook_id_for(delivery_id: str) -> str:
     """The `webhook-id` header of an event: `msg_<32 hex>`, shared by all its attempts."""
-    return WEBHOOK_ID_PREFIX + delivery_id.removeprefix(_DELIVERY_TAG)
+    return WEBHOOK_ID_PREFIX + delivery_id.rpartition("_")[2]
 
 
 def final_snapshot(

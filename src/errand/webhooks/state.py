@@ -142,4 +142,4 @@ class WebhookStates:
 def webhook_states(settings: Settings, redis: Any) -> WebhookStates:
     """The states under the settings' key prefix, kept as long as the jobs they describe."""
     ttl_s = max(settings.keep_completed_seconds, settings.keep_failed_seconds)
-    return WebhookStates(redis, Keys(settings.queue_prefix), ttl_s)
+    return WebhookStates(redis, Keys(settings.queue_prefix, settings.partitions), ttl_s)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 from starlette.requests import Request
@@ -17,6 +18,7 @@ from errand.clock import iso_ms
 from errand.keys import QueueName
 from errand.metrics.jobs import record_dlq_retry
 from errand.queue.dlq import delete_dead_letter, list_dead_letters, retry_dead_letter
+from errand.queue.facade import sum_counts
 from errand.queue.workers_registry import live_workers
 from errand.webhooks.state import webhook_states
 
@@ -114,20 +116,29 @@ async def get_queues(svc: Services = Depends(services)) -> Response:
     workers = await live_workers(svc.redis, svc.queues.keys, svc.settings)
     result = []
     for name in QueueName:
-        counts = await svc.queues.counts(name)
-        result.append(
-            {
-                "name": str(name),
-                "waiting": counts["waiting"] + counts["prioritized"] + counts["paused"],
-                "active": counts["active"],
-                "delayed": counts["delayed"],
-                "completed": counts["completed"],
-                "failed": counts["failed"],
-                "deadLettered": counts["failed"],
-                "workers": sum(1 for w in workers if str(name) in w["queues"]),
-            }
-        )
+        parts = await svc.queues.partition_counts(name)
+        entry: dict[str, Any] = {
+            "name": str(name),
+            **_state_counts(sum_counts(parts)),
+            "workers": sum(1 for w in workers if str(name) in w["queues"]),
+        }
+        if len(parts) > 1:  # the totals above sum these
+            entry["partitions"] = [
+                {"partition": p, **_state_counts(counts)} for p, counts in enumerate(parts)
+            ]
+        result.append(entry)
     return json_response({"queues": result, "workers": workers})
+
+
+def _state_counts(counts: dict[str, int]) -> dict[str, int]:
+    return {
+        "waiting": counts["waiting"] + counts["prioritized"] + counts["paused"],
+        "active": counts["active"],
+        "delayed": counts["delayed"],
+        "completed": counts["completed"],
+        "failed": counts["failed"],
+        "deadLettered": counts["failed"],
+    }
 
 
 router.include_router(guarded)
