@@ -1,0 +1,190 @@
+"""A master of a 3-master, 3-replica Valkey Cluster SIGKILLed under a stream of POSTs: its
+replica takes over and errand carries on. The API answers 503 only for what lives on
+the dead master, only while its slots have no master; the acknowledged (202) jobs lost
+are counted, and with ERRAND_DURABILITY=strict there are none."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from errand.keys import ANONYMOUS_CLIENT, QueueName, partition_for
+from errand.server.embedded import EmbeddedValkey
+from support.cluster import FAILOVER_NODE_TIMEOUT_MS, ValkeyCluster
+from support.processes import Processes, env_for, wait_log
+from support.stack import Stack, run_stack
+from support.stack import test_settings as settings_for
+from support.waiting import wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+POSTERS = 8
+LOAD_BEFORE_KILL_S = 3.0
+LOAD_AFTER_FAILOVER_S = 3.0
+
+
+@dataclass
+class Load:
+    """Every POST's outcome: (seconds since the load began, status, job id or "")."""
+
+    started: float = field(default_factory=time.monotonic)
+    replies: list[tuple[float, int, str, str]] = field(default_factory=list)
+    running: bool = True
+    dead_partitions: set[int] = field(default_factory=set)
+
+    def accepted(self) -> list[str]:
+        return [job_id for _, status, job_id, _ in self.replies if status == 202]
+
+    def refused(self) -> list[tuple[float, int, str, str]]:
+        return [r for r in self.replies if r[1] != 202]
+
+
+@pytest.fixture
+def replicated_cluster(tmp_path: Path) -> Iterator[ValkeyCluster]:
+    cluster = ValkeyCluster(
+        tmp_path / "cluster", masters=3, replicas=1, node_timeout_ms=FAILOVER_NODE_TIMEOUT_MS
+    )
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+async def failover_api(
+    replicated_cluster: ValkeyCluster, request: pytest.FixtureRequest
+) -> AsyncIterator[Stack]:
+    durability = request.param
+    settings = settings_for(
+        replicated_cluster.url, email_send_ms=0, durability=durability, redis_timeout_s=2.0
+    )
+    async with run_stack(settings, with_worker=False) as stack:
+        yield stack
+
+
+async def post_until_stopped(stack: Stack, load: Load, poster: int) -> None:
+    n = 0
+    while load.running:
+        user = f"user-{poster}-{n}"
+        n += 1
+        try:
+            reply = await stack.http.post(
+                "/notifications", json={"type": "welcome", "userId": user}
+            )
+            job_id = reply.json().get("jobId", "") if reply.status_code == 202 else ""
+            status = reply.status_code
+        except Exception:  # a dropped connection counts as a refusal, not an acknowledgement
+            status, job_id = 0, ""
+        load.replies.append((time.monotonic() - load.started, status, job_id, user))
+
+
+def victim(cluster: ValkeyCluster, stack: Stack) -> EmbeddedValkey:
+    """A master that holds some partitions but not the client's own slot or the base
+    slot: its death must not stop what lives elsewhere."""
+    keys = stack.keys
+    spared = {
+        cluster.master_of(keys.client_prefix(ANONYMOUS_CLIENT)).port,
+        cluster.master_of(keys.workers()).port,
+    }
+    return next(node for node in cluster.masters() if node.port not in spared)
+
+
+async def lost_jobs(stack: Stack, job_ids: list[str]) -> list[str]:
+    """Acknowledged jobs whose hash is gone (they were never replicated)."""
+    lost = []
+    for job_id in job_ids:
+        key = stack.keys.job(QueueName.NOTIFICATIONS, job_id)
+        if not await stack.redis.exists(key):
+            lost.append(job_id)
+    return lost
+
+
+async def run_failover(
+    cluster: ValkeyCluster, stack: Stack, procs: Processes
+) -> tuple[Load, float, float]:
+    """Load, kill a master, wait for its replica, load on; (load, kill at, failover s)."""
+    worker = procs.worker(env_for(stack.settings), "--queues", "notifications", name="w")
+    wait_log(worker, " started on ", timeout_s=60)
+    load = Load()
+    posters = [asyncio.create_task(post_until_stopped(stack, load, p)) for p in range(POSTERS)]
+    try:
+        await asyncio.sleep(LOAD_BEFORE_KILL_S)  # a load phase, not a wait for a condition
+        dead = victim(cluster, stack)
+        load.dead_partitions = {
+            p
+            for p in range(stack.settings.partitions)
+            if cluster.master_of(stack.keys.partition_prefix(p)).port == dead.port
+        }
+        killed_at = time.monotonic() - load.started
+        cluster.kill(dead)
+        failover_s = await asyncio.to_thread(cluster.wait_failover, dead, 30.0)
+        await asyncio.sleep(LOAD_AFTER_FAILOVER_S)
+    finally:
+        load.running = False
+        await asyncio.gather(*posters)
+    return load, killed_at, failover_s
+
+
+def summary(load: Load, killed_at: float, failover_s: float, lost: list[str]) -> str:
+    refused = load.refused()
+    window = (refused[0][0] - killed_at, refused[-1][0] - killed_at) if refused else (0.0, 0.0)
+    return (
+        f"{len(load.replies)} POSTs, {len(load.accepted())} acknowledged, "
+        f"{len(refused)} refused ({sorted({r[1] for r in refused})}) from "
+        f"{window[0]:+.2f} s to {window[1]:+.2f} s after the kill; failover took "
+        f"{failover_s:.2f} s; acknowledged jobs lost: {len(lost)}"
+    )
+
+
+async def assert_carries_on(stack: Stack, load: Load, killed_at: float, failover_s: float) -> None:
+    refused = load.refused()
+    assert {status for _, status, _, _ in refused} <= {503}, refused[:5]
+    # Only what lives on the dead master is refused: the other partitions answer on.
+    partitions = stack.settings.partitions
+    assert all(
+        partition_for(ANONYMOUS_CLIENT, user, partitions) in load.dead_partitions
+        for *_, user in refused
+    ), refused
+    assert all(killed_at <= at <= killed_at + failover_s + 3.0 for at, *_ in refused), refused
+    late = [r for r in load.replies if r[0] > killed_at + failover_s + 3.0]
+    assert late and all(status == 202 for _, status, _, _ in late), "202s after the failover"
+    # The last acknowledged job runs: the worker came through the failover too.
+    last = load.accepted()[-1]
+    await wait_for(
+        lambda: stack.http.get(f"/jobs/{last}"),
+        lambda r: r.status_code == 200 and r.json()["status"] == "completed",
+        timeout_s=60,
+        what="a job posted after the failover to complete",
+    )
+
+
+@pytest.mark.parametrize("failover_api", ["normal"], indirect=True)
+async def test_a_killed_master_is_replaced_and_errand_carries_on(
+    replicated_cluster: ValkeyCluster, failover_api: Stack, procs: Processes
+) -> None:
+    stack = failover_api
+    load, killed_at, failover_s = await run_failover(replicated_cluster, stack, procs)
+    lost = await lost_jobs(stack, load.accepted())
+    print("\nnormal durability:", summary(load, killed_at, failover_s, lost))
+    await assert_carries_on(stack, load, killed_at, failover_s)
+    # Only jobs acknowledged before the kill can be lost (asynchronous replication).
+    acked_after = {job_id for at, status, job_id, _ in load.replies if at > killed_at + failover_s}
+    assert not acked_after & set(lost)
+
+
+@pytest.mark.parametrize("failover_api", ["strict"], indirect=True)
+async def test_strict_durability_loses_no_acknowledged_job(
+    replicated_cluster: ValkeyCluster, failover_api: Stack, procs: Processes
+) -> None:
+    stack = failover_api
+    load, killed_at, failover_s = await run_failover(replicated_cluster, stack, procs)
+    lost = await lost_jobs(stack, load.accepted())
+    print("\nstrict durability:", summary(load, killed_at, failover_s, lost))
+    await assert_carries_on(stack, load, killed_at, failover_s)
+    assert lost == []
