@@ -20,7 +20,14 @@ import redis.asyncio as aioredis
 from bullmq import Queue
 from harness import PY, ROOT, cpu_seconds, errand_env, rss_mib, scratch_dir, spawn, stop
 
-from errand.keys import Keys, QueueName, new_job_id
+from errand.keys import (
+    ANONYMOUS_CLIENT,
+    Keys,
+    QueueName,
+    new_job_id,
+    partition_for,
+    partition_of,
+)
 from errand.queue.policies import NOTIFICATION_PRIORITIES, retry_policies
 from errand.settings import Settings
 
@@ -57,19 +64,28 @@ class DrainResult:
         return self.valkey_cpu_s / self.completed * 1e6 if self.completed else 0.0
 
 
-def errand_jobs(n: int, prefix: str) -> list[dict[str, Any]]:
-    """Welcome notifications exactly as POST /notifications enqueues them."""
+def errand_jobs(n: int, prefix: str, partitions: int = 1) -> list[dict[str, Any]]:
+    """Welcome notifications exactly as POST /notifications enqueues them (each in the
+    partition of its user, when there are several)."""
     policy = retry_policies(Settings(redis_url="redis://unused", queue_prefix=prefix))
     opts = policy[QueueName.NOTIFICATIONS].job_options()
     opts["priority"] = NOTIFICATION_PRIORITIES["welcome"]
-    return [
-        {
-            "name": "welcome",
-            "data": {"type": "welcome", "userId": f"bench-{i}"},
-            "opts": {**opts, "jobId": new_job_id(QueueName.NOTIFICATIONS)},
-        }
-        for i in range(n)
-    ]
+    jobs = []
+    for i in range(n):
+        part = partition_for(ANONYMOUS_CLIENT, f"bench-{i}", partitions)
+        job_id = new_job_id(QueueName.NOTIFICATIONS, part)
+        jobs.append(
+            {
+                "name": "welcome",
+                "data": {"type": "welcome", "userId": f"bench-{i}", "clientId": ANONYMOUS_CLIENT},
+                "opts": {**opts, "jobId": job_id},
+            }
+        )
+    return jobs
+
+
+def partition_prefixes(prefix: str, partitions: int) -> list[str]:
+    return [Keys(prefix, partitions).partition_prefix(p) for p in range(partitions)]
 
 
 def reference_jobs(n: int) -> list[dict[str, Any]]:
@@ -96,42 +112,52 @@ async def used_memory(client: Any) -> int:
     return int(info["used_memory"])
 
 
-async def fill(redis_url: str, prefix: str, jobs: list[dict[str, Any]]) -> tuple[int, int, int]:
-    """Pause the queue and add `jobs`. Returns (used_memory before, after, one job hash's size)."""
+async def fill(
+    redis_url: str, prefixes: list[str], jobs: list[dict[str, Any]]
+) -> tuple[int, int, int]:
+    """Pause the queue (every partition) and add `jobs`, each to the partition its id
+    names. Returns (used_memory before, after, one job hash's size)."""
     client = aioredis.from_url(redis_url, decode_responses=True)
-    queue = Queue("notifications", {"connection": client, "prefix": prefix})
+    queues = [Queue("notifications", {"connection": client, "prefix": p}) for p in prefixes]
     try:
-        await queue.pause()
+        for queue in queues:
+            await queue.pause()
         before = await used_memory(client)
-        for start in range(0, len(jobs), FILL_CHUNK):
-            await queue.addBulk(jobs[start : start + FILL_CHUNK])
+        for part, queue in enumerate(queues):
+            mine = [j for j in jobs if partition_of(j["opts"]["jobId"]) == part]
+            for start in range(0, len(mine), FILL_CHUNK):
+                await queue.addBulk(mine[start : start + FILL_CHUNK])
         after = await used_memory(client)
         sample = jobs[len(jobs) // 2]["opts"]["jobId"]
-        job_bytes = await client.memory_usage(f"{prefix}:notifications:{sample}") or 0
+        sample_key = f"{prefixes[partition_of(sample)]}:notifications:{sample}"
+        job_bytes = await client.memory_usage(sample_key) or 0
         return before, after, int(job_bytes)
     finally:
         await client.aclose()
 
 
-async def release_and_time(redis_url: str, prefix: str, n: int) -> tuple[float, int, int, int]:
-    """Resume the queue; wait until n jobs finished: (seconds, completed, failed, memory)."""
+async def release_and_time(
+    redis_url: str, prefixes: list[str], n: int
+) -> tuple[float, int, int, int]:
+    """Resume the queue (every partition); wait until n jobs finished: (seconds,
+    completed, failed, memory)."""
     client = aioredis.from_url(redis_url, decode_responses=True)
-    queue = Queue("notifications", {"connection": client, "prefix": prefix})
-    completed_key = f"{prefix}:notifications:completed"
-    failed_key = f"{prefix}:notifications:failed"
+    queues = [Queue("notifications", {"connection": client, "prefix": p}) for p in prefixes]
+    completed_keys = [f"{p}:notifications:completed" for p in prefixes]
+    failed_keys = [f"{p}:notifications:failed" for p in prefixes]
     try:
         start_ms = time.time() * 1000
-        await queue.resume()
+        await asyncio.gather(*(queue.resume() for queue in queues))
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         done = failed = 0
         while time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-            done = await client.zcard(completed_key)
-            failed = await client.zcard(failed_key)
+            done = sum([await client.zcard(key) for key in completed_keys])
+            failed = sum([await client.zcard(key) for key in failed_keys])
             if done + failed >= n:
                 break
-        last = await client.zrange(completed_key, -1, -1, withscores=True)
-        end_ms = float(last[0][1]) if last else time.time() * 1000
+        lasts = [await client.zrange(key, -1, -1, withscores=True) for key in completed_keys]
+        end_ms = max((float(last[0][1]) for last in lasts if last), default=time.time() * 1000)
         memory = await used_memory(client)
         return max(end_ms - start_ms, 1.0) / 1000, int(done), int(failed), memory
     finally:
@@ -193,9 +219,11 @@ async def drain(
 ) -> DrainResult:
     """Fill, start one worker process, release, time, stop. `kind` is errand, bare or reference."""
     prefix = "bull" if kind == "reference" else "{b" + uuid.uuid4().hex[:8] + "}"
-    jobs = reference_jobs(n) if kind == "reference" else errand_jobs(n, prefix)
+    partitions = int((extra_env or {}).get("ERRAND_PARTITIONS", "1"))
+    prefixes = partition_prefixes(prefix, partitions)
+    jobs = reference_jobs(n) if kind == "reference" else errand_jobs(n, prefix, partitions)
     result = DrainResult(name, n)
-    before, filled, result.job_hash_bytes = await fill(redis_url, prefix, jobs)
+    before, filled, result.job_hash_bytes = await fill(redis_url, prefixes, jobs)
     result.bytes_per_waiting = (filled - before) / n
     argv, env, cwd = worker_command(
         kind, redis_url, prefix, concurrency, reference_dir, extra_env or {}
@@ -206,7 +234,7 @@ async def drain(
         await wait_ready(redis_url, prefix, log, proc, kind)
         cpu0, vcpu0 = cpu_seconds(proc.pid), cpu_seconds(valkey_pid)
         result.seconds, result.completed, result.failed, drained = await release_and_time(
-            redis_url, prefix, n
+            redis_url, prefixes, n
         )
         result.worker_cpu_s = cpu_seconds(proc.pid) - cpu0
         result.valkey_cpu_s = cpu_seconds(valkey_pid) - vcpu0

@@ -56,6 +56,7 @@ ROUTES = (
 )
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 REPORT_S = 0.5
+DEFAULT_PARTITIONS = int(Settings.model_fields["partitions"].default)
 
 
 @dataclass
@@ -118,11 +119,14 @@ def options() -> argparse.Namespace:
 
 
 # --- the errand API -----------------------------------------------------------
-def start_errand_api(valkey_url: str, prefix: str, workers: int) -> harness.Service:
+def start_errand_api(
+    valkey_url: str, prefix: str, workers: int, partitions: int = DEFAULT_PARTITIONS
+) -> harness.Service:
     port = harness.free_port()
     env = harness.errand_env(
         valkey_url,
         prefix,
+        ERRAND_PARTITIONS=str(partitions),
         ERRAND_WEBHOOK_ALLOW_PRIVATE="true",
         ERRAND_WEBHOOK_SECRET=WEBHOOK_SECRET,
         ERRAND_ADMIN_TOKEN="bench",
@@ -193,8 +197,21 @@ def drain_section(
 ) -> None:
     contenders: list[tuple[str, str, dict[str, str]]] = [
         ("bare", "bare bullmq Worker, no-op", {}),
-        ("errand", "errand worker, fast engine", {"ERRAND_WORKER_ENGINE": "fast"}),
-        ("errand", "errand worker, bullmq engine", {"ERRAND_WORKER_ENGINE": "bullmq"}),
+        (
+            "errand",
+            "errand worker, fast engine, 1 partition",
+            {"ERRAND_WORKER_ENGINE": "fast", "ERRAND_PARTITIONS": "1"},
+        ),
+        (
+            "errand",
+            f"errand worker, fast engine, {DEFAULT_PARTITIONS} partitions (default)",
+            {"ERRAND_WORKER_ENGINE": "fast", "ERRAND_PARTITIONS": str(DEFAULT_PARTITIONS)},
+        ),
+        (
+            "errand",
+            "errand worker, bullmq engine",
+            {"ERRAND_WORKER_ENGINE": "bullmq", "ERRAND_PARTITIONS": "1"},
+        ),
     ]
     conc = {"ERRAND_NOTIFY_CONCURRENCY": str(args.concurrency)}
     best: dict[str, DrainResult] = {}
@@ -337,7 +354,7 @@ def http_lines(report: Report) -> list[str]:
     head = f"{'HTTP':22}" + "".join(
         f"{n + ' req/s':>22}{'p50 ms':>8}{'p99 ms':>8}{'err':>6}" for n in names
     )
-    lines = [head + (f"{'errand/ref':>12}" if len(names) == 2 else "")]
+    lines = [head + (f"{'1st/2nd':>12}" if len(names) == 2 else "")]
     for i, (_, label) in enumerate(ROUTES):
         row = f"{label:22}"
         rates = []
@@ -486,8 +503,14 @@ def main() -> int:
         if "latency" in sections:
             latency_section(valkey, api, prefix, args, report)
         if "http" in sections:
-            say("HTTP: errand")
+            say(f"HTTP: errand ({DEFAULT_PARTITIONS} partitions, the default)")
             http_section("errand", api, wrk, args, report)
+            one = start_errand_api(valkey.url, "{bench1}", report.api_workers, partitions=1)
+            say("HTTP: errand, 1 partition")
+            try:
+                http_section("errand 1 partition", one, wrk, args, report)
+            finally:
+                one.stop()
             if ref_dir and ref_valkey:
                 ref_api = __import__("reference").start_api(
                     ref_dir, ref_valkey.url, report.api_workers

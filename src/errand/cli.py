@@ -180,6 +180,13 @@ def worker(
             help="Serve this worker's /metrics on this port (default: ERRAND_WORKER_METRICS_PORT)."
         ),
     ] = None,
+    partitions: Annotated[
+        str | None,
+        typer.Option(
+            help="Take jobs only from these partitions, e.g. 0-3,8 (default: "
+            "ERRAND_WORKER_PARTITIONS, else all)."
+        ),
+    ] = None,
 ) -> None:
     """Run only workers against ERRAND_REDIS_URL."""
     import asyncio
@@ -197,6 +204,13 @@ def worker(
     configure_logging(settings)
     if metrics_port is not None:
         settings = settings.model_copy(update={"worker_metrics_port": metrics_port})
+    if partitions is not None:
+        settings = settings.model_copy(update={"worker_partitions": partitions})
+    try:
+        settings.worker_partition_list()
+    except ValueError as err:
+        typer.echo(f"errand worker: {err}", err=True)
+        raise typer.Exit(2) from err
     chosen = _parse_queues(queues)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(run_worker(settings, chosen, concurrency))

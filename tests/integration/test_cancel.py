@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from errand.keys import QueueName
 from support.lifecycle import final_view, in_ms, post_notification, rfc3339, sent_ids, view
 from support.stack import Stack, serve_api
 from support.waiting import wait_for
@@ -64,7 +65,8 @@ async def test_scheduled_notification_canceled_is_never_sent(
     await final_view(stack, later["statusUrl"])
     assert await sent_ids(stack) == [later["jobId"]]
     assert (await view(stack, f"/notifications/{job_id}"))["status"] == "canceled"
-    assert await stack.redis.zcard(stack.keys.queue("notifications", "failed")) == 0
+    counts = await stack.app.state.services.queues.counts(QueueName.NOTIFICATIONS)
+    assert counts["failed"] == 0
 
 
 async def test_waiting_notification_canceled_never_runs(stack: Stack) -> None:

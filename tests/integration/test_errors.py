@@ -17,10 +17,11 @@ async def stack(stack: Stack) -> Stack:
 
 
 async def queued_jobs(stack: Stack) -> int:
-    total = 0
+    total, keys = 0, stack.keys
     for queue in ("reports", "notifications"):
-        total += await stack.redis.llen(stack.keys.queue(queue, "wait"))
-        total += await stack.redis.zcard(stack.keys.queue(queue, "prioritized"))
+        for p in range(keys.partitions):
+            total += await stack.redis.llen(keys.queue(queue, "wait", p))
+            total += await stack.redis.zcard(keys.queue(queue, "prioritized", p))
     return total
 
 

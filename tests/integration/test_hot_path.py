@@ -21,7 +21,7 @@ from support.stack import Stack
 from support.waiting import wait_for
 
 COMPARED_HEADERS = ("content-type", "retry-after")
-_JOB_ID = re.compile(r"(rep|ntf)_[0-9a-f]{32}")
+_JOB_ID = re.compile(r"(rep|ntf)_([0-9]+_)?[0-9a-f]{32}")
 
 
 @pytest.fixture

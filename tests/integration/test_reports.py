@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from errand.keys import partition_of
 from support.stack import Stack
 from support.waiting import wait_for
 
@@ -125,5 +126,6 @@ async def test_fifty_concurrent_identical_posts_create_one_job(stack: Stack) -> 
     ids = {r.json()["jobId"] for r in replies}
     assert len(ids) == 1
     assert sum(not r.json()["deduplicated"] for r in replies) == 1
-    waiting = await stack.redis.llen(stack.keys.queue("reports", "wait"))
+    (job_id,) = ids
+    waiting = await stack.redis.llen(stack.keys.queue("reports", "wait", partition_of(job_id)))
     assert waiting == 1

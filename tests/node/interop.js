@@ -1,8 +1,13 @@
 // Node's BullMQ and bull-board against errand's queues (tests/e2e/test_interop.py).
 //
-//   node interop.js read  <redisUrl> <prefix> <jobId>...   Queue.getJobCounts() per queue and getJob(id)
-//   node interop.js work  <redisUrl> <prefix> <queue>      a Node Worker processes one job, then exits
-//   node interop.js board <redisUrl> <prefix>              bull-board's GET /api/queues, via express
+//   node interop.js read  <redisUrl> <prefixes> <jobId>...   Queue.getJobCounts() per queue and getJob(id)
+//   node interop.js work  <redisUrl> <prefixes> <queue>      a Node Worker processes one job, then exits
+//   node interop.js board <redisUrl> <prefixes> <active>     bull-board's GET /api/queues, via express
+//
+// <prefixes> is the comma-separated prefix of each partition (partition 0 first): each
+// partition of an errand queue is an ordinary BullMQ queue under its own prefix. Counts
+// are summed over partitions; bull-board shows partition p of `notifications` as
+// `p:notifications` (partition 0 keeps the bare name).
 //
 // Each prints one JSON object on stdout and exits 0, or prints {"error": ...} and exits 1.
 "use strict";
@@ -23,24 +28,33 @@ function connection(redisUrl) {
   };
 }
 
-function queuesOf(redisUrl, prefix) {
-  return Object.fromEntries(
-    QUEUES.map((name) => [name, new Queue(name, { connection: connection(redisUrl), prefix })]),
+// [{label, queue}] for every queue and partition; label "p:name" (bare name for p = 0).
+function queuesOf(redisUrl, prefixes) {
+  return prefixes.split(",").flatMap((prefix, p) =>
+    QUEUES.map((name) => ({
+      label: p ? `${p}:` : "",
+      queue: new Queue(name, { connection: connection(redisUrl), prefix }),
+    })),
   );
 }
 
 async function closeAll(queues) {
-  await Promise.all(Object.values(queues).map((q) => q.close()));
+  await Promise.all(queues.map(({ queue }) => queue.close()));
 }
 
-async function read(redisUrl, prefix, jobIds) {
-  const queues = queuesOf(redisUrl, prefix);
+async function read(redisUrl, prefixes, jobIds) {
+  const queues = queuesOf(redisUrl, prefixes);
   try {
     const counts = {};
-    for (const [name, queue] of Object.entries(queues)) counts[name] = await queue.getJobCounts();
+    for (const { queue } of queues) {
+      const mine = await queue.getJobCounts();
+      const sum = counts[queue.name] || {};
+      for (const [state, n] of Object.entries(mine)) sum[state] = (sum[state] || 0) + n;
+      counts[queue.name] = sum;
+    }
     const jobs = {};
     for (const id of jobIds) {
-      for (const queue of Object.values(queues)) {
+      for (const { queue } of queues) {
         const job = await queue.getJob(id);
         if (!job) continue;
         jobs[id] = {
@@ -56,22 +70,26 @@ async function read(redisUrl, prefix, jobIds) {
   }
 }
 
-async function work(redisUrl, prefix, queueName) {
+async function work(redisUrl, prefixes, queueName) {
   let resolveDone;
   const done = new Promise((resolve) => { resolveDone = resolve; });
-  const worker = new Worker(queueName, async (job) => {
-    await job.updateProgress(50);
-    return { processedBy: "node-bullmq", echo: job.data };
-  }, { connection: connection(redisUrl), prefix, autorun: false });
-  worker.on("completed", (job, result) => resolveDone({ jobId: job.id, name: job.name, data: job.data, result }));
-  worker.on("failed", (job, err) => resolveDone({ jobId: job && job.id, error: String(err) }));
-  worker.run();
+  // one Worker per partition; the first job any of them finishes ends the run
+  const workers = prefixes.split(",").map((prefix) => {
+    const worker = new Worker(queueName, async (job) => {
+      await job.updateProgress(50);
+      return { processedBy: "node-bullmq", echo: job.data };
+    }, { connection: connection(redisUrl), prefix, autorun: false });
+    worker.on("completed", (job, result) => resolveDone({ jobId: job.id, name: job.name, data: job.data, result }));
+    worker.on("failed", (job, err) => resolveDone({ jobId: job && job.id, error: String(err) }));
+    worker.run();
+    return worker;
+  });
   const timer = setTimeout(() => resolveDone({ error: "no job within the timeout" }), WORK_TIMEOUT_MS);
   try {
     return await done;
   } finally {
     clearTimeout(timer);
-    await worker.close();
+    await Promise.all(workers.map((w) => w.close()));
   }
 }
 
@@ -88,17 +106,17 @@ function getJson(port, path) {
   });
 }
 
-async function board(redisUrl, prefix) {
+async function board(redisUrl, prefixes, active) {
   const express = require("express");
   const { createBullBoard } = require("@bull-board/api");
   const { BullMQAdapter } = require("@bull-board/api/bullMQAdapter");
   const { ExpressAdapter } = require("@bull-board/express");
 
-  const queues = queuesOf(redisUrl, prefix);
+  const queues = queuesOf(redisUrl, prefixes);
   const serverAdapter = new ExpressAdapter();
   serverAdapter.setBasePath("/board");
   createBullBoard({
-    queues: Object.values(queues).map((q) => new BullMQAdapter(q, { readOnlyMode: true })),
+    queues: queues.map(({ label, queue }) => new BullMQAdapter(queue, { readOnlyMode: true, prefix: label })),
     serverAdapter,
   });
   const app = express();
@@ -108,7 +126,8 @@ async function board(redisUrl, prefix) {
   });
   try {
     const { port } = server.address();
-    const reply = await getJson(port, "/board/api/queues?activeQueue=notifications&status=failed");
+    const path = `/board/api/queues?activeQueue=${encodeURIComponent(active)}&status=failed`;
+    const reply = await getJson(port, path);
     return { status: reply.status, queues: reply.body.queues };
   } finally {
     await new Promise((resolve) => server.close(resolve));
@@ -117,10 +136,10 @@ async function board(redisUrl, prefix) {
 }
 
 async function main() {
-  const [mode, redisUrl, prefix, ...rest] = process.argv.slice(2);
-  if (mode === "read") return read(redisUrl, prefix, rest);
-  if (mode === "work") return work(redisUrl, prefix, rest[0]);
-  if (mode === "board") return board(redisUrl, prefix);
+  const [mode, redisUrl, prefixes, ...rest] = process.argv.slice(2);
+  if (mode === "read") return read(redisUrl, prefixes, rest);
+  if (mode === "work") return work(redisUrl, prefixes, rest[0]);
+  if (mode === "board") return board(redisUrl, prefixes, rest[0]);
   throw new Error(`unknown mode ${mode}`);
 }
 

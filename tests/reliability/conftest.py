@@ -60,8 +60,9 @@ async def finished_jobs(stack: Stack, queues: Sequence[str]) -> int:
     """Jobs completed or failed (for good) on `queues`."""
     async with stack.redis.pipeline(transaction=False) as pipe:
         for queue in queues:
-            pipe.zcard(stack.keys.queue(queue, "completed"))
-            pipe.zcard(stack.keys.queue(queue, "failed"))
+            for p in range(stack.keys.partitions):
+                pipe.zcard(stack.keys.queue(queue, "completed", p))
+                pipe.zcard(stack.keys.queue(queue, "failed", p))
         return sum(await pipe.execute())
 
 
@@ -71,7 +72,8 @@ async def busy_pids(stack: Stack, queues: Sequence[str]) -> set[int]:
     active = [
         (queue, job_id)
         for queue in queues
-        for job_id in await stack.redis.lrange(stack.keys.queue(queue, "active"), 0, -1)
+        for p in range(stack.keys.partitions)
+        for job_id in await stack.redis.lrange(stack.keys.queue(queue, "active", p), 0, -1)
     ]
     async with stack.redis.pipeline(transaction=False) as pipe:
         for queue, job_id in active:

@@ -159,16 +159,20 @@ async def drain(stack: Stack) -> None:
 
 async def _counts(stack: Stack, queue: QueueName) -> dict[str, int]:
     keys, redis = stack.keys, stack.redis
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.llen(keys.queue(queue, "wait"))
-        pipe.zcard(keys.queue(queue, "prioritized"))
-        pipe.llen(keys.queue(queue, "active"))
-        pipe.zcard(keys.queue(queue, "delayed"))
-        pipe.zcard(keys.queue(queue, "completed"))
-        pipe.zcard(keys.queue(queue, "failed"))
-        values = await pipe.execute()
     names = ("waiting", "prioritized", "active", "delayed", "completed", "failed")
-    return dict(zip(names, (int(v) for v in values), strict=True))
+    totals = dict.fromkeys(names, 0)
+    for p in range(keys.partitions):
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.llen(keys.queue(queue, "wait", p))
+            pipe.zcard(keys.queue(queue, "prioritized", p))
+            pipe.llen(keys.queue(queue, "active", p))
+            pipe.zcard(keys.queue(queue, "delayed", p))
+            pipe.zcard(keys.queue(queue, "completed", p))
+            pipe.zcard(keys.queue(queue, "failed", p))
+            values = await pipe.execute()
+        for name, value in zip(names, values, strict=True):
+            totals[name] += int(value)
+    return totals
 
 
 async def total_jobs(stack: Stack) -> int:

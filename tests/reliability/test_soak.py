@@ -181,9 +181,10 @@ async def test_soak_memory_stays_flat_and_redis_is_bounded_by_retention(
             async def backlog() -> int:
                 total = 0
                 for queue in ("reports", "notifications", "webhooks"):
-                    total += await redis.llen(keys.queue(queue, "wait"))
-                    total += await redis.zcard(keys.queue(queue, "prioritized"))
-                    total += await redis.llen(keys.queue(queue, "active"))
+                    for p in range(keys.partitions):
+                        total += await redis.llen(keys.queue(queue, "wait", p))
+                        total += await redis.zcard(keys.queue(queue, "prioritized", p))
+                        total += await redis.llen(keys.queue(queue, "active", p))
                 return int(total)
 
             await wait_for(backlog, lambda n: n == 0, timeout_s=60, what="the backlog drained")

@@ -95,16 +95,10 @@ class FastWorker(EventEmitter, Upkeep):  # type: ignore[misc]  # bullmq is untyp
         )
         self.qualifiedName = self.backend.qualifiedName
         self.scripts: Scripts = self.backend.scripts
-        self.args = ScriptArgs(
-            self.scripts.keys,
-            (Keys(self.prefix), name),
-            self.opts["lockDuration"],
-            self.opts.get("name"),
-        )
+        lock_ms, worker_name = self.opts["lockDuration"], self.opts.get("name")
+        self.args = ScriptArgs(self.scripts.keys, (Keys(self.prefix), name), lock_ms, worker_name)
         self._lua = {n: self.client.register_script(bullmq_script(f)) for n, f in SCRIPTS.items()}
-        # Compatibility with code written against bullmq's Worker.
-        self.redisConnection = None
-        self.blockingRedisConnection = None
+        self.redisConnection = self.blockingRedisConnection = None  # as bullmq's Worker has
         self.jobs: set[tuple[FastJob, str]] = set()
         self._locks: dict[str, list[Any]] = {}  # job id -> [token, last renewal ms]
         self._streaks: dict[str, int] = {}  # slot token -> jobs run in a row
@@ -203,7 +197,7 @@ class FastWorker(EventEmitter, Upkeep):  # type: ignore[misc]  # bullmq is untyp
         next_job: FastJob | None = None
         if n > 1:  # one slot looks for work at start; the marker wakes the others as needed
             await self._wait_idle()
-        while not self.closing:
+        while not self.closing or next_job is not None:  # a fetched job is ours: run it
             job, next_job = next_job, None
             try:
                 job = job or await self._acquire(token)  # holds a gate permit with a job
@@ -223,9 +217,10 @@ class FastWorker(EventEmitter, Upkeep):  # type: ignore[misc]  # bullmq is untyp
         errors = 0
         while not self.closing:
             await self.gate.acquire()
-            job, outcome = None, "error"
+            job, outcome = None, "closing"
             try:
-                job, outcome = await self._take(token)
+                if not self.closing:  # it may have closed while this slot waited
+                    job, outcome = await self._take(token)
             finally:
                 if job is None:
                     self.gate.release()
