@@ -23,6 +23,12 @@ RedisClient = aioredis.Redis | RedisCluster
 
 CLUSTER_SCHEME = "redis+cluster://"
 
+# redis-py's cluster client has no waiting pool: past `max_connections` to one node (its
+# default is 100) a command fails at once with MaxConnectionsError. A worker on a
+# cluster runs one bullmq Worker per partition, up to concurrency x partitions jobs at
+# once on one client (16 x 32 by default), so its cap must be above that.
+CLUSTER_NODE_CONNECTIONS = 2048
+
 
 def redis_url(settings: Settings) -> str:
     if settings.redis_url is None:
@@ -82,6 +88,7 @@ def connect(settings: Settings, *, pipelined: bool = False, **overrides: Any) ->
     options.update(overrides)
     if is_cluster(settings):
         options.pop("health_check_interval", None)
+        options.setdefault("max_connections", CLUSTER_NODE_CONNECTIONS)
         return RedisCluster.from_url(cluster_url(settings), **options)
     # A bounded pool: a burst of 2,000 long-polls queues for connections instead of
     # opening 2,000 of them.
