@@ -17,8 +17,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from redis.exceptions import ClusterError, OutOfMemoryError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError
 from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
@@ -89,7 +89,16 @@ def _http_problem(exc: HTTPException) -> Response:
     return problem(exc.status_code, title, detail, "http", headers=exc.headers)
 
 
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError)
+# A cluster whose slot has no master (CLUSTERDOWN, MASTERDOWN, TRYAGAIN during a
+# failover, or no node known for the slot) is a store that does not answer, too.
+REDIS_DOWN = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    ClusterError,
+    TryAgainError,
+    SlotNotCoveredError,
+)
 
 
 def redis_down_problem(exc: Exception) -> Response:
