@@ -29,7 +29,7 @@ from errand.processors.job import Processor
 from errand.processors.reports import ReportProcessor
 from errand.queue.handback import HeldJob, hand_back
 from errand.queue.policies import is_last_attempt
-from errand.redisio.connection import bullmq_connection, connect, is_cluster
+from errand.redisio.connection import bullmq_connection, connect, is_cluster, warm_up
 from errand.redisio.pipelined import PipelinedRedis
 from errand.settings import Settings, WorkerEngine
 
@@ -124,6 +124,7 @@ class WorkerProcess:
 
     async def start(self) -> None:
         self.redis = connect(self.settings, pipelined=uses_fast_engine(self.settings))
+        await warm_up(self.redis)
         processors = build_processors(self.settings, self.redis)
         for queue in self.queue_names:
             metrics = JobMetrics(queue)

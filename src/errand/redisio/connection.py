@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -20,6 +21,8 @@ from errand.settings import Settings
 BLOCKING_SOCKET_TIMEOUT_S = 30
 
 RedisClient = aioredis.Redis | RedisCluster
+
+log = logging.getLogger("errand.redis")
 
 CLUSTER_SCHEME = "redis+cluster://"
 
@@ -111,6 +114,21 @@ async def ready_for_multi(client: Any) -> None:
     """
     if isinstance(client, RedisCluster):
         await client.initialize()
+
+
+async def warm_up(client: Any) -> None:
+    """Learn a cluster's nodes now, before the process serves anything.
+
+    redis-py's cluster client (pinned 8.1) learns the topology on its first command; a
+    burst of concurrent first commands then races that discovery, and one of them can
+    find its connection closed under it (an AttributeError, not a connection error).
+    A store that does not answer yet is not an error here: the first command retries.
+    """
+    if isinstance(client, RedisCluster):
+        try:
+            await client.initialize()
+        except Exception as exc:  # the store may come up later; commands retry then
+            log.warning("the Redis Cluster is not reachable yet: %s", type(exc).__name__)
 
 
 def with_socket_timeout(url: str, timeout_s: float) -> str:
