@@ -134,7 +134,10 @@ async def run_failover(
 def summary(load: Load, killed_at: float, failover_s: float, lost: list[str]) -> str:
     refused = load.refused()
     window = (refused[0][0] - killed_at, refused[-1][0] - killed_at) if refused else (0.0, 0.0)
+    before = [r for r in load.replies if r[0] < killed_at]
     return (
+        f"before the kill {len(before) / killed_at:.0f} POSTs/s ({POSTERS} sequential "
+        f"posters, {1000 * killed_at * POSTERS / max(len(before), 1):.1f} ms a POST); "
         f"{len(load.replies)} POSTs, {len(load.accepted())} acknowledged, "
         f"{len(refused)} refused ({sorted({r[1] for r in refused})}) from "
         f"{window[0]:+.2f} s to {window[1]:+.2f} s after the kill; failover took "
