@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from rawhttp import python_load
+from rawhttp import DEFAULT_HEADERS, python_load
 
 THREADS = 2
 
@@ -24,6 +24,10 @@ local counter = 0
 local threads = 0
 local ids = {}
 local route = "%(route)s"
+local auth = "%(auth)s"
+local post_headers = {["Content-Type"] = "application/json"}
+local get_headers = {}
+if auth ~= "" then post_headers["Authorization"] = auth; get_headers["Authorization"] = auth end
 tid = 0  -- a global: setup() sets it per thread, so userIds differ across threads too
 setup = function(thread) thread:set("tid", threads); threads = threads + 1 end
 init = function(args)
@@ -32,13 +36,13 @@ end
 request = function()
   counter = counter + 1
   if route == "notifications" then
-    return wrk.format("POST", "/notifications", {["Content-Type"] = "application/json"},
+    return wrk.format("POST", "/notifications", post_headers,
       string.format('{"type":"welcome","userId":"wrk-%%d-%%d"}', tid, counter))
   elseif route == "reports" then
-    return wrk.format("POST", "/reports", {["Content-Type"] = "application/json"},
+    return wrk.format("POST", "/reports", post_headers,
       string.format('{"userId":"wrk-%%d-%%d","reportType":"activity"}', tid, counter))
   else
-    return wrk.format("GET", "/jobs/" .. ids[(counter %% #ids) + 1])
+    return wrk.format("GET", "/jobs/" .. ids[(counter %% #ids) + 1], get_headers)
   end
 end
 done = function(summary, latency, requests)
@@ -85,7 +89,8 @@ def run_wrk(
     ids_file: Path | None = None,
 ) -> HttpResult:
     script = scratch / f"wrk-{route}.lua"
-    script.write_text(_WRK_SCRIPT % {"route": route})
+    auth = DEFAULT_HEADERS.get("Authorization", "")
+    script.write_text(_WRK_SCRIPT % {"route": route, "auth": auth})
     argv = [
         wrk,
         f"-t{THREADS}",

@@ -28,6 +28,10 @@ class Reply:
         return orjson.loads(self.body)
 
 
+DEFAULT_HEADERS: dict[str, str] = {}
+"""Sent on every connection made after it is set (the bench's API key)."""
+
+
 @dataclass
 class RawHttp:
     """One keep-alive connection to 127.0.0.1:port."""
@@ -36,7 +40,7 @@ class RawHttp:
     host: str = "127.0.0.1"
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
-    extra_headers: dict[str, str] = field(default_factory=dict)
+    extra_headers: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_HEADERS))
 
     async def connect(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)

@@ -31,7 +31,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -39,44 +39,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness
 import redis as redis_sync
-from cluster import cluster_lines, cluster_section
+from cluster import cluster_section
 from drain import DrainResult, drain
 from httpload import ensure_wrk, load
 from latency import start_and_longpoll, waiting_strategies
-from listing import ListingResult, listing, listing_lines
-from rawhttp import RawHttp
-from scheduled import scheduled_lines, scheduled_run
+from listing import listing
+from rawhttp import DEFAULT_HEADERS, RawHttp
+from report import Report
+from scheduled import scheduled_run
+from tables import REPORT_S, ROUTES, print_tables
 
 from errand.settings import Settings
 
-ROUTES = (
-    ("notifications", "POST /notifications"),
-    ("reports", "POST /reports"),
-    ("jobs", "GET /jobs/{id}"),
-)
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-REPORT_S = 0.5
 DEFAULT_PARTITIONS = int(Settings.model_fields["partitions"].default)
-
-
-@dataclass
-class Report:
-    started: str = ""
-    machine: str = ""
-    load_before: str = ""
-    load_after: str = ""
-    tool: str = ""
-    api_workers: int = 0
-    http: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    api_cpu_us: dict[str, float] = field(default_factory=dict)
-    drains: list[dict[str, Any]] = field(default_factory=list)
-    latency: dict[str, Any] = field(default_factory=dict)
-    waiting: list[dict[str, Any]] = field(default_factory=list)
-    rss: dict[str, Any] = field(default_factory=dict)
-    scheduled: dict[str, Any] = field(default_factory=dict)
-    listing: dict[str, Any] = field(default_factory=dict)
-    cluster: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
 
 def say(message: str) -> None:
@@ -105,6 +81,19 @@ def options() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=32, help="jobs at once per worker")
     parser.add_argument("--api-workers", type=int, default=0, help="0: one per core")
     parser.add_argument(
+        "--auth",
+        choices=["keys", "none"],
+        default="keys",
+        help="ERRAND_AUTH of the API: keys (a client made for the bench) or none",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=1_000_000,
+        help="the bench client's perSecond and burst: high, so the bucket runs but never "
+        "refuses; 0 turns the rate limit off",
+    )
+    parser.add_argument(
         "--engine",
         default=str(Settings.model_fields["worker_engine"].default),
         help="worker engine of the latency section's errand worker",
@@ -120,13 +109,20 @@ def options() -> argparse.Namespace:
 
 # --- the errand API -----------------------------------------------------------
 def start_errand_api(
-    valkey_url: str, prefix: str, workers: int, partitions: int = DEFAULT_PARTITIONS
+    valkey_url: str,
+    prefix: str,
+    workers: int,
+    args: argparse.Namespace,
+    partitions: int = DEFAULT_PARTITIONS,
 ) -> harness.Service:
     port = harness.free_port()
     env = harness.errand_env(
         valkey_url,
         prefix,
         ERRAND_PARTITIONS=str(partitions),
+        ERRAND_AUTH=args.auth,
+        ERRAND_RATE_LIMIT_PER_SECOND=str(args.rate_limit),
+        ERRAND_RATE_LIMIT_BURST=str(int(args.rate_limit)),
         ERRAND_WEBHOOK_ALLOW_PRIVATE="true",
         ERRAND_WEBHOOK_SECRET=WEBHOOK_SECRET,
         ERRAND_ADMIN_TOKEN="bench",
@@ -140,7 +136,21 @@ def start_errand_api(
         log,
     )
     harness.wait_http(f"http://127.0.0.1:{port}/readyz")
+    if args.auth == "keys":
+        DEFAULT_HEADERS["Authorization"] = f"Bearer {asyncio.run(bench_api_key(port))}"
     return harness.Service("errand api", proc, port, log)
+
+
+async def bench_api_key(port: int) -> str:
+    """A client for the bench, made through the admin route (limits from the environment)."""
+    http = RawHttp(port, extra_headers={"Authorization": "Bearer bench"})
+    try:
+        reply = await http.request("POST", "/admin/clients", {"name": "bench"})
+    finally:
+        await http.close()
+    made = reply.json()
+    assert reply.status == 201 and isinstance(made, dict), reply.content
+    return str(made["apiKey"])
 
 
 async def seed_ids(port: int, count: int) -> list[str]:
@@ -331,7 +341,7 @@ def scheduled_section(valkey: Any, args: argparse.Namespace, report: Report) -> 
 def listing_section(valkey: Any, args: argparse.Namespace, report: Report) -> None:
     """Its own API and key prefix, so its 100,000 jobs are the client's only ones."""
     prefix = "{listing}"
-    api = start_errand_api(valkey.url, prefix, report.api_workers)
+    api = start_errand_api(valkey.url, prefix, report.api_workers, args)
     try:
         say(f"listing: {args.listing_jobs:,} notifications through POST /notifications/batch")
         result = listing(valkey, api, prefix, args.listing_jobs, connections=4)
@@ -342,104 +352,6 @@ def listing_section(valkey: Any, args: argparse.Namespace, report: Report) -> No
         + ", ".join(f"{name} {p50:.1f} ms" for name, (p50, _) in result.pages.items())
     )
     report.listing = asdict(result)
-
-
-# --- output -------------------------------------------------------------------
-def fmt(value: float, digits: int = 1) -> str:
-    return "n/a" if value != value else f"{value:,.{digits}f}"  # NaN check
-
-
-def http_lines(report: Report) -> list[str]:
-    names = list(report.http)
-    head = f"{'HTTP':22}" + "".join(
-        f"{n + ' req/s':>22}{'p50 ms':>8}{'p99 ms':>8}{'err':>6}" for n in names
-    )
-    lines = [head + (f"{'1st/2nd':>12}" if len(names) == 2 else "")]
-    for i, (_, label) in enumerate(ROUTES):
-        row = f"{label:22}"
-        rates = []
-        for n in names:
-            r = report.http[n][i]
-            rates.append(r["rps"])
-            row += f"{r['rps']:>22,.0f}{r['p50_ms']:>8.1f}{r['p99_ms']:>8.1f}{r['errors']:>6}"
-        if len(rates) == 2 and rates[1]:
-            row += f"{rates[0] / rates[1]:>11.2f}x"
-        lines.append(row)
-    lines += [f"  API CPU per request, {k}: {cpu:,.0f} µs" for k, cpu in report.api_cpu_us.items()]
-    return [*lines, ""]
-
-
-def drain_lines(report: Report) -> list[str]:
-    bare = next((d["rate"] for d in report.drains if d["name"].startswith("bare")), 0)
-    title = f"drain of {report.drains[0]['jobs']} notifications"
-    lines = [
-        f"{title:34}{'jobs/s':>9}{'vs bare':>9}{'worker µs/job':>15}"
-        f"{'Valkey µs/job':>15}{'RSS MiB':>9}"
-    ]
-    for d in report.drains:
-        ratio = f"{d['rate'] / bare:.2f}x" if bare else "-"
-        lines.append(
-            f"{d['name']:34}{d['rate']:>9,.0f}{ratio:>9}{d['worker_us_per_job']:>15,.0f}"
-            f"{d['valkey_us_per_job']:>15,.0f}{d['worker_rss_mib']:>9.0f}"
-            + (f"  {'; '.join(d['notes'])}" if d["notes"] else "")
-        )
-    errand = next((d for d in report.drains if "fast" in d["name"]), report.drains[0])
-    lines.append(
-        f"  Redis: {errand['bytes_per_waiting']:,.0f} B per waiting notification "
-        f"(job hash {errand['job_hash_bytes']} B), {errand['bytes_per_completed']:,.0f} B "
-        f"per completed one (with its sent-ledger key and outbox entry)"
-    )
-    return [*lines, ""]
-
-
-def latency_lines(report: Report) -> list[str]:
-    lines = []
-    if report.latency:
-        lat = report.latency
-        start, answered = lat["post_to_start_ms"], lat["post_to_longpoll_ms"]
-        lines += [
-            f"latency, idle worker ({lat['engine']} engine), 100 jobs    p50 ms    p99 ms",
-            f"  POST -> worker start                  {fmt(start[0]):>8}  {fmt(start[1]):>8}",
-            f"  POST -> long-poll answered            {fmt(answered[0]):>8}  {fmt(answered[1]):>8}",
-            "",
-        ]
-    if report.waiting:
-        lines.append(
-            f"waiting for a {REPORT_S:g} s report   GETs/job   known after finish p50 ms   p99 ms"
-        )
-        for w in report.waiting:
-            lines.append(
-                f"  {w['method']:18}{fmt(w['requests_per_job']):>10}{fmt(w['delay_p50_ms']):>28}"
-                f"{fmt(w['delay_p99_ms']):>9}  {w['note']}"
-            )
-        lines.append("")
-    return lines
-
-
-def print_tables(report: Report) -> None:
-    lines = [
-        "",
-        f"errand bench  {report.started}  {report.machine}",
-        f"load average before {report.load_before}, after {report.load_after}  "
-        f"(others share this machine: compare ratios within a run)",
-        f"HTTP load: {report.tool}, API processes: {report.api_workers}",
-        "",
-    ]
-    lines += latency_lines(report)
-    if report.http:
-        lines += http_lines(report)
-    if report.drains:
-        lines += drain_lines(report)
-    if report.scheduled:
-        lines += scheduled_lines(report.scheduled, report.drains)
-    if report.listing:
-        lines += listing_lines(ListingResult(**report.listing))
-    if report.cluster:
-        lines += cluster_lines(report.cluster)
-    for name, rss in report.rss.items():
-        lines.append(f"RSS {name}: {', '.join(f'{r:.0f}' for r in rss)} MiB")
-    lines += [f"note: {n}" for n in report.notes]
-    print("\n".join(lines), flush=True)
 
 
 def store_sections(
@@ -496,7 +408,7 @@ def main() -> int:
     ref_dir = __import__("reference").prepare() if args.reference else None
     ref_valkey = harness.start_valkey("reference") if ref_dir else None
     prefix = "{bench}"
-    api = start_errand_api(valkey.url, prefix, report.api_workers)
+    api = start_errand_api(valkey.url, prefix, report.api_workers, args)
     try:
         # Latency first, while the API's queues are empty; the HTTP runs then leave a
         # backlog that no worker drains, and the drains use key prefixes of their own.
@@ -505,7 +417,7 @@ def main() -> int:
         if "http" in sections:
             say(f"HTTP: errand ({DEFAULT_PARTITIONS} partitions, the default)")
             http_section("errand", api, wrk, args, report)
-            one = start_errand_api(valkey.url, "{bench1}", report.api_workers, partitions=1)
+            one = start_errand_api(valkey.url, "{bench1}", report.api_workers, args, partitions=1)
             say("HTTP: errand, 1 partition")
             try:
                 http_section("errand 1 partition", one, wrk, args, report)

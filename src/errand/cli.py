@@ -36,6 +36,20 @@ def _settings() -> Settings:
         raise typer.Exit(2) from err
 
 
+def _tracing(settings: Settings, *, configure: bool = False) -> None:
+    """Check (or set up) the traces the OTEL_* variables ask for; exit 2 if they cannot be."""
+    from errand import tracing
+
+    try:
+        if configure:
+            tracing.configure(settings)
+        else:
+            tracing.check(settings)
+    except tracing.TracingUnavailable as err:
+        typer.echo(f"errand: {err}", err=True)
+        raise typer.Exit(2) from err
+
+
 def _require_pinned_versions() -> None:
     from errand.pins import PinMismatch, check_pins
 
@@ -84,6 +98,7 @@ def up(
 
     _require_pinned_versions()
     settings = _settings()
+    _tracing(settings)  # the API and worker children set traces up themselves
     api_workers = api_workers or usable_cores()
     sup = Supervisor(settings, UpOptions(host, port, api_workers, workers, concurrency))
     signal.signal(signal.SIGTERM, sup.request_stop)
@@ -110,23 +125,33 @@ def secrets(
         Path | None,
         typer.Option(help="The data directory (default: ERRAND_DATA_DIR, else ./.errand)."),
     ] = None,
+    api_key: Annotated[
+        bool,
+        typer.Option("--api-key", help="Print only the default client's API key (for scripts)."),
+    ] = False,
 ) -> None:
-    """Print the admin token, webhook secret and Valkey password `errand up` generated."""
+    """Print the secrets `errand up` keeps in a data dir: admin token, webhook secret,
+    Valkey password and the default client's API key."""
     from errand.secrets_store import FILE_NAME, load
 
     folder = data_dir if data_dir is not None else _settings().data_dir
     stored = load(folder)
-    if stored is None:
+    if stored is None or (api_key and stored.api_key is None):
         typer.echo(
-            f"errand: no {FILE_NAME} in {folder.resolve()} yet; "
+            f"errand: no {FILE_NAME} in {folder.resolve()} yet (or no API key in it); "
             "`errand up` creates it on its first start",
             err=True,
         )
         raise typer.Exit(1)
+    if api_key:
+        typer.echo(stored.api_key)
+        return
     typer.echo(f"admin token      {stored.admin_token}")
     typer.echo(f"webhook secret   {stored.webhook_secret}")
     if stored.redis_password:
         typer.echo(f"valkey password  {stored.redis_password}")
+    if stored.api_key is not None:
+        typer.echo(f"API key          {stored.api_key}   (client default, {stored.client_id})")
     typer.echo(
         f"(from {folder.resolve() / FILE_NAME}; ERRAND_ADMIN_TOKEN and "
         "ERRAND_WEBHOOK_SECRET, when set, take their place)"
@@ -149,6 +174,7 @@ def api(
     if settings.redis_url is None:
         typer.echo("errand api needs ERRAND_REDIS_URL (or use `errand up`)", err=True)
         raise typer.Exit(2)
+    _tracing(settings)  # each API process sets its exporter up in app_from_env
     from errand.api.http.http_protocol import ErrandHttpToolsProtocol
     from errand.logs import configure_logging
 
@@ -202,6 +228,7 @@ def worker(
         typer.echo("errand worker needs ERRAND_REDIS_URL (or use `errand up`)", err=True)
         raise typer.Exit(2)
     configure_logging(settings)
+    _tracing(settings, configure=True)
     if metrics_port is not None:
         settings = settings.model_copy(update={"worker_metrics_port": metrics_port})
     if partitions is not None:
@@ -235,11 +262,15 @@ def demo(
             envvar="ERRAND_WEBHOOK_SECRET", help="With --url: that errand's webhook secret."
         ),
     ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(help="With --url: an API key of that errand (none with ERRAND_AUTH=none)."),
+    ] = None,
 ) -> None:
     """A narrated end-to-end tour: reports, signed webhooks, priorities, retries, the DLQ."""
     from errand.demo import main as run_demo
 
-    raise typer.Exit(run_demo(url, admin_token, webhook_secret))
+    raise typer.Exit(run_demo(url, admin_token, webhook_secret, api_key))
 
 
 @app.command()

@@ -9,7 +9,11 @@
     ├── MalformedBody       not UTF-8 JSON, or not a JSON object (400)
     ├── BodyTooLarge        over the size limit (413)
     ├── UnsupportedMediaType  a body that is not declared JSON (415)
+    ├── Unauthorized        no API key, or not a live one (401)
+    ├── RateLimited         the client's token bucket is empty (429)
+    │   └── RecipientLimited    the per-recipient notification cap is reached (429)
     └── QueueUnavailable    Redis does not answer (503)
+        └── QueueFull           one more job would put the queue over its depth cap
 
 And two outcomes of a job attempt, raised by processors and converted by the engine:
 
@@ -73,7 +77,25 @@ class UnsupportedMediaType(ErrandError):
     pass
 
 
+class Unauthorized(ErrandError):
+    pass
+
+
+class RateLimited(ErrandError):
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
+class RecipientLimited(RateLimited):
+    pass
+
+
 class QueueUnavailable(ErrandError):
+    pass
+
+
+class QueueFull(QueueUnavailable):
     pass
 
 

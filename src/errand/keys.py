@@ -15,7 +15,14 @@ of slot, named in each builder's docstring:
   together (Idempotency-Key records, the listing index and its sequence); with one
   partition this is the configured prefix;
 - **base slot** (the configured prefix): process-wide keys read on their own (worker
-  heartbeats, the cursor key, the simulated outbox, counters).
+  heartbeats, the cursor key, counters) and the client registry: the client index
+  (`clients`), each client's record and key list (`client`, `client_keys`) and the
+  key-id index (`api_key`), which admin writes touch together in one MULTI.
+
+A client's rate-limit bucket and recipient windows are each touched alone by their
+scripts; they live in the client's slot. A schedule's record lives in the partition
+of its runs (a run's gate script reads it with the run's deduplication key), the
+client's set of schedules in the client's slot.
 """
 
 from __future__ import annotations
@@ -62,6 +69,9 @@ def job_id_of(queue: QueueName, hex32: str, partition: int = 0) -> str:
 
 
 def _parse(job_id: str) -> tuple[QueueName, int] | None:
+    if job_id.startswith(_RUN_PREFIX):  # a schedule's run: its schedule id says
+        schedule_id = schedule_of(job_id)
+        return None if schedule_id is None else _parse(schedule_id.partition("_")[2])
     parts = job_id.split("_")
     if len(parts) == 2:
         tag, rest = parts
@@ -80,9 +90,50 @@ def _parse(job_id: str) -> tuple[QueueName, int] | None:
 
 
 def queue_of(job_id: str) -> QueueName | None:
-    """The queue a job id belongs to, or None for an id errand never issued."""
+    """The queue a job id belongs to, or None for an id errand never issued.
+
+    Besides errand's own ids this knows the ids BullMQ gives a schedule's runs
+    (`repeat:<scheduleId>:<epoch ms>`, see `schedule_of`).
+    """
     parsed = _parse(job_id)
     return None if parsed is None else parsed[0]
+
+
+# A schedule id names its job's queue and partition too (`sch_rep_<32 hex>`,
+# `sch_rep_<p>_<32 hex>`): BullMQ names every run `repeat:<scheduler id>:<epoch ms>`
+# (its Lua builds the id), and errand uses the schedule id as the scheduler id, so a
+# run's id still says which queue and partition hold it.
+_SCHEDULE_TAG = "sch"
+_RUN_PREFIX = "repeat:"
+
+
+def new_schedule_id(queue: QueueName, partition: int = 0) -> str:
+    """A fresh schedule id for a schedule whose runs go to `partition` of `queue`."""
+    return f"{_SCHEDULE_TAG}_{new_job_id(queue, partition)}"
+
+
+def schedule_queue(schedule_id: str) -> QueueName | None:
+    """The queue of a schedule's runs, or None for an id errand never issued."""
+    tag, sep, rest = schedule_id.partition("_")
+    if tag != _SCHEDULE_TAG or not sep:
+        return None
+    queue = queue_of(rest)
+    return queue if queue in (QueueName.REPORTS, QueueName.NOTIFICATIONS) else None
+
+
+def schedule_partition(schedule_id: str) -> int:
+    """The partition of a schedule's scheduler and runs."""
+    return partition_of(schedule_id.partition("_")[2])
+
+
+def schedule_of(job_id: str) -> str | None:
+    """The schedule id of a run's job id (`repeat:<scheduleId>:<epoch ms>`), else None."""
+    if not job_id.startswith(_RUN_PREFIX):
+        return None
+    schedule_id, sep, millis = job_id[len(_RUN_PREFIX) :].rpartition(":")
+    if not sep or not millis.isdigit() or schedule_queue(schedule_id) is None:
+        return None
+    return schedule_id
 
 
 def partition_of(job_id: str) -> int:
@@ -186,6 +237,11 @@ class Keys:
     def events(self, queue: QueueName, partition: int = 0) -> str:
         return f"{self.partition_prefix(partition)}:{queue}:events"
 
+    def dedup(self, queue: QueueName, dedup_id: str, partition: int = 0) -> str:
+        """BullMQ's deduplication key: holds the id of the job in flight for `dedup_id`
+        (in the partition of the client and user the dedup id names)."""
+        return f"{self.partition_prefix(partition)}:{queue}:de:{dedup_id}"
+
     def bullmq_metrics(self, queue: str, target: str, partition: int = 0) -> str:
         """BullMQ's metrics of `completed` or `failed` jobs (moveToFinished's KEYS[13])."""
         return f"{self.partition_prefix(partition)}:{queue}:metrics:{target}"
@@ -262,6 +318,49 @@ class Keys:
         listing can leave out what was created after its first page (client slot)."""
         return f"{self.client_prefix(client_id)}:x:list:{client_id}:seq"
 
+    # --- clients, API keys and limits -------------------------------------------------
+    def clients(self) -> str:
+        """Every client id, scored by creation time in ms (a sorted set; base slot)."""
+        return f"{self.prefix}:x:clients"
+
+    def client(self, client_id: str) -> str:
+        """One client's record: name, createdAt and limits (a hash; base slot)."""
+        return f"{self.prefix}:x:client:{client_id}"
+
+    def client_keys(self, client_id: str) -> str:
+        """One client's live key ids -> creation time in ms (a hash; base slot)."""
+        return f"{self.prefix}:x:client-keys:{client_id}"
+
+    def api_key(self, key_id: str) -> str:
+        """One live API key by its id: the SHA-256 of the whole key and its client (a
+        hash; base slot)."""
+        return f"{self.prefix}:x:apikey:{key_id}"
+
+    def rate_bucket(self, client_id: str) -> str:
+        """A client's token bucket (a hash: tokens, last refill in ms). Client slot: its
+        script touches only this key."""
+        return f"{self.client_prefix(client_id)}:x:bucket:{client_id}"
+
+    def recipient_window(self, client_id: str, user_id: str) -> str:
+        """The notifications one client created for one user in the last hour (a sorted
+        set scored by time in ms). Client slot: its script touches only this key."""
+        return f"{self.client_prefix(client_id)}:x:recipient:{client_id}:{user_id}"
+
+    # --- schedules ---------------------------------------------------------------------
+    # BullMQ keeps each scheduler (`<prefix p>:<queue>:repeat` and `...:repeat:<id>`) in
+    # the keys of the partition its runs go to. errand keeps the owner and the request:
+    # the record in that partition too (a run's gate script reads it with the run's
+    # deduplication key), the client's set of schedule ids in the client's slot. On a
+    # single server both are written in one MULTI; on a cluster in two steps.
+    def schedule(self, client_id: str, schedule_id: str) -> str:
+        """One schedule's record (a hash: request, createdAt, lastRunAt, lastJobId)."""
+        prefix = self.partition_prefix(schedule_partition(schedule_id))
+        return f"{prefix}:x:schedule:{client_id}:{schedule_id}"
+
+    def schedules(self, client_id: str) -> str:
+        """A client's schedule ids, scored by creation time (a sorted set; client slot)."""
+        return f"{self.client_prefix(client_id)}:x:schedules:{client_id}"
+
     # --- process-wide keys: the base slot -------------------------------------------
     def cursor_secret(self) -> str:
         """The HMAC key of GET /jobs cursors, shared by every API process (base slot)."""
@@ -299,6 +398,9 @@ def hash_tag(key: str) -> str:
 
 ANONYMOUS_CLIENT = "anonymous"
 """The client every job belongs to when `ERRAND_AUTH=none`."""
+
+DEFAULT_CLIENT_NAME = "default"
+"""The client `errand up` makes on its first start."""
 
 
 def report_dedup_id(client_id: str, user_id: str, report_type: str) -> str:

@@ -27,11 +27,21 @@ class Durability(StrEnum):
     STRICT = "strict"
 
 
+class AuthMode(StrEnum):
+    """`keys`: public routes need a client's API key; `none`: every caller is `anonymous`."""
+
+    KEYS = "keys"
+    NONE = "none"
+
+
 class WorkerEngine(StrEnum):
     """`bullmq` runs bullmq's Worker; `fast` runs errand's lean loop (engine/fastloop.py)."""
 
     BULLMQ = "bullmq"
     FAST = "fast"
+
+
+TRACE_EXPORTERS = frozenset({"otlp", "console", "none"})
 
 
 class Settings(BaseSettings):
@@ -86,6 +96,14 @@ class Settings(BaseSettings):
     # Admin.
     admin_token: SecretStr | None = None
 
+    # Clients and limits (per client; a client's own values, set at creation, win).
+    auth: AuthMode = AuthMode.KEYS
+    rate_limit_per_second: float = Field(default=100.0, ge=0, le=1_000_000)  # 0 = no limit
+    rate_limit_burst: int = Field(default=200, ge=0, le=1_000_000)  # 0 = no limit
+    notify_per_user_per_hour: int = Field(default=0, ge=0, le=1_000_000)  # 0 = no cap
+    # Jobs waiting or scheduled in one queue beyond which a POST is refused (0 = no cap).
+    max_queue_depth: int = Field(default=1_000_000, ge=0)
+
     # Workers.
     report_concurrency: int = Field(default=8, ge=1)
     notify_concurrency: int = Field(default=32, ge=1)
@@ -126,6 +144,24 @@ class Settings(BaseSettings):
     log_format: LogFormat = LogFormat.CONSOLE
     log_level: str = "INFO"
 
+    # Traces: OpenTelemetry's standard variables (no ERRAND_ prefix) say whether errand
+    # installs the SDK; the SDK and its exporter read the rest of OTEL_* themselves.
+    otel_sdk_disabled: bool = Field(default=False, validation_alias="otel_sdk_disabled")
+    otel_traces_exporter: str = Field(default="", validation_alias="otel_traces_exporter")
+    otel_exporter_otlp_endpoint: str = Field(
+        default="", validation_alias="otel_exporter_otlp_endpoint"
+    )
+    otel_exporter_otlp_traces_endpoint: str = Field(
+        default="", validation_alias="otel_exporter_otlp_traces_endpoint"
+    )
+    otel_exporter_otlp_protocol: str = Field(
+        default="", validation_alias="otel_exporter_otlp_protocol"
+    )
+    otel_exporter_otlp_traces_protocol: str = Field(
+        default="", validation_alias="otel_exporter_otlp_traces_protocol"
+    )
+    otel_service_name: str = Field(default="errand", validation_alias="otel_service_name")
+
     @field_validator("redis_url", "worker_metrics_port", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
@@ -148,6 +184,15 @@ class Settings(BaseSettings):
                 )
             chosen.update(range(first, last + 1))
         return sorted(chosen)
+
+    @field_validator("otel_traces_exporter")
+    @classmethod
+    def _known_exporters(cls, value: str) -> str:
+        names = {n.strip().lower() for n in value.split(",") if n.strip()}
+        if unknown := names - TRACE_EXPORTERS:
+            known = ", ".join(sorted(TRACE_EXPORTERS))
+            raise ValueError(f"OTEL_TRACES_EXPORTER: {', '.join(sorted(unknown))}? ({known})")
+        return value
 
     @property
     def embedded(self) -> bool:

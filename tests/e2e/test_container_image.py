@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from errand.secrets_store import load as load_secrets
 from errand.server.embedded import free_port
 from support.container import (
     build_image,
@@ -138,7 +139,7 @@ def test_errand_up_in_the_image_completes_a_notification_and_stops_on_sigterm(
     try:
         wait_ready(base, up, timeout_s=120)
         FIGURES["ready_s"] = round(time.monotonic() - test_start, 1)
-        _complete_a_notification(base)
+        _complete_a_notification(base, data)
         _run_the_healthcheck(container, port)
         assert _stop_like_docker_stop(up) == 0, up.log()[-4000:]
         assert "errand: stopped" in up.log()
@@ -177,8 +178,11 @@ def _spawn(argv: list[str], log_path: Path) -> ErrandProcess:
     return ErrandProcess("buildah run errand up", popen, log_path, proc_info(popen.pid))
 
 
-def _complete_a_notification(base: str) -> None:
-    with httpx.Client(base_url=base, timeout=30) as http:
+def _complete_a_notification(base: str, data: Path) -> None:
+    kept = load_secrets(data)  # `errand up` made the default client and kept its key there
+    assert kept is not None and kept.api_key is not None
+    headers = {"Authorization": f"Bearer {kept.api_key}"}
+    with httpx.Client(base_url=base, timeout=30, headers=headers) as http:
         private = http.post(
             "/notifications",
             json={"type": "welcome", "userId": "u-img", "webhookUrl": "http://127.0.0.1:9/hook"},

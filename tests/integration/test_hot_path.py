@@ -20,7 +20,14 @@ from errand.queue.facade import JobQueues
 from support.stack import Stack
 from support.waiting import wait_for
 
-COMPARED_HEADERS = ("content-type", "retry-after")
+COMPARED_HEADERS = (
+    "content-type",
+    "retry-after",
+    "www-authenticate",
+    "ratelimit-limit",
+    "ratelimit-remaining",
+    "ratelimit-reset",
+)
 _JOB_ID = re.compile(r"(rep|ntf)_([0-9]+_)?[0-9a-f]{32}")
 
 
@@ -275,4 +282,84 @@ async def test_unsupported_and_deep_bodies_answer_alike_on_both_paths(
     )
     assert hot.status_code == status, hot.text
     assert hot.headers["content-type"] == "application/problem+json"
+    assert comparable(hot) == comparable(framework)
+
+
+def _with_headers(request: tuple[str, str, dict[str, Any]], headers: dict[str, str]) -> Any:
+    method, url, options = request
+    return method, url, {**options, "headers": {**options.get("headers", {}), **headers}}
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    ["Bearer nope", f"Bearer ek_{'0' * 16}_{'A' * 32}", "Basic x", "Bearer test-admin-token"],
+)
+@pytest.mark.parametrize(("hot_request", "framework_request"), _BOTH_WAYS)
+async def test_a_bad_key_is_the_same_401_on_both_paths(
+    stack: Stack,
+    authorization: str,
+    hot_request: tuple[str, str, dict[str, Any]],
+    framework_request: tuple[str, str, dict[str, Any]],
+) -> None:
+    bad = {"Authorization": authorization}
+    method, url, options = _with_headers(hot_request, bad)
+    hot = await stack.http.request(method, url, **options)
+    method, url, options = _with_headers(framework_request, bad)
+    framework = await stack.http.request(method, url, **options)
+    assert hot.status_code == 401
+    assert hot.headers["www-authenticate"].startswith("Bearer")
+    assert comparable(hot) == comparable(framework)
+
+
+@pytest.mark.parametrize("query", FRAMEWORK_QUERIES)
+async def test_another_clients_job_is_the_same_404_on_both_paths(stack: Stack, query: str) -> None:
+    other = await stack.new_client("other")
+    for path, body in (
+        ("/notifications", {"type": "welcome", "userId": "o"}),
+        ("/reports", {"userId": "o", "reportType": "a"}),
+    ):
+        posted = await stack.http.post(path, json=body, headers=other.headers)
+        status_url = posted.headers["location"]
+        hot = await stack.http.get(status_url)
+        framework = await stack.http.get(f"{status_url}?{query}")
+        assert hot.status_code == 404
+        assert comparable(hot) == comparable(framework)
+        assert (await stack.http.get(status_url, headers=other.headers)).status_code == 200
+
+
+@pytest.mark.parametrize(("hot_request", "framework_request"), _BOTH_WAYS)
+async def test_over_the_rate_limit_is_the_same_429_on_both_paths(
+    stack: Stack,
+    hot_request: tuple[str, str, dict[str, Any]],
+    framework_request: tuple[str, str, dict[str, Any]],
+) -> None:
+    limited = await stack.new_client("limited", rateLimit={"perSecond": 0.01, "burst": 1})
+    first = await stack.http.get(f"/jobs/rep_{'b' * 32}", headers=limited.headers)
+    assert first.status_code == 404 and first.headers["ratelimit-remaining"] == "0"
+    method, url, options = _with_headers(hot_request, limited.headers)
+    hot = await stack.http.request(method, url, **options)
+    method, url, options = _with_headers(framework_request, limited.headers)
+    framework = await stack.http.request(method, url, **options)
+    assert hot.status_code == 429
+    assert hot.headers["ratelimit-limit"] == "1"
+    assert comparable(hot) == comparable(framework)
+
+
+@pytest.mark.settings(max_queue_depth=1)
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [("/notifications", {"type": "welcome", "userId": "d"}), ("/reports", {"userId": "d"})],
+)
+async def test_a_full_queue_is_the_same_503_on_both_paths(
+    stack: Stack, route: str, body: dict[str, str]
+) -> None:
+    if route == "/reports":
+        body = {**body, "reportType": "activity"}
+    assert (await stack.http.post(route, json=body)).status_code == 202
+    hot = await stack.http.post(route, json={**body, "userId": "d2"})
+    framework = await stack.http.post(
+        route, json={**body, "userId": "d3"}, headers={"idempotency-key": "k-full"}
+    )
+    assert hot.status_code == 503
+    assert hot.json()["type"] == "urn:errand:problem:queue-full"
     assert comparable(hot) == comparable(framework)

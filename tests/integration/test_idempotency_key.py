@@ -68,7 +68,8 @@ async def test_keys_are_scoped_per_route(idle: Stack) -> None:
 
 async def test_same_key_while_the_first_is_running_is_409(idle: Stack) -> None:
     # A claim is what a first request holds while it runs.
-    key = idle.keys.idempotency("anonymous", "notifications", "busy")
+    assert idle.client is not None
+    key = idle.keys.idempotency(idle.client.client_id, "notifications", "busy")
     fp = idempotency.fingerprint(ROUTES["/notifications"])
     import orjson
 
@@ -117,5 +118,6 @@ async def test_a_rejected_request_does_not_burn_the_key(idle: Stack) -> None:
 async def test_record_expires_after_the_ttl(idle: Stack) -> None:
     headers = {"Idempotency-Key": "ttl"}
     await idle.http.post("/reports", json=ROUTES["/reports"], headers=headers)
-    ttl = await idle.redis.ttl(idle.keys.idempotency("anonymous", "reports", "ttl"))
+    assert idle.client is not None
+    ttl = await idle.redis.ttl(idle.keys.idempotency(idle.client.client_id, "reports", "ttl"))
     assert 86000 < ttl <= 86400

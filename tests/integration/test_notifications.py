@@ -131,10 +131,11 @@ async def test_fail_user_is_dead_lettered_after_four_attempts_with_growing_backo
     [item] = dlq["items"]
     assert item["jobId"] == job_id and item["queue"] == "notifications"
     assert item["attemptsMade"] == 4 and "554" in item["failedReason"]
+    assert stack.client is not None and item["clientId"] == stack.client.client_id
     assert item["data"] == {
+        "clientId": stack.client.client_id,
         "type": "password-reset",
         "userId": "fail-1",
-        "clientId": stack.client_id,
     }
     assert item["name"] == "password-reset" and item["failedAt"]
 

@@ -86,7 +86,9 @@ async def test_result_is_409_while_not_completed_and_404_when_unknown(stack: Sta
 async def test_expired_result_is_404(stack: Stack) -> None:
     job_id = (await post_report(stack, "u-exp")).json()["jobId"]
     await wait_for(lambda: job(stack, job_id), lambda v: v["status"] == "completed")
-    await stack.redis.delete(stack.keys.report_result("anonymous", job_id))  # what the TTL does
+    assert stack.client is not None
+    owner = stack.client.client_id
+    await stack.redis.delete(stack.keys.report_result(owner, job_id))  # what the TTL does
     assert (await stack.http.get(f"/reports/{job_id}/result")).status_code == 404
 
 

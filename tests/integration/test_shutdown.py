@@ -32,7 +32,13 @@ SLOW_LOCK = {"lock_duration_ms": 30000, "stalled_interval_ms": 30000}  # no stal
 
 
 def worker_env(settings: Settings, **overrides: Any) -> dict[str, str]:
-    return errand_env(redis_url=settings.redis_url, queue_prefix=settings.queue_prefix, **overrides)
+    """The stack's store and auth mode: an `errand api` started with it knows the stack's key."""
+    return errand_env(
+        redis_url=settings.redis_url,
+        queue_prefix=settings.queue_prefix,
+        auth=settings.auth.value,
+        **overrides,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -214,7 +220,7 @@ async def test_sigterm_drains_the_api_in_flight_requests_then_exits(
             api = procs.api(
                 port, worker_env(stack.settings, shutdown_grace_seconds=10), "--workers", "1"
             )
-            async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            async with httpx.AsyncClient(base_url=base, timeout=30, auth=stack.http.auth) as http:
 
                 async def ready() -> int | None:
                     assert api.alive, api.log()[-3000:]

@@ -176,7 +176,9 @@ async def test_two_thousand_long_polls_share_a_handful_of_redis_connections(stac
     limits = httpx.Limits(max_connections=2100, max_keepalive_connections=0)
     peak_clients = 0
 
-    async with httpx.AsyncClient(base_url=stack.base_url, limits=limits, timeout=90) as client:
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, limits=limits, timeout=90, auth=stack.http.auth
+    ) as client:
 
         async def poll() -> dict[str, Any]:
             reply = await client.get(f"/jobs/{job_id}?wait=60")
@@ -210,7 +212,7 @@ async def test_abandoned_long_poll_is_released_at_once(stack: Stack) -> None:
     await stack.stop_workers()
     hub = stack.app.state.services.events
     job_id = await post_report(stack, "u-lp-gone")
-    async with httpx.AsyncClient(base_url=stack.base_url) as client:
+    async with httpx.AsyncClient(base_url=stack.base_url, auth=stack.http.auth) as client:
         task = asyncio.create_task(client.get(f"/jobs/{job_id}?wait=60"))
         await wait_for(lambda: asyncio.sleep(0, hub.subscriber_count), lambda n: n == 1)
         task.cancel()

@@ -15,6 +15,7 @@ from errand.redisio.connection import connect, is_cluster
 from support.processes import Processes, env_for, wait_log
 from support.stack import Stack, run_stack
 from support.stack import test_settings as settings_for
+from support.waiting import wait_for
 
 
 @pytest.fixture
@@ -106,3 +107,22 @@ async def test_idempotency_key_and_long_poll_on_the_cluster(cluster_stack: Stack
     assert view["status"] == "completed"
     events = await stack.http.get(f"/jobs/{first.json()['jobId']}/events")
     assert "event: status" in events.text
+
+
+async def test_a_schedule_runs_and_stops_on_the_cluster(cluster_stack: Stack) -> None:
+    stack = cluster_stack
+    body = {"every": 1, "job": {"queue": "reports", "userId": "u-sch-c", "reportType": "daily"}}
+    created = await stack.http.post("/schedules", json=body)
+    assert created.status_code == 201, created.text
+    schedule_id = created.json()["scheduleId"]
+
+    async def last_job() -> Any:
+        return (await stack.http.get(f"/schedules/{schedule_id}")).json()["lastJobId"]
+
+    first = await wait_for(last_job, what="a first run")
+    view = await final(stack, first)
+    assert view["status"] == "completed" and view["scheduleId"] == schedule_id
+    second = await wait_for(last_job, lambda job_id: job_id not in (None, first), what="a rerun")
+    assert int(second.rpartition(":")[2]) > int(first.rpartition(":")[2])
+    assert (await stack.http.delete(f"/schedules/{schedule_id}")).status_code == 204
+    assert (await stack.http.get("/schedules")).json() == {"items": []}

@@ -57,10 +57,16 @@ def env_for(settings: Settings, **overrides: Any) -> dict[str, str]:
 
 
 def errand_env(**values: Any) -> dict[str, str]:
-    """The parent's environment without any ERRAND_* variable, plus fast test settings."""
+    """The parent's environment without any ERRAND_* variable, plus fast test settings.
+
+    Subprocesses run with `ERRAND_AUTH=none` and no rate limit unless a test asks: the
+    tests of `errand up` and friends are about processes (they poll fast), and
+    tests/e2e/test_api_keys.py covers keys across processes.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("ERRAND_")}
     env["PYTHONUNBUFFERED"] = "1"
-    env.update(settings_env(**{**FAST_DEFAULTS, **values}))
+    quiet = {"auth": "none", "rate_limit_per_second": 0}
+    env.update(settings_env(**{**FAST_DEFAULTS, **quiet, **values}))
     return env
 
 

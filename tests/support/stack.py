@@ -14,13 +14,14 @@ import orjson
 import pytest
 import uvicorn
 
+from errand.access.clients import ClientStore, LimitOverrides, RateLimit
 from errand.api.app import create_app
 from errand.api.http.http_protocol import ErrandHttpToolsProtocol
 from errand.engine.runner import WorkerProcess
 from errand.keys import ANONYMOUS_CLIENT, Keys, QueueName
 from errand.redisio.connection import connect
 from errand.server.embedded import free_port
-from errand.settings import Settings, WorkerEngine
+from errand.settings import AuthMode, Settings, WorkerEngine
 
 FAST_DEFAULTS: dict[str, Any] = {
     "report_seconds": 0.3,
@@ -58,6 +59,36 @@ def test_settings(redis_url: str, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+@dataclass(frozen=True)
+class ApiClient:
+    """A client made through `POST /admin/clients`, with its (first) key."""
+
+    client_id: str
+    key_id: str
+    api_key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+
+class ClientKeyAuth(httpx.Auth):
+    """Sends a client's key to the client routes only, unless the request names its own
+    Authorization (admin routes, other clients, tests of a missing key)."""
+
+    CLIENT_ROUTES = ("/reports", "/notifications", "/jobs", "/schedules")
+
+    def __init__(self, api_key: str) -> None:
+        self.api_key = api_key
+
+    def auth_flow(self, request: httpx.Request) -> Any:
+        if "authorization" not in request.headers and request.url.path.startswith(
+            self.CLIENT_ROUTES
+        ):
+            request.headers["Authorization"] = f"Bearer {self.api_key}"
+        yield request
+
+
 @dataclass
 class Stack:
     settings: Settings
@@ -66,15 +97,30 @@ class Stack:
     redis: Any
     workers: list[WorkerProcess]
     app: Any = None
+    # Whose key `http` sends to the client routes (None with ERRAND_AUTH=none). It has
+    # no rate limit, so tests that are not about limits never meet one.
+    client: ApiClient | None = None
 
     @property
     def client_id(self) -> str:
         """The client whose jobs this stack's requests create."""
-        return ANONYMOUS_CLIENT
+        return self.client.client_id if self.client is not None else ANONYMOUS_CLIENT
 
     @property
     def keys(self) -> Keys:
         return Keys(self.settings.queue_prefix, self.settings.partitions)
+
+    async def members(self, queue: str, state: str) -> list[str]:
+        """The job ids in one BullMQ state (`wait`, `active`: lists; `prioritized`,
+        `completed`, `failed`, `delayed`, `repeat`: sorted sets) over every partition."""
+        found: list[str] = []
+        for p in range(self.keys.partitions):
+            key = self.keys.queue(queue, state, p)
+            if state in ("wait", "active", "paused"):
+                found += await self.redis.lrange(key, 0, -1)
+            else:
+                found += await self.redis.zrange(key, 0, -1)
+        return found
 
     async def outbox_raw(self) -> list[str]:
         """The simulated outbox of every partition, newest first (as one LRANGE would be)."""
@@ -85,6 +131,15 @@ class Stack:
         token = self.settings.admin_token
         assert token is not None
         return {"Authorization": f"Bearer {token.get_secret_value()}"}
+
+    async def new_client(self, name: str = "other", **body: Any) -> ApiClient:
+        """A new client through the admin route; `body` adds `rateLimit` and the like."""
+        reply = await self.http.post(
+            "/admin/clients", json={"name": name, **body}, headers=self.admin
+        )
+        assert reply.status_code == 201, reply.text
+        made = reply.json()
+        return ApiClient(made["clientId"], made["keyId"], made["apiKey"])
 
     async def start_worker(
         self, queues: Sequence[QueueName] = tuple(QueueName), concurrency: int | None = None
@@ -142,6 +197,11 @@ async def run_stack(settings: Settings, with_worker: bool = True) -> AsyncIterat
         httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as http,
     ):
         stack = Stack(settings, base_url, http, redis, [], app)
+        if settings.auth is AuthMode.KEYS:  # made in the store: admin routes may be off
+            store = ClientStore(redis, stack.keys)
+            made, issued = await store.create("tests", LimitOverrides(RateLimit(0, 0)))
+            stack.client = ApiClient(made.client_id, issued.key_id, issued.api_key)
+            http.auth = ClientKeyAuth(stack.client.api_key)
         if with_worker:
             await stack.start_worker()
         try:

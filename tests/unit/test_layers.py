@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     {"server", "api", "demo"},
     {"engine", "processors"},
     {"webhooks", "mail"},
-    {"queue", "metrics"},
+    {"queue", "metrics", "access"},  # access: clients, API keys and per-client limits
     {
         "redisio",
         "settings",
@@ -29,6 +29,7 @@ LAYERS: list[set[str]] = [
         "gc_tuning",
         "secrets_store",
         "pins",
+        "tracing",
         "__init__",
     },
 ]

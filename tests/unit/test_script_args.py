@@ -12,15 +12,19 @@ from __future__ import annotations
 import time
 from collections.abc import Generator, Iterator
 from importlib.metadata import distribution, version
+from types import SimpleNamespace
 from typing import Any
 
 import msgpack
 import pytest
 import redis.asyncio as aioredis
+from bullmq import Job, Worker
+from bullmq.job_scheduler import JobScheduler
 from bullmq.redis_connection import SCRIPT_DEFINITIONS
 
 from errand.engine.fastjob import FastJob, dumps, failure_fields
 from errand.engine.fastloop import SCRIPTS, FastWorker
+from errand.engine.scheduled import schedule_next_run
 from errand.pins import PINNED
 
 NOW_S = 1_700_000_000.5  # exact in binary, so both sides read the same millisecond
@@ -196,3 +200,49 @@ def test_the_fast_engine_runs_the_installed_bullmq_scripts(worker: FastWorker) -
         assert SCRIPT_DEFINITIONS[name] == filename, f"bullmq runs {name} from another file"
         path = bullmq.locate_file(f"bullmq/commands/{filename}")
         assert worker._lua[name].script == path.read_text(), f"{filename} is not bullmq's"
+
+
+@pytest.mark.parametrize(
+    "repeat",
+    [
+        {"every": 1000, "offset": 250, "count": 3},
+        {"pattern": "30 9 * * *", "tz": "Asia/Tokyo", "count": 7},
+    ],
+)
+async def test_a_schedules_next_run_is_made_as_bullmqs_worker_makes_it(
+    worker: FastWorker, repeat: dict[str, Any]
+) -> None:
+    # bullmq's Worker upserts the scheduler of every job it takes that carries one (`rjk`);
+    # the fast engine runs the same code on its FastJob: same updateJobScheduler call.
+    run_id = "repeat:sch_ntf_0123456789abcdef0123456789abcdef:1699999990000"
+    job_opts = {
+        "attempts": 4,
+        "backoff": {"type": "exponential", "delay": 1000},
+        "priority": 5,
+        "de": {"id": "report:anonymous:u-1:activity"},
+        "removeOnComplete": {"age": 86400},
+        "repeat": repeat,
+        "prevMillis": 1699999990000,
+        "repeatJobKey": "sch_ntf_0123456789abcdef0123456789abcdef",
+    }
+    fields = {
+        "name": "welcome",
+        "data": dumps({"clientId": "anonymous", "type": "welcome", "scheduleId": "sch_ntf_x"}),
+        "opts": dumps(job_opts),
+        "timestamp": "1699999980000",
+        "delay": "10000",
+        "priority": "5",
+        "rjk": "sch_ntf_0123456789abcdef0123456789abcdef",
+        "ats": "1",
+    }
+    flat = [item for pair in fields.items() for item in pair]
+    await schedule_next_run(worker, FastJob.from_reply(worker, flat, run_id, TOKEN))
+    theirs = Job.fromJSON(worker, fields, run_id)
+    assert theirs.repeatJobKey == fields["rjk"]
+    await Worker._scheduleNextIteration(SimpleNamespace(jobScheduler=JobScheduler(worker)), theirs)
+    calls = worker.scripts.commands["updateJobScheduler"].calls
+    assert len(calls) == 2, "each side sends updateJobScheduler once"
+    ours_wire, theirs_wire = on_the_wire(calls[0]), on_the_wire(calls[1])
+    assert ours_wire == theirs_wire
+    assert len(calls[0][0]) == int(SCRIPT_DEFINITIONS["updateJobScheduler"].split("-")[1][:-4])
+    assert theirs_wire[1][-1] == run_id  # the producer: only the taker of this run makes the next

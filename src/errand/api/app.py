@@ -9,15 +9,19 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from errand import __version__, gc_tuning
+from errand import __version__, gc_tuning, tracing
+from errand.access.clients import ClientStore
+from errand.access.limits import Limits
 from errand.api.deps import Services
 from errand.api.events import JobEventHub
+from errand.api.gate import Gate
 from errand.api.hotpath import HotPath
 from errand.api.http.middleware import HttpMetricsMiddleware
 from errand.api.http.problems import install_problem_handlers
 from errand.api.routes import (
     admin,
     batch,
+    clients,
     dashboard,
     docs,
     jobs,
@@ -25,6 +29,7 @@ from errand.api.routes import (
     notifications,
     ops,
     reports,
+    schedules,
 )
 from errand.metrics.gauges import QueueGauges
 from errand.metrics.http import HttpRecorder
@@ -69,7 +74,9 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
         queues = JobQueues(settings, redis)
         events = JobEventHub(settings, queues)
         webhooks = WebhookEvents(settings, redis, queues)
-        app.state.services = Services(settings, redis, queues, events, webhooks)
+        limits = Limits(redis, queues.keys, settings.max_queue_depth)
+        gate = Gate(settings, ClientStore(redis, queues.keys), limits)
+        app.state.services = Services(settings, redis, queues, events, webhooks, gate)
         app.state.queue_gauges = QueueGauges(queues.counts)
         if tune_gc:
             gc_tuning.tune_after_startup()
@@ -79,7 +86,12 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
             await events.close()
             await redis.aclose()
 
-    app = ErrandAPI(
+    app_class = ErrandAPI
+    if tracing.enabled:  # a server span around every request; the class decides, at no cost off
+        from errand.api.traced import TracedErrandAPI
+
+        app_class = TracedErrandAPI
+    app = app_class(
         title="errand",
         version=__version__,
         description=DESCRIPTION,
@@ -88,7 +100,7 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
         redoc_url=None,
     )
     install_problem_handlers(app)
-    for module in (reports, batch, notifications, listing, jobs, admin, ops):
+    for module in (reports, batch, notifications, listing, jobs, schedules, admin, clients, ops):
         app.include_router(module.router)
     app.include_router(dashboard.router)
     app.include_router(docs.router)
@@ -106,4 +118,5 @@ def app_from_env() -> FastAPI:
 
     settings = Settings()
     configure_logging(settings)
+    tracing.configure(settings)  # each API process sets up its own exporter, if asked
     return create_app(settings, tune_gc=True)

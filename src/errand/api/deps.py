@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 
 from errand.api.events import JobEventHub
+from errand.api.gate import Gate
 from errand.processors.webhooks import WebhookEvents
 from errand.queue.facade import JobQueues
 from errand.settings import Settings
@@ -20,6 +21,7 @@ class Services:
     queues: JobQueues
     events: JobEventHub
     webhooks: WebhookEvents
+    gate: Gate
 
 
 async def services(request: Request) -> Services:

@@ -8,8 +8,9 @@ solving and a Request object before errand's code runs: about half the CPU of th
 request (profiled with py-spy, docs/performance.md). Here they go straight from
 the ASGI scope to the same handlers the FastAPI routes call (`routes.*.accept`,
 `routes.jobs.job_response`, `routes.notifications.status`), with the same body
-reader (`http/body.py`), the same error mapper (`http/problems.py`) and the same
-metrics recorder (`metrics/http.py`), so the two paths cannot answer differently.
+reader (`http/body.py`), the same gate (`gate.py`: API key, rate limit), the same
+error mapper (`http/problems.py`) and the same metrics recorder (`metrics/http.py`),
+so the two paths cannot answer differently.
 Everything else, and these routes with an Idempotency-Key or a query string, goes
 through FastAPI.
 """
@@ -21,10 +22,10 @@ from collections.abc import Callable
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from errand.api.caller import ANONYMOUS
+from errand.api.caller import Caller
 from errand.api.deps import Services
+from errand.api.gate import answer_for_client
 from errand.api.http.body import parse_json_object, read_body
-from errand.api.http.problems import error_response
 from errand.api.routes import jobs, notifications, reports
 from errand.metrics.http import HttpRecorder
 
@@ -76,8 +77,8 @@ class HotPath:
 
     async def _answer(self, route: str, scope: Scope, receive: Receive) -> Response:
         svc = self._services()
-        caller = ANONYMOUS
-        try:
+
+        async def answer(caller: Caller) -> Response:
             if route == JOB_ROUTE:
                 job_id = scope["path"][len(_JOBS) :]
                 return jobs.job_response(svc, await svc.queues.snapshot(job_id, caller.client_id))
@@ -86,8 +87,9 @@ class HotPath:
             raw = await read_body(scope["headers"], receive, svc.settings.max_body_bytes)
             accept = notifications.accept if route == "/notifications" else reports.accept
             return await accept(svc, caller, parse_json_object(raw))
-        except Exception as err:
-            return error_response(err, f"{scope['method']} {route}")
+
+        where = f"{scope['method']} {route}"
+        return await answer_for_client(svc.gate, scope["headers"], where, answer)
 
 
 def _one_segment_after(path: str, prefix: str) -> bool:

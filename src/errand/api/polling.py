@@ -7,8 +7,10 @@ from typing import Any
 
 from starlette.responses import Response
 
+from errand.api.deps import Services
 from errand.api.http.responses import json_response
 from errand.clock import now_ms
+from errand.errors import QueueFull
 from errand.keys import QueueName
 from errand.queue.snapshot import JobSnapshot, JobStatus
 from errand.settings import Settings
@@ -22,6 +24,15 @@ def accepted(
     """A `202 Accepted` for a queued job: Location of its status and a first polling hint."""
     headers = {"Location": status_url, "Retry-After": str(retry_after_s(settings, queue))}
     return json_response(content, 202, headers)
+
+
+async def check_room(svc: Services, queue: QueueName) -> None:
+    """Raises QueueFull (503) when one more job would put `queue` over ERRAND_MAX_QUEUE_DEPTH."""
+    if await svc.gate.limits.queue_full(queue):
+        raise QueueFull(
+            f"the {queue} queue holds {svc.settings.max_queue_depth} jobs waiting or "
+            "scheduled, its limit; try again shortly"
+        )
 
 
 def status_response(settings: Settings, snap: JobSnapshot, view: dict[str, Any]) -> Response:

@@ -227,6 +227,7 @@ class Problem(BaseModel):
 class DeadLetterPublic(BaseModel):
     jobId: str
     queue: str
+    clientId: str
     name: str
     data: dict[str, Any]
     failedReason: str | None
@@ -237,3 +238,59 @@ class DeadLetterPublic(BaseModel):
 class DeadLetterPage(BaseModel):
     total: int
     items: list[DeadLetterPublic]
+
+
+def _client_name(value: Any) -> Any:
+    if isinstance(value, str) and not value.isprintable():
+        raise ValueError("name must be printable characters")
+    return value
+
+
+ClientName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64),
+    BeforeValidator(_client_name),
+    Field(description="1-64 printable characters."),
+]
+Count = Annotated[int, Field(ge=0, le=1_000_000, strict=True)]
+
+
+class RateLimitSpec(_Request):
+    perSecond: Annotated[float, Field(ge=0, le=1_000_000, strict=True)]
+    burst: Count
+
+
+class ClientCreate(_Request):
+    name: ClientName
+    rateLimit: RateLimitSpec | None = None
+    notifyPerUserPerHour: Count | None = None
+
+
+class KeyPublic(BaseModel):
+    keyId: str
+    createdAt: str | None
+
+
+class ClientPublic(BaseModel):
+    clientId: str
+    name: str
+    createdAt: str | None
+    rateLimit: RateLimitSpec
+    notifyPerUserPerHour: int
+    keys: list[KeyPublic]
+
+
+class ClientCreated(BaseModel):
+    clientId: str
+    name: str
+    createdAt: str | None
+    rateLimit: RateLimitSpec
+    notifyPerUserPerHour: int
+    keyId: str
+    apiKey: str
+
+
+class KeyCreated(BaseModel):
+    keyId: str
+    apiKey: str
+    createdAt: str | None

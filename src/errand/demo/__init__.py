@@ -52,7 +52,11 @@ async def run_steps(demo: Demo) -> list[tuple[str, bool, str]]:
 
 @contextlib.asynccontextmanager
 async def errand_target(
-    timeline: Timeline, url: str | None, admin_token: str | None, webhook_secret: str | None
+    timeline: Timeline,
+    url: str | None,
+    admin_token: str | None,
+    webhook_secret: str | None,
+    api_key: str | None = None,
 ) -> AsyncIterator[Target]:
     if url is None:
         async with own_errand(timeline) as target:
@@ -64,7 +68,7 @@ async def errand_target(
             "(or ERRAND_ADMIN_TOKEN and ERRAND_WEBHOOK_SECRET)"
         )
     timeline.say(f"using the errand at {url} (it must allow private webhook URLs)")
-    yield Target(url.rstrip("/"), admin_token, webhook_secret, owned=False)
+    yield Target(url.rstrip("/"), admin_token, webhook_secret, owned=False, api_key=api_key)
 
 
 async def run_demo(
@@ -72,6 +76,7 @@ async def run_demo(
     admin_token: str | None,
     webhook_secret: str | None,
     console: Console | None = None,
+    api_key: str | None = None,
 ) -> int:
     """The whole demo; returns the exit code (0 only when every step behaved)."""
     timeline = Timeline(console or Console(highlight=False))
@@ -81,9 +86,11 @@ async def run_demo(
         loop.add_signal_handler(signal.SIGTERM, lambda: task.cancelling() or task.cancel())
     try:
         async with (
-            errand_target(timeline, url, admin_token, webhook_secret) as target,
+            errand_target(timeline, url, admin_token, webhook_secret, api_key) as target,
             serve_receiver(target.webhook_secret) as receiver,
-            httpx.AsyncClient(base_url=target.url, timeout=STEP_TIMEOUT_S) as http,
+            httpx.AsyncClient(
+                base_url=target.url, timeout=STEP_TIMEOUT_S, headers=_client_headers(target)
+            ) as http,
         ):
             timeline.say(f"webhook receiver on {receiver.base_url}")
             results = await run_steps(Demo(target, http, receiver, timeline))
@@ -93,6 +100,11 @@ async def run_demo(
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
     return _summary(timeline.console, results)
+
+
+def _client_headers(target: Target) -> dict[str, str]:
+    """The demo acts as one client (admin calls name the admin token instead)."""
+    return {"Authorization": f"Bearer {target.api_key}"} if target.api_key else {}
 
 
 def _summary(console: Console, results: list[tuple[str, bool, str]]) -> int:
@@ -112,10 +124,15 @@ def _summary(console: Console, results: list[tuple[str, bool, str]]) -> int:
     return 0
 
 
-def main(url: str | None, admin_token: str | None, webhook_secret: str | None) -> int:
+def main(
+    url: str | None,
+    admin_token: str | None,
+    webhook_secret: str | None,
+    api_key: str | None = None,
+) -> int:
     """Entry point of `errand demo`. Ctrl-C or SIGTERM stops it (and what it started)."""
     try:
-        return asyncio.run(run_demo(url, admin_token, webhook_secret))
+        return asyncio.run(run_demo(url, admin_token, webhook_secret, api_key=api_key))
     except (KeyboardInterrupt, asyncio.CancelledError):
         Console().print("[bold red]demo interrupted")
         return 130

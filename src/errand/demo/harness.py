@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from errand.secrets_store import load as load_secrets
 from errand.secrets_store import new_webhook_secret
 from errand.server.children import die_with_parent
 from errand.server.embedded import free_port
@@ -59,6 +60,7 @@ class Target:
     admin_token: str
     webhook_secret: str
     owned: bool
+    api_key: str | None = None  # None: a server with ERRAND_AUTH=none
 
 
 class Timeline:
@@ -203,7 +205,9 @@ async def own_errand(timeline: Timeline) -> AsyncIterator[Target]:
         try:
             await _wait_ready(url, process, log_path)
             timeline.ok(f"errand API on {url}")
-            yield Target(url, token, secret, owned=True)
+            kept = load_secrets(Path(data_dir))  # the `default` client's key, made by `up`
+            api_key = kept.api_key if kept is not None else None
+            yield Target(url, token, secret, owned=True, api_key=api_key)
         finally:
             await _stop(process, timeline)
 
@@ -278,7 +282,8 @@ class Demo:
         return result
 
     async def get(self, path: str, **params: Any) -> dict[str, Any]:
-        reply = await self.http.get(path, params=params or None, headers=self.admin)
+        headers = self.admin if path.startswith("/admin/") else None  # else the client's key
+        reply = await self.http.get(path, params=params or None, headers=headers)
         expect(reply.status_code == 200, f"GET {path} answered {reply.status_code}: {reply.text}")
         result: dict[str, Any] = reply.json()
         return result

@@ -22,6 +22,16 @@ from errand.clock import now_ms
 from errand.keys import Keys
 from errand.queue.jobhash import attempts_made, attempts_started, int_field, loads, pairs
 
+# The BullMQ scripts the fast engine runs, by bullmq's name for them.
+SCRIPTS = {
+    "moveToActive": "moveToActive-11.lua",
+    "moveToFinished": "moveToFinished-14.lua",
+    "moveToDelayed": "moveToDelayed-11.lua",
+    "retryJob": "retryJob-11.lua",
+    "extendLocks": "extendLocks-1.lua",
+    "moveStalledJobsToWait": "moveStalledJobsToWait-9.lua",
+}
+
 # Job hash fields that Job.fromJSON reads as integers.
 _INT_FIELDS = ("delay", "priority", "timestamp")
 

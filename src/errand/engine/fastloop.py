@@ -38,8 +38,9 @@ from bullmq.redis_connection import RedisConnection
 from bullmq.scripts import Scripts
 
 from errand.clock import now_ms
-from errand.engine.fastjob import FastJob, ScriptArgs, dumps, failure_fields
+from errand.engine.fastjob import SCRIPTS, FastJob, ScriptArgs, dumps, failure_fields
 from errand.engine.gate import OpenGate, SlotGate
+from errand.engine.scheduled import schedule_next_run
 from errand.engine.upkeep import Upkeep
 from errand.keys import Keys
 from errand.queue.policies import is_last_attempt
@@ -49,14 +50,6 @@ from errand.redisio.pipelined import pipelined_from_url
 
 log = logging.getLogger("errand.worker.fast")
 
-SCRIPTS = {
-    "moveToActive": "moveToActive-11.lua",
-    "moveToFinished": "moveToFinished-14.lua",
-    "moveToDelayed": "moveToDelayed-11.lua",
-    "retryJob": "retryJob-11.lua",
-    "extendLocks": "extendLocks-1.lua",
-    "moveStalledJobsToWait": "moveStalledJobsToWait-9.lua",
-}
 MAX_BLOCK_S = 10.0  # bullmq caps BZPOPMIN so a dropped connection is noticed
 MIN_BLOCK_S = 0.001
 ERROR_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
@@ -326,6 +319,8 @@ class FastWorker(EventEmitter, Upkeep):  # type: ignore[misc]  # bullmq is untyp
         self._locks[job.id] = [token, now_ms()]
         try:
             try:
+                if job.repeatJobKey:  # a schedule's run: make the next one, as bullmq's Worker
+                    await schedule_next_run(self, job)
                 if job.deferredFailure:
                     raise UnrecoverableError(job.deferredFailure)
                 result = await self.processor(job, token)

@@ -16,10 +16,12 @@ import orjson
 from bullmq import Job, UnrecoverableError, Worker
 from bullmq.custom_errors import DelayedError
 
-from errand import gc_tuning
+from errand import gc_tuning, tracing
 from errand.clock import now_ms
 from errand.engine.fastloop import FastWorker
 from errand.engine.gate import SlotGate
+from errand.engine.scheduled import ScheduledRuns
+from errand.engine.traced import traced_attempt
 from errand.errors import JobDeferred, PermanentFailure
 from errand.keys import Keys, QueueName
 from errand.logs import job_context
@@ -126,9 +128,12 @@ class WorkerProcess:
         self.redis = connect(self.settings, pipelined=uses_fast_engine(self.settings))
         await warm_up(self.redis)
         processors = build_processors(self.settings, self.redis)
+        runs = ScheduledRuns(
+            self.redis, self.keys, self.settings.keep_completed_seconds
+        )  # a schedule's run passes its gate first
         for queue in self.queue_names:
             metrics = JobMetrics(queue)
-            observed = _observed(queue, processors[queue], metrics)
+            observed = runs.wrap(_observed(queue, processors[queue], metrics))
             gate = SlotGate(self._concurrency(queue)) if len(self.partitions) > 1 else None
             for partition in self.partitions:
                 options = {**self._worker_options(queue, partition), "autorun": False}
@@ -265,15 +270,17 @@ def job_fields(job_id: Any, queue: QueueName, attempt: int) -> dict[str, Any]:
 
 
 def _observed(queue: QueueName, processor: Processor, metrics: JobMetrics) -> Processor:
-    """`processor` with metrics and the job's log context around each attempt, and its
-    outcomes in BullMQ's terms: PermanentFailure -> UnrecoverableError, JobDeferred ->
-    DelayedError (processors never import bullmq)."""
+    """`processor` with metrics, the job's log context and (tracing on) a span around each
+    attempt, and its outcomes in BullMQ's terms: PermanentFailure -> UnrecoverableError,
+    JobDeferred -> DelayedError (processors never import bullmq)."""
 
     async def observed(job: Job, token: str) -> Any:
         context = job_context.set(job_fields(job.id, queue, job.attemptsMade + 1))
         first = job.attemptsMade == 0 and job.attemptsStarted <= 1
         started = metrics.started(job.timestamp + (job.delay or 0), first)
         try:
+            if tracing.enabled:
+                return await traced_attempt(queue, processor, job, token)
             return await processor(job, token)
         except PermanentFailure as err:
             raise UnrecoverableError(str(err)) from err

@@ -15,7 +15,7 @@ from bullmq import Job
 from errand.errors import Conflict, NotFound
 from errand.keys import QueueName, partition_of, queue_of
 from errand.queue.facade import JobQueues
-from errand.queue.jobhash import attempts_made, int_field, json_field
+from errand.queue.jobhash import attempts_made, client_of, int_field, json_field
 from errand.queue.snapshot import JobStatus
 
 
@@ -28,6 +28,11 @@ class DeadLetter:
     failed_reason: str | None
     attempts_made: int
     failed_ms: int
+
+    @property
+    def client_id(self) -> str:
+        """The client that owns the job (jobs from before clients belong to `anonymous`)."""
+        return client_of(self.data)
 
 
 async def list_dead_letters(

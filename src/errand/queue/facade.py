@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bullmq import Job, Queue
 from redis.asyncio.cluster import RedisCluster
 
+from errand import tracing
 from errand.errors import NotFound
 from errand.keys import Keys, QueueName, partition_for, partition_of, queue_of
 from errand.queue.adding import AddCall, JobSpec, JobWriter
@@ -52,7 +54,9 @@ class JobQueues:
         # The cancel flag outlives any record of the job it stops.
         flag_ttl_s = max(settings.keep_completed_seconds, settings.keep_failed_seconds) + 3600
         self._canceller = JobCanceller(redis, self.keys, flag_ttl_s)
-        two_step = isinstance(redis, RedisCluster)
+        # A cluster: a client's keys and a job's partition live in different slots, so
+        # what touches both cannot be one MULTI there.
+        self.cluster = two_step = isinstance(redis, RedisCluster)
         barrier = (
             ReplicaBarrier(redis, settings.replica_wait_ms)
             if settings.durability is Durability.STRICT
@@ -92,7 +96,8 @@ class JobQueues:
 
         With `dedup_id`, BullMQ keeps one job per id in flight: the id returned is the
         in-flight job's when there is one, so `!= job_id` means deduplicated. With
-        `delay_ms`, the job waits in BullMQ's delayed set until it is due.
+        `delay_ms`, the job waits in BullMQ's delayed set until it is due. With
+        tracing on, the job's data carries the trace context (`errand.tracing`).
         """
         opts = self.job_options(
             queue, job_id, priority=priority, dedup_id=dedup_id, delay_ms=delay_ms
@@ -123,14 +128,21 @@ class JobQueues:
         """Add jobs (each in the partition its `jobId` names) and their listing-index
         entries: one MULTI on a single server, index then jobs on a cluster (adding.py).
 
+        Every job errand creates passes here, so this is where it gets its producer span
+        (with tracing on, the job's data carries that span's context).
         Returns, per spec, the id of the job that holds its work (see `add`).
         """
         calls: list[AddCall] = []
-        for spec in specs:
-            bullmq_queue = self.bullmq(queue, partition_of(str(spec.opts["jobId"])))
-            job = Job(bullmq_queue, spec.name, spec.data, spec.opts)
-            calls.append(await AddCall.of(bullmq_queue, job, spec.data))
-        return await self._writer.add(queue, calls)
+        with contextlib.ExitStack() as spans:
+            for spec in specs:
+                job_id = str(spec.opts["jobId"])
+                bullmq_queue = self.bullmq(queue, partition_of(job_id))
+                data = spec.data
+                if tracing.enabled:
+                    data = spans.enter_context(tracing.enqueue_span(str(queue), job_id, data))
+                job = Job(bullmq_queue, spec.name, data, spec.opts)
+                calls.append(await AddCall.of(bullmq_queue, job, data))
+            return await self._writer.add(queue, calls)
 
     async def snapshot(self, job_id: str, owner: str | None = None) -> JobSnapshot:
         """Hash and state of one job, read atomically in one round trip.

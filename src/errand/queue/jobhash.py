@@ -12,6 +12,14 @@ from typing import Any
 
 import orjson
 
+from errand.keys import ANONYMOUS_CLIENT
+
+
+def client_of(data: dict[str, Any]) -> str:
+    """The client a job's data names (jobs from before clients belong to `anonymous`)."""
+    owner = data.get("clientId")
+    return owner if isinstance(owner, str) and owner else ANONYMOUS_CLIENT
+
 
 def pairs(flat: list[Any]) -> dict[str, str]:
     """A HGETALL reply as Lua returns it (field, value, field, value...) as a dict."""

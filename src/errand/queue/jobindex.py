@@ -141,3 +141,24 @@ def split_member(member: str) -> tuple[str, int]:
     if not sep or not job_id:
         raise ValueError(f"not an index member: {member!r}")
     return job_id, int(seq, 16)
+
+
+async def record_in_index(
+    redis: Any,
+    keys: Keys,
+    queue: QueueName,
+    job_id: str,
+    data: dict[str, Any],
+    created_ms: int,
+    prune_before_ms: int,
+    check: bool = True,
+) -> None:
+    """Index a job that BullMQ's own Lua created (a schedule's run) as the add path
+    indexes the jobs it creates (pruning entries older than `prune_before_ms`). Called
+    once per run, when a worker first takes it. On a cluster `check` is False: the job
+    hash lives in another slot (see `write_call`)."""
+    entry = entry_for(queue, job_id, data, created_ms)
+    if entry is None:
+        return
+    call_keys, args = write_call(keys, [entry], prune_before_ms, check)
+    await redis.eval(_WRITE, len(call_keys), *call_keys, *args)

@@ -30,9 +30,7 @@ async def enqueue_report(
     or active (it is deleted when the job completes or fails for good), and the
     check-and-add is one Lua script, so concurrent POSTs create one job.
     """
-    data: dict[str, str] = {"clientId": client_id, "userId": user_id, "reportType": report_type}
-    if webhook_url:
-        data["webhookUrl"] = webhook_url
+    data = report_data(client_id, user_id, report_type, webhook_url)
     dedup_id = report_dedup_id(client_id, user_id, report_type)
     partition = queues.partition_for(client_id, user_id)  # the dedup key's slot, too
     for _ in range(3):
@@ -115,3 +113,20 @@ async def enqueue_notifications(
         )
         specs.append(JobSpec(note.kind, note.data(client_id), opts))
     return await queues.add_many(QueueName.NOTIFICATIONS, specs)
+
+
+def report_data(
+    client_id: str, user_id: str, report_type: str, webhook_url: str | None
+) -> dict[str, str]:
+    """A report job's BullMQ data (also the template of a schedule's runs)."""
+    data = {"clientId": client_id, "userId": user_id, "reportType": report_type}
+    if webhook_url:
+        data["webhookUrl"] = webhook_url
+    return data
+
+
+def notification_data(
+    client_id: str, kind: str, user_id: str, webhook_url: str | None
+) -> dict[str, str]:
+    """A notification job's BullMQ data (also the template of a schedule's runs)."""
+    return NewNotification(kind, user_id, webhook_url).data(client_id)

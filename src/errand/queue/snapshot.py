@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from errand.keys import ANONYMOUS_CLIENT, QueueName
-from errand.queue.jobhash import attempts_made, int_field, json_field, max_attempts
+from errand.keys import QueueName
+from errand.queue.jobhash import attempts_made, client_of, int_field, json_field, max_attempts
 from errand.queue.outcomes import outcome_of
 
 # BullMQ scores delayed jobs as `timestamp * 0x1000 + counter`.
@@ -59,8 +59,13 @@ class JobSnapshot:
     @property
     def client_id(self) -> str:
         """The client that owns the job (jobs from before clients belong to `anonymous`)."""
-        owner = self.data.get("clientId")
-        return owner if isinstance(owner, str) and owner else ANONYMOUS_CLIENT
+        return client_of(self.data)
+
+    @property
+    def schedule_id(self) -> str | None:
+        """The schedule whose run this job is, else None."""
+        schedule_id = self.data.get("scheduleId")
+        return schedule_id if isinstance(schedule_id, str) else None
 
     @property
     def dead_lettered(self) -> bool:

@@ -19,7 +19,7 @@ def job_view(snap: JobSnapshot) -> dict[str, Any]:
         "queue": str(snap.queue),
         "userId": user_id(snap),
         "type": job_type(snap),
-        "scheduleId": schedule_id(snap),
+        "scheduleId": snap.schedule_id,
         "status": str(snap.status),
         "progress": snap.progress,
         "attemptsMade": snap.attempts_made,
@@ -44,7 +44,7 @@ def notification_view(snap: JobSnapshot) -> dict[str, Any]:
         "jobId": snap.job_id,
         "type": job_type(snap),
         "userId": user_id(snap),
-        "scheduleId": schedule_id(snap),
+        "scheduleId": snap.schedule_id,
         "priority": snap.priority,
         "status": str(snap.status),
         "attemptsMade": snap.attempts_made,
@@ -96,12 +96,6 @@ def job_type(snap: JobSnapshot) -> str:
     """A notification's type or a report's `reportType` (the job name for anything else)."""
     data = snap.data
     return str(data.get("type") or data.get("reportType") or snap.name)
-
-
-def schedule_id(snap: JobSnapshot) -> str | None:
-    """The schedule that created the job, if one did."""
-    value = snap.data.get("scheduleId")
-    return str(value) if value else None
 
 
 def public_error(reason: str | None) -> str | None:

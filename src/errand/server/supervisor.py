@@ -15,9 +15,10 @@ from errand.logs import redact
 from errand.secrets_store import FILE_NAME as SECRETS_FILE
 from errand.secrets_store import load_or_create
 from errand.server.children import STARTUP_WINDOW_S, Child
+from errand.server.default_client import ensure_default_client
 from errand.server.embedded import EmbeddedValkey
 from errand.server.preflight import DataDirLock, StartupError, check_port_free
-from errand.settings import Durability, Settings
+from errand.settings import AuthMode, Durability, Settings
 
 READY_TIMEOUT_S = 60.0
 POLL_S = 0.1
@@ -73,7 +74,11 @@ class Supervisor:
             env["ERRAND_ADMIN_TOKEN"] = generated.admin_token
         if self.settings.webhook_secret is None:
             env["ERRAND_WEBHOOK_SECRET"] = generated.webhook_secret
-        if self.settings.admin_token is None or self.settings.webhook_secret is None:
+        if (
+            self.settings.admin_token is None
+            or self.settings.webhook_secret is None
+            or self.settings.auth is AuthMode.KEYS
+        ):
             self.notes.append(
                 f"secrets          {self.data_dir / SECRETS_FILE} "
                 f"(show them: {self._secrets_command()})"
@@ -137,6 +142,8 @@ class Supervisor:
         check_port_free(self.options.host, self.options.port)
         self.redis_url = self._start_store()
         self.env = self._child_env(self.redis_url)
+        if self.settings.auth is AuthMode.KEYS:
+            ensure_default_client(self.settings, self.redis_url, self.data_dir)
         self.api, self.workers = self._children()
         for child in self.children:
             if not self.stopping:

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import certifi
 import httpx
+from opentelemetry.trace import Span
 
-from errand import __version__
+from errand import __version__, tracing
 from errand.clock import now_ms
 from errand.webhooks.signing import Signer
 from errand.webhooks.ssrf import (
@@ -70,9 +71,20 @@ async def deliver(
         "user-agent": USER_AGENT,
         **signer.headers(request.webhook_id, now_ms() // 1000, request.body),
     }
+    with tracing.client_span("webhook POST", _span_attributes(target)) as span:
+        tracing.inject(headers)  # traceparent: the receiver can join the job's trace
+        outcome = await _post(target, headers, request.body, timeout_s)
+        if span is not None:
+            _record(span, outcome)
+    return outcome
+
+
+async def _post(
+    target: WebhookTarget, headers: dict[str, str], body: bytes, timeout_s: float
+) -> DeliveryOutcome:
     try:
         async with asyncio.timeout(timeout_s):
-            code = await _post_pinned(target, headers, request.body, timeout_s)
+            code = await _post_pinned(target, headers, body, timeout_s)
     except (TimeoutError, httpx.TimeoutException):
         return DeliveryOutcome(False, error=f"no answer within {timeout_s:g} s")
     except httpx.HTTPError as err:
@@ -111,6 +123,25 @@ async def _post_pinned(
                 last_error = err
         assert last_error is not None  # addresses is never empty
         raise last_error
+
+
+def _span_attributes(target: WebhookTarget) -> dict[str, str | int]:
+    """Method, host and port only: a webhook URL's path and query may hold the receiver's
+    own token, which has no place in a trace backend."""
+    return {
+        "http.request.method": "POST",
+        "server.address": target.hostname,
+        "server.port": target.port,
+        "url.scheme": target.scheme,
+    }
+
+
+def _record(span: Span, outcome: DeliveryOutcome) -> None:
+    if outcome.status_code is not None:
+        span.set_attribute("http.response.status_code", outcome.status_code)
+    if not outcome.delivered:
+        code = outcome.status_code
+        tracing.failed(span, outcome.error or "not delivered", str(code) if code else "")
 
 
 def _pinned_url(original: httpx.URL, address: IPAddress, port: int) -> httpx.URL:

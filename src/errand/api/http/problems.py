@@ -36,7 +36,11 @@ from errand.errors import (
     InvalidInput,
     MalformedBody,
     NotFound,
+    QueueFull,
     QueueUnavailable,
+    RateLimited,
+    RecipientLimited,
+    Unauthorized,
     UnsupportedMediaType,
 )
 
@@ -49,8 +53,15 @@ _STATUS = {
     MalformedBody: (400, "Bad Request", "malformed-body"),
     BodyTooLarge: (413, "Content Too Large", "body-too-large"),
     UnsupportedMediaType: (415, "Unsupported Media Type", "unsupported-media-type"),
+    Unauthorized: (401, "Unauthorized", "unauthorized"),
+    RecipientLimited: (429, "Too Many Requests", "recipient-limit"),
+    RateLimited: (429, "Too Many Requests", "rate-limited"),
+    QueueFull: (503, "Service Unavailable", "queue-full"),
     QueueUnavailable: (503, "Service Unavailable", "unavailable"),
 }
+UNAVAILABLE_RETRY_AFTER_S = 5
+# The challenge of a 401 on the client routes (RFC 6750).
+_CHALLENGE = 'Bearer realm="errand"'
 
 
 def errand_problem(exc: ErrandError) -> Response:
@@ -66,8 +77,17 @@ def errand_problem(exc: ErrandError) -> Response:
         extra["errors"] = [asdict(e) for e in exc.errors]
     if isinstance(exc, Conflict) and exc.job_status is not None:
         extra["jobStatus"] = exc.job_status
-    headers = {"Retry-After": "5"} if status == 503 else None
-    return problem(status, title, exc.detail, slug, headers=headers, **extra)
+    return problem(status, title, exc.detail, slug, headers=_headers(exc, status), **extra)
+
+
+def _headers(exc: ErrandError, status: int) -> dict[str, str] | None:
+    if isinstance(exc, RateLimited):
+        return {"Retry-After": str(max(1, exc.retry_after_s))}
+    if status == 503:
+        return {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)}
+    if isinstance(exc, Unauthorized):
+        return {"WWW-Authenticate": _CHALLENGE}
+    return None
 
 
 def _validation_problem(exc: RequestValidationError) -> Response:
@@ -126,7 +146,7 @@ def redis_down_problem(exc: Exception) -> Response:
         "Service Unavailable",
         "the job store does not answer; try again shortly",
         "unavailable",
-        headers={"Retry-After": "5"},
+        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
     )
 
 

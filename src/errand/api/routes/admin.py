@@ -72,6 +72,7 @@ async def get_dlq(
                 {
                     "jobId": d.job_id,
                     "queue": str(d.queue),
+                    "clientId": d.client_id,
                     "name": d.name,
                     "data": d.data,
                     "failedReason": d.failed_reason,

@@ -21,18 +21,20 @@ from starlette.responses import Response
 from errand.api import idempotency
 from errand.api.caller import Caller, current_caller
 from errand.api.deps import Services, services
+from errand.api.gate import ClientRoute
 from errand.api.http.body import parse_json_object, read_body, validate_body
-from errand.api.http.problems import ProblemRoute, errand_problem
+from errand.api.http.problems import errand_problem
 from errand.api.http.responses import json_response
-from errand.api.polling import accepted
+from errand.api.polling import accepted, check_room
 from errand.api.routes._openapi import json_body, problems
+from errand.api.routes.notifications import count_recipient
 from errand.api.schemas import BatchCreate, BatchResults, NotificationCreate
-from errand.errors import ErrandError, FieldError, InvalidInput, MalformedBody
+from errand.errors import ErrandError, FieldError, InvalidInput, MalformedBody, RecipientLimited
 from errand.keys import QueueName
 from errand.queue.producers import NewNotification, enqueue_notifications
 from errand.webhooks.ssrf import check_webhook_destination
 
-router = APIRouter(tags=["notifications"], route_class=ProblemRoute)
+router = APIRouter(tags=["notifications"], route_class=ClientRoute)
 
 MAX_ITEMS = 1000
 ROUTE_SCOPE = "notifications"  # the Idempotency-Key scope of POST /notifications
@@ -84,8 +86,9 @@ async def accept_batch(svc: Services, caller: Caller, items: list[Any]) -> list[
         except ErrandError as err:
             results[index] = refused(err)
     valid = await _checked_webhooks(svc, valid, results)
-    valid = await recipient_cap_refusals(svc, caller, valid, results)
+    await check_room(svc, QueueName.NOTIFICATIONS)
     claims = await _claim(svc, valid, results)
+    await recipient_cap_refusals(svc, caller, claims, results)
     try:
         job_ids = await enqueue_notifications(
             svc.queues, caller.client_id, [item.note for item in claims.fresh]
@@ -138,13 +141,24 @@ async def _checked_webhooks(
 
 
 async def recipient_cap_refusals(
-    svc: Services, caller: Caller, items: list[_Item], results: list[dict[str, Any] | None]
-) -> list[_Item]:
-    """The per-recipient cap, item by item (a batch is one request for the rate limit,
-    but every item counts for its userId's cap). The one place where the cap of
-    `notifyPerUserPerHour` plugs in: it refuses an over-cap item with its 429 result.
-    No cap exists yet, so every item passes."""
-    return items
+    svc: Services, caller: Caller, claims: _Claims, results: list[dict[str, Any] | None]
+) -> None:
+    """The per-recipient cap, item by item: a batch is one request for the rate limit, but
+    every item it creates counts for its userId's cap (replays were answered already and do
+    not). An over-cap item gets its 429 result and frees its idempotency key."""
+    kept, freed = [], []
+    for item in claims.fresh:
+        try:
+            await count_recipient(svc, caller, item.note.user_id)
+        except RecipientLimited as err:
+            results[item.index] = refused(err)
+            if item.record_key is not None:
+                freed.append(item.record_key)
+            continue
+        kept.append(item)
+    if freed:
+        await idempotency.release_many(svc.redis, freed, claims.token)
+    claims.fresh = kept
 
 
 def _keep(
@@ -213,7 +227,8 @@ async def _store(
     pipe = svc.redis.pipeline(transaction=False)
     for item, job_id in zip(fresh, job_ids, strict=True):
         status_url = f"/notifications/{job_id}"
-        content = {"jobId": job_id, "statusUrl": status_url, "status": "waiting"}
+        status = "scheduled" if item.note.delay_ms() > 0 else "waiting"
+        content = {"jobId": job_id, "statusUrl": status_url, "status": status}
         results[item.index] = {"status": 202, "jobId": job_id, "statusUrl": status_url}
         if item.record_key is not None:
             response = accepted(svc.settings, QueueName.NOTIFICATIONS, status_url, content)

@@ -70,6 +70,7 @@ def admin_job_view(snap: JobSnapshot) -> dict[str, object]:
     """The job view plus what only an admin sees: its name, data and attempt budget."""
     return {
         **job_view(snap),
+        "clientId": snap.client_id,
         "name": snap.name,
         "data": snap.data,
         "priority": snap.priority,

@@ -9,7 +9,7 @@ from starlette.responses import Response
 from errand.api.caller import Caller, current_caller
 from errand.api.cancel import cancel_job
 from errand.api.deps import Services, services
-from errand.api.http.problems import ProblemRoute
+from errand.api.gate import ClientRoute
 from errand.api.http.responses import json_response
 from errand.api.polling import retry_after_s, status_response
 from errand.api.routes._openapi import problems
@@ -18,7 +18,7 @@ from errand.api.waiting import SSE_RESPONSES, WaitSeconds, event_stream, long_po
 from errand.queue.snapshot import JobSnapshot
 from errand.queue.views import job_view
 
-router = APIRouter(tags=["jobs"], route_class=ProblemRoute)
+router = APIRouter(tags=["jobs"], route_class=ClientRoute)
 
 
 def job_response(svc: Services, snap: JobSnapshot) -> Response:
@@ -26,7 +26,7 @@ def job_response(svc: Services, snap: JobSnapshot) -> Response:
     return status_response(svc.settings, snap, job_view(snap))
 
 
-@router.get("/jobs/{job_id}", response_model=JobPublic, responses=problems(404, 422))
+@router.get("/jobs/{job_id}", response_model=JobPublic, responses=problems(401, 404, 422, 429))
 async def get_job(
     request: Request,
     job_id: str,
@@ -40,7 +40,7 @@ async def get_job(
     return await long_poll(request, svc, caller, job_id, wait, job_view)
 
 
-@router.get("/jobs/{job_id}/events", responses={**SSE_RESPONSES, **problems(404)})
+@router.get("/jobs/{job_id}/events", responses={**SSE_RESPONSES, **problems(401, 404, 429)})
 async def job_events(
     job_id: str, svc: Services = Depends(services), caller: Caller = Depends(current_caller)
 ) -> Response:

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from errand.api import cursors
 from errand.api.caller import Caller, current_caller
 from errand.api.deps import Services, services
-from errand.api.http.problems import ProblemRoute
+from errand.api.gate import ClientRoute
 from errand.api.http.responses import json_response
 from errand.api.routes._openapi import problems
 from errand.api.schemas import USER_ID_MAX, JobPage
@@ -23,7 +23,7 @@ from errand.queue.jobindex import LISTED_QUEUES
 from errand.queue.listing import JobFilter, JobLister
 from errand.queue.views import job_view
 
-router = APIRouter(tags=["jobs"], route_class=ProblemRoute)
+router = APIRouter(tags=["jobs"], route_class=ClientRoute)
 
 STATUSES = ("scheduled", "waiting", "active", "completed", "failed", "canceled", "expired")
 LIMIT_DEFAULT, LIMIT_MAX = 20, 100

@@ -10,20 +10,20 @@ from starlette.responses import Response
 
 from errand.api.caller import Caller, current_caller
 from errand.api.deps import Services, services
+from errand.api.gate import ClientRoute
 from errand.api.http.body import read_json_object, validate_body
-from errand.api.http.problems import ProblemRoute
 from errand.api.idempotency import idempotent
-from errand.api.polling import accepted, status_response
+from errand.api.polling import accepted, check_room, status_response
 from errand.api.routes._openapi import json_body, problems
 from errand.api.schemas import NotificationAccepted, NotificationCreate, NotificationPublic
 from errand.api.waiting import SSE_RESPONSES, WaitSeconds, event_stream, long_poll
-from errand.errors import NotFound
+from errand.errors import NotFound, RecipientLimited
 from errand.keys import QueueName, queue_of
 from errand.queue.producers import enqueue_notification
 from errand.queue.views import notification_view
 from errand.webhooks.ssrf import check_webhook_destination
 
-router = APIRouter(tags=["notifications"], route_class=ProblemRoute)
+router = APIRouter(tags=["notifications"], route_class=ClientRoute)
 
 
 @router.post(
@@ -31,7 +31,7 @@ router = APIRouter(tags=["notifications"], route_class=ProblemRoute)
     status_code=202,
     response_model=NotificationAccepted,
     openapi_extra=json_body(NotificationCreate),
-    responses=problems(400, 409, 413, 415, 422, 503),
+    responses=problems(400, 401, 409, 413, 415, 422, 429, 503),
 )
 async def create_notification(
     request: Request, svc: Services = Depends(services), caller: Caller = Depends(current_caller)
@@ -49,6 +49,8 @@ async def accept(svc: Services, caller: Caller, body: dict[str, Any]) -> Respons
     await check_webhook_destination(
         note.webhookUrl, allow_private=svc.settings.webhook_allow_private
     )
+    await check_room(svc, QueueName.NOTIFICATIONS)
+    await count_recipient(svc, caller, note.userId)
     enqueued = await enqueue_notification(
         svc.queues, caller.client_id, note.type, note.userId, note.webhookUrl, note.timing()
     )
@@ -57,10 +59,25 @@ async def accept(svc: Services, caller: Caller, body: dict[str, Any]) -> Respons
     return accepted(svc.settings, QueueName.NOTIFICATIONS, status_url, content)
 
 
+async def count_recipient(svc: Services, caller: Caller, user_id: str) -> None:
+    """Count one notification for `user_id` against the caller's hourly cap.
+
+    Raises RecipientLimited (429) when the cap is reached; nothing is counted then.
+    """
+    cap = caller.notify_per_user_per_hour
+    wait_s = await svc.gate.limits.admit_recipient(caller.client_id, user_id, cap)
+    if wait_s:
+        raise RecipientLimited(
+            f"at most {cap} notifications for one user in any 60 minutes; "
+            f"this user can get another in {wait_s} s",
+            wait_s,
+        )
+
+
 @router.get(
     "/notifications/{job_id}",
     response_model=NotificationPublic,
-    responses=problems(404, 422),
+    responses=problems(401, 404, 422, 429),
 )
 async def get_notification(
     request: Request,
@@ -77,7 +94,9 @@ async def get_notification(
     return await long_poll(request, svc, caller, job_id, wait, notification_view)
 
 
-@router.get("/notifications/{job_id}/events", responses={**SSE_RESPONSES, **problems(404)})
+@router.get(
+    "/notifications/{job_id}/events", responses={**SSE_RESPONSES, **problems(401, 404, 429)}
+)
 async def notification_events(
     job_id: str, svc: Services = Depends(services), caller: Caller = Depends(current_caller)
 ) -> Response:

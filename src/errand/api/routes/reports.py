@@ -10,10 +10,10 @@ from starlette.responses import Response
 
 from errand.api.caller import Caller, current_caller
 from errand.api.deps import Services, services
+from errand.api.gate import ClientRoute
 from errand.api.http.body import read_json_object, validate_body
-from errand.api.http.problems import ProblemRoute
 from errand.api.idempotency import idempotent
-from errand.api.polling import accepted
+from errand.api.polling import accepted, check_room
 from errand.api.routes._openapi import json_body, problems
 from errand.api.schemas import ReportAccepted, ReportCreate
 from errand.errors import Conflict, NotFound
@@ -22,7 +22,7 @@ from errand.queue.producers import enqueue_report
 from errand.queue.snapshot import JobStatus
 from errand.webhooks.ssrf import check_webhook_destination
 
-router = APIRouter(tags=["reports"], route_class=ProblemRoute)
+router = APIRouter(tags=["reports"], route_class=ClientRoute)
 
 
 @router.post(
@@ -30,7 +30,7 @@ router = APIRouter(tags=["reports"], route_class=ProblemRoute)
     status_code=202,
     response_model=ReportAccepted,
     openapi_extra=json_body(ReportCreate),
-    responses=problems(400, 409, 413, 415, 422, 503),
+    responses=problems(400, 401, 409, 413, 415, 422, 429, 503),
 )
 async def create_report(
     request: Request, svc: Services = Depends(services), caller: Caller = Depends(current_caller)
@@ -49,6 +49,7 @@ async def accept(svc: Services, caller: Caller, body: dict[str, Any]) -> Respons
     await check_webhook_destination(
         report.webhookUrl, allow_private=svc.settings.webhook_allow_private
     )
+    await check_room(svc, QueueName.REPORTS)
     enqueued = await enqueue_report(
         svc.queues, caller.client_id, report.userId, report.reportType, report.webhookUrl
     )
@@ -64,7 +65,7 @@ async def accept(svc: Services, caller: Caller, body: dict[str, Any]) -> Respons
 
 @router.get(
     "/reports/{job_id}/result",
-    responses=problems(404, 409),
+    responses=problems(401, 404, 409, 429),
 )
 async def get_report_result(
     job_id: str, svc: Services = Depends(services), caller: Caller = Depends(current_caller)

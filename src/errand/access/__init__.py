@@ -1,0 +1,1 @@
+"""Clients, API keys and the per-client limits, kept in Redis (below the API)."""
