@@ -103,6 +103,14 @@ async def test_a_bad_client_body_is_422_and_makes_nothing(
     assert await _created_ids(stack) == before
 
 
+async def test_integral_numbers_are_integers_in_a_client_body(stack: Stack) -> None:
+    body = {"name": "ok", "rateLimit": {"perSecond": 2, "burst": 10.0}, "notifyPerUserPerHour": 3.0}
+    reply = await stack.http.post("/admin/clients", json=body, headers=stack.admin)
+    assert reply.status_code == 201, reply.text
+    made = reply.json()
+    assert (made["rateLimit"]["burst"], made["notifyPerUserPerHour"]) == (10, 3)
+
+
 async def test_rotation_add_a_key_then_revoke_the_old_one(stack: Stack) -> None:
     shop = await stack.new_client("shop")
     added = await stack.http.post(f"/admin/clients/{shop.client_id}/keys", headers=stack.admin)

@@ -148,3 +148,23 @@ async def test_bad_wait_is_422(stack: Stack, wait: str) -> None:
 async def test_unknown_route_and_method_are_problems(stack: Stack) -> None:
     assert_problem(await stack.http.get("/nowhere"), 404)
     assert_problem(await stack.http.delete("/reports"), 405)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PUT", "/schedules", "GET, POST"),
+        ("PATCH", "/schedules/sch_x", "DELETE, GET"),
+        ("PUT", "/admin/clients", "GET, POST"),
+        ("POST", "/admin/clients/cl_x", "DELETE, GET"),
+        ("DELETE", "/reports", "POST"),
+        ("OPTIONS", "/notifications/batch", "POST"),
+    ],
+)
+async def test_a_405_allows_every_method_of_the_path(
+    stack: Stack, method: str, path: str, allow: str
+) -> None:
+    # A path served by two routes (one per method) names both.
+    reply = await stack.http.request(method, path, headers=stack.admin)
+    assert_problem(reply, 405)
+    assert reply.headers["allow"] == allow

@@ -160,6 +160,13 @@ async def test_bad_schedules_are_422_and_create_nothing(
     assert (await stack.http.get("/schedules")).json() == {"items": []}
 
 
+async def test_every_written_with_a_fraction_of_zero_is_that_integer(bare: Stack) -> None:
+    # JSON Schema's integer (the document's): a number with no fractional part.
+    reply = await bare.http.post("/schedules", json={"every": 3600.0, "job": REPORT_JOB})
+    assert reply.status_code == 201, reply.text
+    assert reply.json()["every"] == 3600
+
+
 async def test_another_clients_schedule_answers_like_an_unknown_one(bare: Stack) -> None:
     stack = bare
     spec = ScheduleSpec(QueueName.REPORTS, {"userId": "u-1", "reportType": "x"}, every_s=3600)

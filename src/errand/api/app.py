@@ -17,7 +17,8 @@ from errand.api.events import JobEventHub
 from errand.api.gate import Gate
 from errand.api.hotpath import HotPath
 from errand.api.http.middleware import HttpMetricsMiddleware
-from errand.api.http.problems import install_problem_handlers
+from errand.api.http.problems import install_problem_handlers, route_methods
+from errand.api.openapi import install_openapi, operation_id
 from errand.api.routes import (
     admin,
     batch,
@@ -36,7 +37,7 @@ from errand.metrics.http import HttpRecorder
 from errand.processors.webhooks import WebhookEvents
 from errand.queue.facade import JobQueues
 from errand.redisio.connection import connect, warm_up
-from errand.settings import Settings
+from errand.settings import AuthMode, Settings
 
 DESCRIPTION = (
     "Post a job, get `202 Accepted` at once; workers do the slow part. "
@@ -98,12 +99,15 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
         lifespan=lifespan,
         docs_url=None,  # routes/docs.py serves /docs with local assets; ReDoc would need a CDN
         redoc_url=None,
+        generate_unique_id_function=operation_id,
     )
     install_problem_handlers(app)
-    for module in (reports, batch, notifications, listing, jobs, schedules, admin, clients, ops):
-        app.include_router(module.router)
-    app.include_router(dashboard.router)
-    app.include_router(docs.router)
+    modules = (reports, batch, notifications, listing, jobs, schedules, admin, clients, ops)
+    routers = [*(module.router for module in modules), dashboard.router, docs.router]
+    for router in routers:
+        app.include_router(router)
+    app.state.route_methods = route_methods(routers)
+    install_openapi(app, api_keys=settings.auth is AuthMode.KEYS)
     app.add_middleware(HttpMetricsMiddleware, recorder=app.http_metrics)
     return app
 

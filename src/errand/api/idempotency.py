@@ -26,7 +26,8 @@ from errand.errors import FieldError, IdempotencyInProgress, IdempotencyMismatch
 
 HEADER = "idempotency-key"
 PENDING_LEASE_S = 60
-_KEY_RULE = re.compile(r"^[\x20-\x7e]{1,255}$")
+KEY_PATTERN = r"^[\x20-\x7e]{1,255}$"  # the OpenAPI document publishes it too
+_KEY_RULE = re.compile(KEY_PATTERN)
 _REPLAYED_HEADERS = ("location", "retry-after", "content-type")
 
 # Delete the claim only if it is still this request's (token match).

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StrictInt, StrictStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, WithJsonSchema
+from pydantic.json_schema import SkipJsonSchema
 
 from errand.api.http.body import validate_body
-from errand.api.schemas import NotificationCreate, ReportCreate, _Request
+from errand.api.schemas import (
+    NotificationCreate,
+    NotificationType,
+    ReportCreate,
+    UserId,
+    WebhookUrl,
+    _Request,
+    absent_when_unset,
+    integral,
+)
 from errand.errors import FieldError, InvalidInput
 from errand.keys import QueueName
 from errand.queue.schedules import UTC, ScheduleSpec, check_cron, check_timezone
@@ -21,6 +31,51 @@ _JOB_MODELS: dict[str, type[ReportCreate] | type[NotificationCreate]] = {
 }
 
 
+class ScheduledReport(ReportCreate):
+    """A schedule's report: a POST /reports body plus its queue."""
+
+    queue: Literal["reports"]
+
+
+class ScheduledNotification(_Request):
+    """A schedule's notification: a POST /notifications body without sendAt or expiresAt
+    (each run is due at its own tick) plus its queue."""
+
+    queue: Literal["notifications"]
+    type: NotificationType
+    userId: UserId
+    webhookUrl: WebhookUrl | None = None
+    sendAt: None = Field(None, description="Not allowed in a schedule's job.")
+    expiresAt: None = Field(None, description="Not allowed in a schedule's job.")
+
+
+# The document describes the job by its queue (`parse_schedule` validates it the same way);
+# inline, as each variant is self-contained.
+JOB_SCHEMA: dict[str, Any] = {
+    "oneOf": [ScheduledReport.model_json_schema(), ScheduledNotification.model_json_schema()]
+}
+# Exactly one of cron and every (null counts as absent); timezone only with cron.
+_TIMING_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        {
+            "required": ["cron"],
+            "properties": {"cron": {"type": "string"}, "every": {"type": "null"}},
+        },
+        {
+            "required": ["every"],
+            "properties": {
+                "every": {"type": "integer"},
+                "cron": {"type": "null"},
+                "timezone": {"type": "null"},
+            },
+        },
+    ]
+}
+
+
+Every = Annotated[int, Field(ge=1, le=EVERY_MAX_S, strict=True), BeforeValidator(integral)]
+
+
 class ScheduleJob(_Request):
     """The job of each run: its queue; the rest of it is the queue's POST body."""
 
@@ -28,20 +83,36 @@ class ScheduleJob(_Request):
 
 
 class ScheduleCreate(_Request):
-    cron: StrictStr | None = Field(None, description="Five fields of standard cron.")
-    every: Annotated[StrictInt, Field(ge=1, le=EVERY_MAX_S)] | None = Field(
+    model_config = ConfigDict(
+        extra="ignore", str_strip_whitespace=False, json_schema_extra=_TIMING_SCHEMA
+    )
+
+    cron: StrictStr | None = Field(
+        None,
+        description="Five fields of standard cron that match some future time (else 422).",
+        examples=["0 8 * * 1-5"],
+    )
+    every: Every | None = Field(
         None, description="Seconds between runs; the first run is at creation."
     )
-    timezone: StrictStr | None = Field(None, description="IANA name (only with cron); UTC.")
-    job: ScheduleJob = Field(description="A POST /reports or /notifications body plus queue.")
+    timezone: StrictStr | None = Field(
+        None,
+        description="An IANA name this host knows (else 422); only with cron; default UTC.",
+        examples=["Europe/Paris"],
+    )
+    job: Annotated[ScheduleJob, WithJsonSchema(JOB_SCHEMA)] = Field(
+        description="A POST /reports or /notifications body plus its queue."
+    )
 
 
 class SchedulePublic(BaseModel):
     scheduleId: str
-    cron: str | None = None
-    every: int | None = None
-    timezone: str | None
-    job: dict[str, Any]
+    cron: str | SkipJsonSchema[None] = Field(None, json_schema_extra=absent_when_unset)
+    every: Annotated[int, Field(ge=1)] | SkipJsonSchema[None] = Field(
+        None, json_schema_extra=absent_when_unset
+    )
+    timezone: str | None = Field(description="The cron schedule's; null for every.")
+    job: dict[str, str] = Field(description="The job's queue and body, values as strings.")
     createdAt: str | None
     nextRunAt: str | None
     lastRunAt: str | None

@@ -37,8 +37,6 @@ WaitSeconds = Annotated[
 ]
 """The `?wait=N` parameter: 0 < N <= 60 seconds, anything else is a 422."""
 
-SSE_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
-
 
 async def long_poll(
     request: Request, svc: Services, caller: Caller, job_id: str, wait_s: float, view: View
@@ -69,7 +67,7 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-async def event_stream(svc: Services, caller: Caller, job_id: str, view: View) -> Response:
+async def sse_response(svc: Services, caller: Caller, job_id: str, view: View) -> Response:
     """Server-Sent Events: a `status` event with `view` of the job now and on every change;
     the stream ends after the final one. Raises NotFound (before the stream starts) for an
     unknown job or another client's."""

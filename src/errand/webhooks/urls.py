@@ -1,4 +1,5 @@
-"""Webhook URL rules that need no network: scheme, length, no control characters, a host."""
+"""Webhook URL rules that need no network: scheme, length, no control characters, a host,
+no user info."""
 
 from __future__ import annotations
 
@@ -8,6 +9,13 @@ from urllib.parse import urlsplit
 
 MAX_URL_LENGTH = 2048
 ALLOWED_SCHEMES = frozenset({"http", "https"})
+# The OpenAPI document publishes this pattern as the URL's shape: http(s), an authority
+# that names a host (not a port alone) and carries no user info, then anything else,
+# with no C0 control character or DEL anywhere.
+_ANY = r"[^\x00-\x1f\x7f]"
+_AUTHORITY = r"[^:/?#@\x00-\x1f\x7f][^/?#@\x00-\x1f\x7f]*"
+URL_PATTERN = rf"^[Hh][Tt][Tt][Pp][Ss]?://{_AUTHORITY}([/?#]{_ANY}*)?$"
+_URL_SHAPE = re.compile(URL_PATTERN)
 # C0 controls (tab, CR and LF included) and DEL: urlsplit silently drops some of them,
 # so a URL that reads one way in a log would be requested another way.
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
@@ -37,5 +45,7 @@ def check_webhook_url_syntax(value: Any) -> Any:
         raise ValueError("webhookUrl must name a host")
     if parts.username is not None or parts.password is not None:
         raise ValueError("webhookUrl must not carry credentials")
+    if not _URL_SHAPE.fullmatch(value):
+        raise ValueError("webhookUrl must be http(s)://host[:port][/path][?query][#fragment]")
     del port
     return value

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import asdict
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIRouter
 from redis.exceptions import ClusterError, OutOfMemoryError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError as RedisResponseError
@@ -216,7 +216,31 @@ class ProblemRoute(APIRoute):
 
 
 def _handle(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, HTTPException) and exc.status_code == 405:
+        allow = _allow(request)
+        if allow is not None:
+            exc = HTTPException(405, exc.detail, headers={"Allow": allow})
     return error_response(exc, _where(request))
+
+
+def route_methods(routers: Iterable[APIRouter]) -> dict[str, frozenset[str]]:
+    """Each path template's methods across the routes that serve it (GET and POST
+    /schedules are two routes): a 405's `Allow`. Kept in `app.state.route_methods`."""
+    table: dict[str, set[str]] = {}
+    for router in routers:
+        for route in router.routes:
+            if isinstance(route, APIRoute) and route.methods:
+                table.setdefault(route.path, set()).update(route.methods)
+    return {path: frozenset(methods) for path, methods in table.items()}
+
+
+def _allow(request: Request) -> str | None:
+    """The `Allow` of a 405: Starlette names the methods of the first route whose path
+    matched only; this names those of every route with that route's path template."""
+    route = request.scope.get("route")
+    table: dict[str, frozenset[str]] = getattr(request.app.state, "route_methods", {})
+    methods = table.get(getattr(route, "path", ""))
+    return ", ".join(sorted(methods)) if methods else None
 
 
 def install_problem_handlers(app: FastAPI) -> None:

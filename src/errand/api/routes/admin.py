@@ -9,11 +9,11 @@ from fastapi import APIRouter, Depends, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
+from errand.api.admin_schemas import DeadLetterPage, DeadLetterRetried, QueuesPublic
 from errand.api.deps import Services, services
 from errand.api.http.problems import ProblemRoute
 from errand.api.http.responses import ResponseError, json_response, problem
 from errand.api.routes._openapi import problems
-from errand.api.schemas import DeadLetterPage
 from errand.clock import iso_ms
 from errand.keys import QueueName
 from errand.metrics.jobs import record_dlq_retry
@@ -56,7 +56,7 @@ def require_admin(request: Request, svc: Services = Depends(services)) -> None:
 guarded = APIRouter(dependencies=[Depends(require_admin)], route_class=ProblemRoute)
 
 
-@guarded.get("/dlq", response_model=DeadLetterPage, responses=problems(401, 403, 422))
+@guarded.get("/dlq", response_model=DeadLetterPage)
 async def get_dlq(
     queue: QueueName | None = Query(default=None),
     limit: int = Query(default=50, ge=1, le=500),
@@ -85,7 +85,12 @@ async def get_dlq(
     )
 
 
-@guarded.post("/dlq/{job_id}/retry", status_code=202, responses=problems(401, 403, 404, 409))
+@guarded.post(
+    "/dlq/{job_id}/retry",
+    status_code=202,
+    response_model=DeadLetterRetried,
+    responses=problems(409),
+)
 async def post_dlq_retry(job_id: str, svc: Services = Depends(services)) -> Response:
     """Run a dead-lettered job again with a fresh set of attempts (and a new webhook round)."""
     await retry_with_new_webhook_round(svc, job_id)
@@ -104,14 +109,14 @@ async def retry_with_new_webhook_round(svc: Services, job_id: str) -> None:
     await states.await_next_round(job_id, last_round)
 
 
-@guarded.delete("/dlq/{job_id}", status_code=204, responses=problems(401, 403, 404, 409))
+@guarded.delete("/dlq/{job_id}", status_code=204, responses=problems(409))
 async def delete_dlq(job_id: str, svc: Services = Depends(services)) -> Response:
     """Drop a dead-lettered job for good."""
     await delete_dead_letter(svc.queues, job_id)
     return Response(status_code=204)
 
 
-@guarded.get("/queues", responses=problems(401, 403))
+@guarded.get("/queues", response_model=QueuesPublic)
 async def get_queues(svc: Services = Depends(services)) -> Response:
     """Counts per state for every queue, dead-lettered included, and the live workers."""
     workers = await live_workers(svc.redis, svc.queues.keys, svc.settings)

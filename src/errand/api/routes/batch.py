@@ -26,7 +26,7 @@ from errand.api.http.body import parse_json_object, read_body, validate_body
 from errand.api.http.problems import errand_problem
 from errand.api.http.responses import json_response
 from errand.api.polling import accepted, check_room
-from errand.api.routes._openapi import json_body, problems
+from errand.api.routes._openapi import json_body, problem
 from errand.api.routes.notifications import count_recipient
 from errand.api.schemas import BatchCreate, BatchResults, NotificationCreate
 from errand.errors import ErrandError, FieldError, InvalidInput, MalformedBody, RecipientLimited
@@ -52,9 +52,11 @@ class _Item:
 
 @router.post(
     "/notifications/batch",
-    response_model=BatchResults,
     openapi_extra=json_body(BatchCreate),
-    responses=problems(400, 413, 422, 503),
+    responses={
+        200: {"model": BatchResults, "description": "One result per item, in request order."},
+        **problem(413, "The body is over the batch limit (1 MiB; ERRAND_MAX_BATCH_BYTES)."),
+    },
 )
 async def create_batch(
     request: Request, svc: Services = Depends(services), caller: Caller = Depends(current_caller)

@@ -9,14 +9,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from errand.access.clients import Client, IssuedKey, LimitOverrides, RateLimit
+from errand.api.admin_schemas import (
+    ClientCreate,
+    ClientCreated,
+    ClientList,
+    ClientPublic,
+    KeyCreated,
+)
 from errand.api.deps import Services, services
 from errand.api.gate import Gate
 from errand.api.http.body import read_json_object, validate_body
 from errand.api.http.problems import ProblemRoute
 from errand.api.http.responses import json_response
-from errand.api.routes._openapi import json_body, problems
+from errand.api.routes._openapi import json_body
 from errand.api.routes.admin import require_admin
-from errand.api.schemas import ClientCreate, ClientCreated, ClientPublic, KeyCreated
 from errand.clock import iso_ms
 from errand.queue.schedules import delete_client_schedules
 
@@ -59,7 +65,6 @@ def _key_view(issued: IssuedKey) -> dict[str, Any]:
     status_code=201,
     response_model=ClientCreated,
     openapi_extra=json_body(ClientCreate),
-    responses=problems(400, 401, 403, 413, 422),
 )
 async def create_client(request: Request, svc: Services = Depends(services)) -> Response:
     """A new client and its first API key, shown in this answer only."""
@@ -75,14 +80,14 @@ async def create_client(request: Request, svc: Services = Depends(services)) -> 
     return json_response({**view, "keyId": issued.key_id, "apiKey": issued.api_key}, 201)
 
 
-@router.get("", responses=problems(401, 403))
+@router.get("", response_model=ClientList)
 async def list_clients(svc: Services = Depends(services)) -> Response:
     """Every client with its key ids (never a key)."""
     found = await svc.gate.store.all()
     return json_response({"items": [client_view(svc.gate, c) for c in found]})
 
 
-@router.get("/{client_id}", response_model=ClientPublic, responses=problems(401, 403, 404))
+@router.get("/{client_id}", response_model=ClientPublic)
 async def get_client(client_id: str, svc: Services = Depends(services)) -> Response:
     """One client with its key ids (never a key)."""
     return json_response(client_view(svc.gate, await svc.gate.store.get(client_id)))
@@ -92,21 +97,20 @@ async def get_client(client_id: str, svc: Services = Depends(services)) -> Respo
     "/{client_id}/keys",
     status_code=201,
     response_model=KeyCreated,
-    responses=problems(401, 403, 404),
 )
 async def add_key(client_id: str, svc: Services = Depends(services)) -> Response:
     """Another key for the client (rotation: add, switch, revoke the old one)."""
     return json_response(_key_view(await svc.gate.store.add_key(client_id)), 201)
 
 
-@router.delete("/{client_id}/keys/{key_id}", status_code=204, responses=problems(401, 403, 404))
+@router.delete("/{client_id}/keys/{key_id}", status_code=204)
 async def revoke_key(client_id: str, key_id: str, svc: Services = Depends(services)) -> Response:
     """Revoke one key; every API process refuses it within 2 s."""
     await svc.gate.store.revoke_key(client_id, key_id)
     return Response(status_code=204)
 
 
-@router.delete("/{client_id}", status_code=204, responses=problems(401, 403, 404))
+@router.delete("/{client_id}", status_code=204)
 async def delete_client(client_id: str, svc: Services = Depends(services)) -> Response:
     """Delete the client, revoke all its keys and delete its schedules; its jobs run to the
     end. The client goes first, so a 404 leaves everything as it was."""

@@ -14,10 +14,10 @@ from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
 from errand import __version__
+from errand.api.admin_schemas import AdminJobPage, AdminJobPublic
 from errand.api.deps import Services, services
 from errand.api.http.problems import ProblemRoute
 from errand.api.http.responses import json_response
-from errand.api.routes._openapi import problems
 from errand.api.routes.admin import require_admin
 from errand.errors import NotFound
 from errand.keys import QueueName
@@ -78,7 +78,7 @@ def admin_job_view(snap: JobSnapshot) -> dict[str, object]:
     }
 
 
-@router.get("/jobs", dependencies=[Depends(require_admin)], responses=problems(401, 403, 422))
+@router.get("/jobs", dependencies=[Depends(require_admin)], response_model=AdminJobPage)
 async def get_recent_jobs(
     queue: QueueName | None = Query(default=None),
     limit: int = Query(default=20, ge=1, le=100),
@@ -89,9 +89,7 @@ async def get_recent_jobs(
     return json_response({"items": [admin_job_view(s) for s in snaps]})
 
 
-@router.get(
-    "/jobs/{job_id}", dependencies=[Depends(require_admin)], responses=problems(401, 403, 404)
-)
+@router.get("/jobs/{job_id}", dependencies=[Depends(require_admin)], response_model=AdminJobPublic)
 async def get_admin_job(job_id: str, svc: Services = Depends(services)) -> Response:
     """One job with its data, attempts, error and webhook delivery."""
     return json_response(admin_job_view(await svc.queues.snapshot(job_id)))

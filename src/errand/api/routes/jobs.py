@@ -12,9 +12,9 @@ from errand.api.deps import Services, services
 from errand.api.gate import ClientRoute
 from errand.api.http.responses import json_response
 from errand.api.polling import retry_after_s, status_response
-from errand.api.routes._openapi import problems
+from errand.api.routes._openapi import canceled_job, event_stream, job_status
 from errand.api.schemas import JobPublic
-from errand.api.waiting import SSE_RESPONSES, WaitSeconds, event_stream, long_poll
+from errand.api.waiting import WaitSeconds, long_poll, sse_response
 from errand.queue.snapshot import JobSnapshot
 from errand.queue.views import job_view
 
@@ -26,7 +26,7 @@ def job_response(svc: Services, snap: JobSnapshot) -> Response:
     return status_response(svc.settings, snap, job_view(snap))
 
 
-@router.get("/jobs/{job_id}", response_model=JobPublic, responses=problems(401, 404, 422, 429))
+@router.get("/jobs/{job_id}", responses=job_status(JobPublic))
 async def get_job(
     request: Request,
     job_id: str,
@@ -40,7 +40,7 @@ async def get_job(
     return await long_poll(request, svc, caller, job_id, wait, job_view)
 
 
-@router.get("/jobs/{job_id}/events", responses={**SSE_RESPONSES, **problems(401, 404, 429)})
+@router.get("/jobs/{job_id}/events", **event_stream(JobPublic))
 async def job_events(
     job_id: str, svc: Services = Depends(services), caller: Caller = Depends(current_caller)
 ) -> Response:
@@ -49,13 +49,12 @@ async def job_events(
     A reconnecting client (Last-Event-ID) first gets the job as it is now, so it misses
     no state: each event carries the whole job view, not a delta.
     """
-    return await event_stream(svc, caller, job_id, job_view)
+    return await sse_response(svc, caller, job_id, job_view)
 
 
 @router.post(
     "/jobs/{job_id}/cancel",
-    response_model=JobPublic,
-    responses={202: {"model": JobPublic}, **problems(404, 409)},
+    responses=canceled_job(JobPublic),
 )
 async def cancel(
     job_id: str, svc: Services = Depends(services), caller: Caller = Depends(current_caller)

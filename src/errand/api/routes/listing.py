@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
+from pydantic import WithJsonSchema
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -15,8 +16,7 @@ from errand.api.caller import Caller, current_caller
 from errand.api.deps import Services, services
 from errand.api.gate import ClientRoute
 from errand.api.http.responses import json_response
-from errand.api.routes._openapi import problems
-from errand.api.schemas import USER_ID_MAX, JobPage
+from errand.api.schemas import REPORT_TYPE_PATTERN, USER_ID_MAX, JobPage
 from errand.errors import FieldError, InvalidInput
 from errand.keys import QueueName
 from errand.queue.jobindex import LISTED_QUEUES
@@ -27,25 +27,56 @@ router = APIRouter(tags=["jobs"], route_class=ClientRoute)
 
 STATUSES = ("scheduled", "waiting", "active", "completed", "failed", "canceled", "expired")
 LIMIT_DEFAULT, LIMIT_MAX = 20, 100
-_TYPE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_TYPE = re.compile(REPORT_TYPE_PATTERN)
 _PARAMS = ("queue", "status", "type", "userId", "createdAfter", "createdBefore", "limit", "cursor")
+_ONE_STATUS = "|".join(STATUSES)
+_STATUSES = f"^({_ONE_STATUS})(,({_ONE_STATUS}))*$"
 
 
-@router.get("/jobs", response_model=JobPage, responses=problems(422))
+def _schema(**schema: object) -> WithJsonSchema:
+    """A query parameter's schema as the document states it (this route checks its own
+    parameters, so that each bad one is named in its 422)."""
+    return WithJsonSchema({"type": "string", **schema})
+
+
+@router.get("/jobs", response_model=JobPage)
 async def list_jobs(
     request: Request,
-    queue: Annotated[str | None, Query(description="`reports` or `notifications`")] = None,
-    status: Annotated[str | None, Query(description="statuses, comma-separated")] = None,
-    kind: Annotated[str | None, Query(alias="type")] = None,
-    user_id: Annotated[str | None, Query(alias="userId")] = None,
+    queue: Annotated[str | None, Query(), _schema(enum=[str(q) for q in LISTED_QUEUES])] = None,
+    status: Annotated[
+        str | None, Query(description="Statuses, comma-separated."), _schema(pattern=_STATUSES)
+    ] = None,
+    kind: Annotated[
+        str | None,
+        Query(alias="type", description="A notification's type or a report's reportType."),
+        _schema(pattern=REPORT_TYPE_PATTERN),
+    ] = None,
+    user_id: Annotated[
+        str | None, Query(alias="userId"), _schema(minLength=1, maxLength=USER_ID_MAX)
+    ] = None,
     created_after: Annotated[
-        str | None, Query(alias="createdAfter", description="ISO 8601, exclusive")
+        str | None,
+        Query(alias="createdAfter", description="Exclusive; without an offset, UTC."),
+        _schema(format="date-time"),
     ] = None,
     created_before: Annotated[
-        str | None, Query(alias="createdBefore", description="ISO 8601, exclusive")
+        str | None,
+        Query(alias="createdBefore", description="Exclusive; without an offset, UTC."),
+        _schema(format="date-time"),
     ] = None,
-    limit: Annotated[str | None, Query(description="1-100, default 20")] = None,
-    cursor: Annotated[str | None, Query(description="`nextCursor` of the page before")] = None,
+    limit: Annotated[
+        str | None,
+        Query(description=f"Jobs per page, default {LIMIT_DEFAULT}."),
+        _schema(type="integer", minimum=1, maximum=LIMIT_MAX),
+    ] = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            description="The `nextCursor` of the page before, with the same filters "
+            "(a cursor this server did not make: 422)."
+        ),
+        _schema(),
+    ] = None,
     svc: Services = Depends(services),
     caller: Caller = Depends(current_caller),
 ) -> Response:
@@ -85,7 +116,7 @@ def job_filter(
     statuses = frozenset(status.split(",")) if status is not None else frozenset()
     if status is not None and not statuses <= set(STATUSES):
         errors.append(FieldError("status", f"each status must be one of {', '.join(STATUSES)}"))
-    if kind is not None and not _TYPE.match(kind):
+    if kind is not None and not _TYPE.fullmatch(kind):
         errors.append(FieldError("type", "must be 1-64 characters of A-Z a-z 0-9 _ . -"))
     if user_id is not None and not 1 <= len(user_id) <= USER_ID_MAX:
         errors.append(FieldError("userId", f"must be 1-{USER_ID_MAX} characters"))

@@ -14,9 +14,9 @@ from errand.api.gate import ClientRoute
 from errand.api.http.body import read_json_object, validate_body
 from errand.api.idempotency import idempotent
 from errand.api.polling import accepted, check_room, status_response
-from errand.api.routes._openapi import json_body, problems
+from errand.api.routes._openapi import accepted_job, event_stream, job_status, json_body
 from errand.api.schemas import NotificationAccepted, NotificationCreate, NotificationPublic
-from errand.api.waiting import SSE_RESPONSES, WaitSeconds, event_stream, long_poll
+from errand.api.waiting import WaitSeconds, long_poll, sse_response
 from errand.errors import NotFound, RecipientLimited
 from errand.keys import QueueName, queue_of
 from errand.queue.producers import enqueue_notification
@@ -29,9 +29,10 @@ router = APIRouter(tags=["notifications"], route_class=ClientRoute)
 @router.post(
     "/notifications",
     status_code=202,
-    response_model=NotificationAccepted,
-    openapi_extra=json_body(NotificationCreate),
-    responses=problems(400, 401, 409, 413, 415, 422, 429, 503),
+    openapi_extra=json_body(NotificationCreate, idempotent=True),
+    responses=accepted_job(
+        NotificationAccepted, "/notifications/{jobId}: the notification's status."
+    ),
 )
 async def create_notification(
     request: Request, svc: Services = Depends(services), caller: Caller = Depends(current_caller)
@@ -74,11 +75,7 @@ async def count_recipient(svc: Services, caller: Caller, user_id: str) -> None:
         )
 
 
-@router.get(
-    "/notifications/{job_id}",
-    response_model=NotificationPublic,
-    responses=problems(401, 404, 422, 429),
-)
+@router.get("/notifications/{job_id}", responses=job_status(NotificationPublic))
 async def get_notification(
     request: Request,
     job_id: str,
@@ -94,14 +91,12 @@ async def get_notification(
     return await long_poll(request, svc, caller, job_id, wait, notification_view)
 
 
-@router.get(
-    "/notifications/{job_id}/events", responses={**SSE_RESPONSES, **problems(401, 404, 429)}
-)
+@router.get("/notifications/{job_id}/events", **event_stream(NotificationPublic))
 async def notification_events(
     job_id: str, svc: Services = Depends(services), caller: Caller = Depends(current_caller)
 ) -> Response:
     """Server-Sent Events of the notification view, as GET /jobs/{job_id}/events."""
-    return await event_stream(svc, caller, notification_id(job_id), notification_view)
+    return await sse_response(svc, caller, notification_id(job_id), notification_view)
 
 
 def notification_id(job_id: str) -> str:

@@ -11,6 +11,7 @@ from starlette.responses import PlainTextResponse, Response
 from errand.api.deps import Services, services
 from errand.api.http.problems import ProblemRoute
 from errand.api.http.responses import json_response, problem
+from errand.api.schemas import Health, Ready
 from errand.metrics.gauges import QueueGauges
 from errand.metrics.registry import CONTENT_TYPE
 
@@ -19,13 +20,17 @@ router = APIRouter(tags=["operations"], route_class=ProblemRoute)
 READY_TIMEOUT_S = 1.0
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Health)
 async def healthz() -> Response:
     """200 while the process lives."""
     return json_response({"status": "ok"})
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=Ready,
+    responses={503: {"description": "Redis does not answer (no Retry-After: a probe)."}},
+)
 async def readyz(svc: Services = Depends(services)) -> Response:
     """200 when Redis answers within a second, 503 with the reason otherwise."""
     try:

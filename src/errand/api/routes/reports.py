@@ -14,8 +14,8 @@ from errand.api.gate import ClientRoute
 from errand.api.http.body import read_json_object, validate_body
 from errand.api.idempotency import idempotent
 from errand.api.polling import accepted, check_room
-from errand.api.routes._openapi import json_body, problems
-from errand.api.schemas import ReportAccepted, ReportCreate
+from errand.api.routes._openapi import accepted_job, json_body, problems
+from errand.api.schemas import ReportAccepted, ReportCreate, ReportResult
 from errand.errors import Conflict, NotFound
 from errand.keys import QueueName, queue_of
 from errand.queue.producers import enqueue_report
@@ -28,9 +28,8 @@ router = APIRouter(tags=["reports"], route_class=ClientRoute)
 @router.post(
     "/reports",
     status_code=202,
-    response_model=ReportAccepted,
-    openapi_extra=json_body(ReportCreate),
-    responses=problems(400, 401, 409, 413, 415, 422, 429, 503),
+    openapi_extra=json_body(ReportCreate, idempotent=True),
+    responses=accepted_job(ReportAccepted, "/jobs/{jobId}: the job's status."),
 )
 async def create_report(
     request: Request, svc: Services = Depends(services), caller: Caller = Depends(current_caller)
@@ -63,10 +62,7 @@ async def accept(svc: Services, caller: Caller, body: dict[str, Any]) -> Respons
     return accepted(svc.settings, QueueName.REPORTS, status_url, content)
 
 
-@router.get(
-    "/reports/{job_id}/result",
-    responses=problems(401, 404, 409, 429),
-)
+@router.get("/reports/{job_id}/result", response_model=ReportResult, responses=problems(409))
 async def get_report_result(
     job_id: str, svc: Services = Depends(services), caller: Caller = Depends(current_caller)
 ) -> Response:

@@ -11,7 +11,7 @@ from errand.api.deps import Services, services
 from errand.api.gate import ClientRoute
 from errand.api.http.body import read_json_object
 from errand.api.http.responses import json_response
-from errand.api.routes._openapi import json_body, problems
+from errand.api.routes._openapi import created, json_body
 from errand.api.schedule_schemas import ScheduleCreate, ScheduleList, SchedulePublic, parse_schedule
 from errand.queue.schedules import (
     create_schedule,
@@ -28,9 +28,8 @@ router = APIRouter(tags=["schedules"], route_class=ClientRoute)
 @router.post(
     "/schedules",
     status_code=201,
-    response_model=SchedulePublic,
     openapi_extra=json_body(ScheduleCreate),
-    responses=problems(400, 413, 422, 503),
+    responses=created(SchedulePublic, "/schedules/{scheduleId}: the schedule."),
 )
 async def post_schedule(
     request: Request, svc: Services = Depends(services), caller: Caller = Depends(current_caller)
@@ -53,7 +52,7 @@ async def get_schedules(
     return json_response({"items": [schedule_view(s) for s in found]})
 
 
-@router.get("/schedules/{schedule_id}", response_model=SchedulePublic, responses=problems(404))
+@router.get("/schedules/{schedule_id}", response_model=SchedulePublic)
 async def get_one_schedule(
     schedule_id: str, svc: Services = Depends(services), caller: Caller = Depends(current_caller)
 ) -> Response:
@@ -62,7 +61,7 @@ async def get_one_schedule(
     return json_response(schedule_view(schedule))
 
 
-@router.delete("/schedules/{schedule_id}", status_code=204, responses=problems(404))
+@router.delete("/schedules/{schedule_id}", status_code=204)
 async def remove_schedule(
     schedule_id: str, svc: Services = Depends(services), caller: Caller = Depends(current_caller)
 ) -> Response:
