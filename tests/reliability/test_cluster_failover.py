@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from errand.keys import ANONYMOUS_CLIENT, QueueName, partition_for
+from errand.keys import QueueName, partition_for
 from errand.server.embedded import EmbeddedValkey
 from support.cluster import FAILOVER_NODE_TIMEOUT_MS, ValkeyCluster
 from support.processes import Processes, env_for, wait_log
@@ -90,7 +90,7 @@ def victim(cluster: ValkeyCluster, stack: Stack) -> EmbeddedValkey:
     """A master that holds some partitions but not the client's own slot or the base
     slot: its death must not stop what lives elsewhere."""
     keys = stack.keys
-    spared = {cluster.master_of(keys.client_prefix(ANONYMOUS_CLIENT)).port}
+    spared = {cluster.master_of(keys.client_prefix(stack.client_id)).port}
     return next(node for node in cluster.masters() if node.port not in spared)
 
 
@@ -146,7 +146,7 @@ def summary(load: Load, killed_at: float, failover_s: float, lost: list[str]) ->
 
 
 def on_dead(stack: Stack, load: Load, user: str) -> bool:
-    return partition_for(ANONYMOUS_CLIENT, user, stack.settings.partitions) in load.dead_partitions
+    return partition_for(stack.client_id, user, stack.settings.partitions) in load.dead_partitions
 
 
 def refusal_figures(stack: Stack, load: Load) -> str:
