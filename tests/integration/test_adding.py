@@ -32,7 +32,7 @@ async def test_a_job_added_by_errand_is_the_job_bullmq_adds(
     await stack.stop_workers()
     queues: JobQueues = stack.app.state.services.queues
     queue = QueueName.NOTIFICATIONS
-    data = {"clientId": "anonymous", "type": "welcome", "userId": "u-1"}
+    data = {"clientId": stack.client_id, "type": "welcome", "userId": "u-1"}
     ours, theirs = new_job_id(queue), new_job_id(queue)
     base = queues.job_options(queue, ours)
     [added] = await queues.add_many(queue, [JobSpec("welcome", data, {**base, **extra})])
@@ -56,5 +56,5 @@ async def test_jobs_and_index_entries_survive_a_flushed_script_cache(stack: Stac
     assert len(created) == 7
     listed = (await stack.http.get("/jobs?limit=100")).json()["items"]
     assert {item["jobId"] for item in listed} == created
-    index = stack.keys.job_index("anonymous", QueueName.NOTIFICATIONS)
+    index = stack.keys.job_index(stack.client_id, QueueName.NOTIFICATIONS)
     assert await stack.redis.zcard(index) == 6

@@ -23,7 +23,9 @@ async def batch(stack: Stack, items: list[Any]) -> list[dict[str, Any]]:
 
 
 async def indexed(stack: Stack) -> int:
-    return int(await stack.redis.zcard(stack.keys.job_index("anonymous", QueueName.NOTIFICATIONS)))
+    return int(
+        await stack.redis.zcard(stack.keys.job_index(stack.client_id, QueueName.NOTIFICATIONS))
+    )
 
 
 async def test_a_refused_item_does_not_stop_the_others_and_order_is_kept(stack: Stack) -> None:
@@ -115,7 +117,7 @@ async def test_a_key_twice_in_one_batch(stack: Stack) -> None:
 
 
 async def test_a_key_in_flight_is_a_409_item(stack: Stack) -> None:
-    record = stack.keys.idempotency("anonymous", "notifications", "busy")
+    record = stack.keys.idempotency(stack.client_id, "notifications", "busy")
     body = {"type": "welcome", "userId": "u-1"}
     pending = orjson.dumps({"state": "pending", "fp": fingerprint(body), "token": "t"})
     await stack.redis.set(record, pending, ex=60)

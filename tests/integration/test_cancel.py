@@ -126,7 +126,7 @@ async def test_active_report_canceled_from_another_api_process(
     await wait_for(lambda: view(stack, path), lambda v: v["progress"] >= 10, 5, "progress")
     async with (
         serve_api(stack.settings) as other_url,
-        httpx.AsyncClient(base_url=other_url) as other,
+        httpx.AsyncClient(base_url=other_url, auth=stack.http.auth) as other,
     ):
         asked = await cancel(other, job_id, 202)
     assert (asked["status"], asked["cancelRequested"]) == ("active", True)
@@ -137,7 +137,7 @@ async def test_active_report_canceled_from_another_api_process(
     assert done["progress"] < 100 and done["deadLettered"] is False
     result = await stack.http.get(f"/reports/{job_id}/result")
     assert result.status_code == 409 and result.json()["jobStatus"] == "canceled"
-    assert not await stack.redis.exists(stack.keys.report_result("anonymous", job_id))
+    assert not await stack.redis.exists(stack.keys.report_result(stack.client_id, job_id))
     [event] = await receiver.wait_for("/rep")
     assert event.payload["type"] == "report.canceled"
     assert event.payload["data"]["status"] == "canceled"

@@ -107,11 +107,17 @@ async def test_keep_alive_requests_each_get_their_answer(served: tuple[App, int]
 
 # --- the trailer section of a chunked body (the lines after its last chunk) -----------
 
-REPORT_HEAD = (
-    b"POST /reports HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-    b"transfer-encoding: chunked\r\n\r\n"
-)
 REPORT_BODY = b'{"userId": "u-trailer", "reportType": "activity"}'
+
+
+def report_head(stack: Stack) -> bytes:
+    """The head of a chunked POST /reports that sends the stack client's key."""
+    assert stack.client is not None
+    return (
+        b"POST /reports HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"authorization: Bearer %s\r\ntransfer-encoding: chunked\r\n\r\n"
+        % stack.client.api_key.encode()
+    )
 
 
 def chunked(body: bytes, size: int) -> bytes:
@@ -120,15 +126,16 @@ def chunked(body: bytes, size: int) -> bytes:
     return b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in parts)
 
 
-async def send_endless_trailers(port: int, piece: bytes) -> tuple[bytes, int, float]:
+async def send_endless_trailers(stack: Stack, piece: bytes) -> tuple[bytes, int, float]:
     """Send a chunked POST whose trailer section keeps coming, a KiB or so at a time, until
     the server answers and closes; the answer, the trailer bytes sent, the seconds taken."""
+    port = int(stack.base_url.rsplit(":", 1)[1])
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     answer = asyncio.create_task(reader.read())  # everything until the server closes
     started = asyncio.get_running_loop().time()
     sent = 0
     with contextlib.closing(writer):
-        writer.write(REPORT_HEAD + chunked(REPORT_BODY, 16) + b"0\r\nx-endless: ")
+        writer.write(report_head(stack) + chunked(REPORT_BODY, 16) + b"0\r\nx-endless: ")
         with contextlib.suppress(ConnectionError):
             while not answer.done() and sent < 4 * 1024 * 1024:
                 writer.write(piece)
@@ -145,8 +152,7 @@ async def send_endless_trailers(port: int, piece: bytes) -> tuple[bytes, int, fl
     ids=["endless-trailer-lines", "one-endless-trailer-line"],
 )
 async def test_a_trailer_section_that_never_ends_is_cut_off(stack: Stack, piece: bytes) -> None:
-    port = int(stack.base_url.rsplit(":", 1)[1])
-    reply, sent, seconds = await send_endless_trailers(port, piece)
+    reply, sent, seconds = await send_endless_trailers(stack, piece)
     assert reply.startswith(b"HTTP/1.1 431"), reply[:200]
     assert b"application/problem+json" in reply and b"trailer section" in reply
     assert sent < MAX_TRAILER_BYTES + 128 * 1024, sent  # the limit, one read, and the pacing
@@ -159,7 +165,7 @@ async def test_a_chunked_body_with_a_small_trailer_is_served(stack: Stack) -> No
     port = int(stack.base_url.rsplit(":", 1)[1])
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     with contextlib.closing(writer):
-        writer.write(REPORT_HEAD + chunked(REPORT_BODY, 1) + b"0\r\nx-checksum: abc\r\n\r\n")
+        writer.write(report_head(stack) + chunked(REPORT_BODY, 1) + b"0\r\nx-checksum: abc\r\n\r\n")
         await writer.drain()
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     assert head.startswith(b"HTTP/1.1 202"), head
@@ -174,7 +180,7 @@ async def test_a_trailer_section_under_the_limit_is_served_however_it_arrives(
     assert 12 * 1024 < len(trailers) < MAX_TRAILER_BYTES
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     with contextlib.closing(writer):
-        writer.write(REPORT_HEAD + chunked(REPORT_BODY, 16) + b"0\r\n")
+        writer.write(report_head(stack) + chunked(REPORT_BODY, 16) + b"0\r\n")
         for start in range(0, len(trailers), 1000):  # one read per piece, as a slow client
             writer.write(trailers[start : start + 1000])
             await writer.drain()

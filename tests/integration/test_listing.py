@@ -213,7 +213,7 @@ async def test_a_job_created_after_the_first_page_is_left_out_whatever_its_clock
     oldest = min(item["createdAt"] for item in first["items"])
     behind_ms = int(datetime.fromisoformat(oldest).timestamp() * 1000) - 1
     opts = queues.job_options(QueueName.NOTIFICATIONS, new_job_id(QueueName.NOTIFICATIONS))
-    data = {"clientId": "anonymous", "type": "welcome", "userId": "late"}
+    data = {"clientId": stack.client_id, "type": "welcome", "userId": "late"}
     [late] = await queues.add_many(
         QueueName.NOTIFICATIONS, [JobSpec("welcome", data, {**opts, "timestamp": behind_ms})]
     )
@@ -231,7 +231,10 @@ async def test_every_api_process_accepts_the_others_cursors(stack: Stack) -> Non
     batch = [{"type": "welcome", "userId": f"u-{i}"} for i in range(9)]
     await stack.http.post("/notifications/batch", json={"items": batch})
     second_api = serve_api(stack.settings, create_app(stack.settings))
-    async with second_api as other_url, httpx.AsyncClient(base_url=other_url) as other:
+    async with (
+        second_api as other_url,
+        httpx.AsyncClient(base_url=other_url, auth=stack.http.auth) as other,
+    ):
         page = (await stack.http.get("/jobs?limit=4")).json()
         listed = [item["jobId"] for item in page["items"]]
         turn = 0
@@ -276,7 +279,7 @@ async def test_a_deduplicated_report_leaves_no_index_entry(stack: Stack) -> None
     first = await stack.http.post("/reports", json={"userId": "u", "reportType": "activity"})
     again = await stack.http.post("/reports", json={"userId": "u", "reportType": "activity"})
     assert again.json()["deduplicated"] and again.json()["jobId"] == first.json()["jobId"]
-    index = stack.keys.job_index("anonymous", QueueName.REPORTS)
+    index = stack.keys.job_index(stack.client_id, QueueName.REPORTS)
     assert await stack.redis.zcard(index) == 1
     assert ids_of(await list_all(stack)) == {first.json()["jobId"]}
 
@@ -288,7 +291,7 @@ async def test_jobs_removed_by_retention_leave_the_listing_and_the_index(stack: 
         for i in range(5)
     }
     await settled(stack, old)
-    index = stack.keys.job_index("anonymous", QueueName.NOTIFICATIONS)
+    index = stack.keys.job_index(stack.client_id, QueueName.NOTIFICATIONS)
     cutoff = datetime.now(UTC) + timedelta(seconds=1.5)
 
     # BullMQ removes completed jobs by age when later jobs of the same queue (partition)
@@ -310,7 +313,7 @@ async def test_jobs_removed_by_retention_leave_the_listing_and_the_index(stack: 
     await wait_for(old_jobs_removed, timeout_s=20, what="BullMQ's age removal")
     # a write prunes the sets it touches: u-0's set held only a removed job
     fresh = await post(stack, "/notifications", {"type": "welcome", "userId": "u-0"})
-    by_user = stack.keys.job_index_by("anonymous", QueueName.NOTIFICATIONS, "user", "u-0")
+    by_user = stack.keys.job_index_by(stack.client_id, QueueName.NOTIFICATIONS, "user", "u-0")
     assert [m.rpartition(":")[0] for m in await stack.redis.zrange(by_user, 0, -1)] == [fresh]
     # a read drops the entries of removed jobs from the set it reads
     listed = ids_of(await list_all(stack))

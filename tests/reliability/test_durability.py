@@ -26,6 +26,7 @@ import pytest
 import redis
 
 from errand.keys import Keys
+from errand.secrets_store import load
 from errand.server.embedded import free_port
 from errand.settings import Settings
 from support.processes import Processes, errand_env, wait_log, wait_ready
@@ -131,7 +132,7 @@ def test_acknowledged_jobs_survive_kill_9_of_valkey_and_errand(
             timeout_s=90,
             what="every acknowledged job completed after the restart",
         )
-    outbox = redis.Redis.from_url(_redis_url(again))
+    outbox = redis.Redis.from_url(_redis_url(again, data_dir))
     try:
         keys = Keys(prefix, Settings().partitions)  # the partitions `errand up` ran with
         raw = [m for key in keys.outboxes() for m in outbox.lrange(key, 0, -1)]
@@ -149,8 +150,11 @@ def test_acknowledged_jobs_survive_kill_9_of_valkey_and_errand(
     assert again.terminate(timeout_s=60) == 0
 
 
-def _redis_url(up: Any) -> str:
-    """The embedded server's URL, from the banner `errand up` prints."""
-    match = re.search(r"redis://127\.0\.0\.1:\d+/0", wait_log(up, "Press Ctrl-C"))
+def _redis_url(up: Any, data_dir: Path) -> str:
+    """The embedded server's URL: its port from the banner `errand up` prints (which hides
+    the password), its password from the data dir's secrets file."""
+    match = re.search(r"redis://:\*\*\*@127\.0\.0\.1:(\d+)/0", wait_log(up, "Press Ctrl-C"))
     assert match, up.log()
-    return match.group(0)
+    stored = load(data_dir)
+    assert stored is not None and stored.redis_password
+    return f"redis://:{stored.redis_password}@127.0.0.1:{match.group(1)}/0"

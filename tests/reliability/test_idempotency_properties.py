@@ -193,7 +193,7 @@ async def test_dedup_and_idempotency_keys_hold_under_random_interleavings(api: S
         model = Model(uuid.uuid4().hex[:10])
         jobs_before = on_loop(total_jobs(api))
         with (
-            httpx.Client(base_url=api.base_url, timeout=20) as http,
+            httpx.Client(base_url=api.base_url, timeout=20, auth=api.http.auth) as http,
             ThreadPoolExecutor(max_workers=8) as pool,
         ):
             for step in program:

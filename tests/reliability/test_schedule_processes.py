@@ -51,7 +51,10 @@ async def test_one_run_per_tick_across_processes_and_none_after_delete(
         wait_log(proc, " started on ", timeout_s=60)
     for port, proc in zip(ports, apis, strict=True):
         wait_ready(f"http://127.0.0.1:{port}", proc)
-    first, second = (httpx.AsyncClient(base_url=f"http://127.0.0.1:{p}", timeout=30) for p in ports)
+    first, second = (
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{p}", timeout=30, auth=api.http.auth)
+        for p in ports
+    )
     async with first, second:
         schedule_id = await create(first, EVERY_SECOND)
         sent = await wait_for(
