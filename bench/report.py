@@ -22,4 +22,5 @@ class Report:
     rss: dict[str, Any] = field(default_factory=dict)
     scheduled: dict[str, Any] = field(default_factory=dict)
     listing: dict[str, Any] = field(default_factory=dict)
+    cluster: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)

@@ -16,6 +16,8 @@ Sections (all by default):
            (compare with the drain section's fast engine)
   listing  100,000 notifications through POST /notifications/batch (batches of
            1,000), then GET /jobs pages over that one client's jobs
+  cluster  (off by default: --only cluster) drain on one Valkey with 1 and 16 partitions
+           and on Valkey clusters of 1, 2 and 3 masters, per Redis core used (cluster.py)
   --reference adds the Node reference (Express + Node BullMQ) on its own Valkey.
 """
 
@@ -37,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness
 import redis as redis_sync
+from cluster import cluster_section
 from drain import DrainResult, drain
 from httpload import ensure_wrk, load
 from latency import start_and_longpoll, waiting_strategies
@@ -98,6 +101,8 @@ def options() -> argparse.Namespace:
     parser.add_argument(
         "--listing-jobs", type=int, default=100_000, help="notifications the listing section adds"
     )
+    parser.add_argument("--cluster-jobs", type=int, default=20_000, help="per cluster drain")
+    parser.add_argument("--cluster-workers", type=int, default=2, help="cluster drain workers")
     parser.add_argument("--json", type=Path, help="write every number here too")
     return parser.parse_args()
 
@@ -349,6 +354,24 @@ def listing_section(valkey: Any, args: argparse.Namespace, report: Report) -> No
     report.listing = asdict(result)
 
 
+def store_sections(
+    valkey: Any,
+    args: argparse.Namespace,
+    report: Report,
+    reference: tuple[Path, Any] | None,
+    sections: set[str],
+) -> None:
+    """The sections that drive workers and stores directly (no HTTP load)."""
+    if "drain" in sections:
+        drain_section(valkey, args, report, reference)
+    if "scheduled" in sections:
+        scheduled_section(valkey, args, report)
+    if "listing" in sections:
+        listing_section(valkey, args, report)
+    if "cluster" in sections:
+        report.cluster = [asdict(r) for r in cluster_section(args, say)]
+
+
 def valkey_version(url: str) -> str:
     info = redis_sync.Redis.from_url(url).info("server")
     return f"Valkey {info.get('valkey_version') or info.get('redis_version')}"
@@ -410,12 +433,8 @@ def main() -> int:
                 finally:
                     ref_api.stop()
                 redis_sync.Redis.from_url(ref_valkey.url).flushall()  # before its drain
-        if "drain" in sections:
-            drain_section(valkey, args, report, (ref_dir, ref_valkey) if ref_dir else None)
-        if "scheduled" in sections:
-            scheduled_section(valkey, args, report)
-        if "listing" in sections:
-            listing_section(valkey, args, report)
+        reference = (ref_dir, ref_valkey) if ref_dir else None
+        store_sections(valkey, args, report, reference, sections)
     finally:
         api.stop()
         report.load_after = harness.loadavg()

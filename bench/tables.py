@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cluster import cluster_lines
 from listing import ListingResult, listing_lines
 from report import Report
 from scheduled import scheduled_lines
@@ -105,6 +106,8 @@ def print_tables(report: Report) -> None:
         lines += scheduled_lines(report.scheduled, report.drains)
     if report.listing:
         lines += listing_lines(ListingResult(**report.listing))
+    if report.cluster:
+        lines += cluster_lines(report.cluster)
     for name, rss in report.rss.items():
         lines.append(f"RSS {name}: {', '.join(f'{r:.0f}' for r in rss)} MiB")
     lines += [f"note: {n}" for n in report.notes]

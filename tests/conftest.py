@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from errand.server.embedded import EmbeddedValkey
+from support.cluster import ValkeyCluster
 from support.stack import Stack, run_stack, test_settings
 
 
@@ -35,19 +36,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+def cluster_requested() -> bool:
+    """ERRAND_TEST_CLUSTER=1: the session's store is a 3-master Valkey Cluster, so every
+    test on the `valkey`/`stack` fixtures runs against a cluster (`redis+cluster://`)."""
+    return os.environ.get("ERRAND_TEST_CLUSTER") == "1"
+
+
 @pytest.fixture(scope="session")
-def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedValkey]:
-    """The embedded Valkey binary on a free port; every test isolates itself by key prefix."""
-    server = EmbeddedValkey(tmp_path_factory.mktemp("valkey"))
-    server.start()
+def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedValkey | ValkeyCluster]:
+    """The embedded Valkey binary on a free port (or a cluster of it, see
+    `cluster_requested`); every test isolates itself by key prefix."""
+    server: EmbeddedValkey | ValkeyCluster
+    if cluster_requested():
+        server = ValkeyCluster(tmp_path_factory.mktemp("session-cluster"))
+    else:
+        server = EmbeddedValkey(tmp_path_factory.mktemp("valkey"))
     try:
+        server.start()
         yield server
     finally:
         server.stop()
 
 
 @pytest.fixture
-def make_settings(valkey: EmbeddedValkey) -> Any:
+def make_settings(valkey: EmbeddedValkey | ValkeyCluster) -> Any:
     def make(**overrides: Any) -> Any:
         return test_settings(valkey.url, **overrides)
 

@@ -154,12 +154,7 @@ def partition_for(client_id: str, user_id: str, partitions: int) -> int:
 
 def key_slot(key: str) -> int:
     """The Redis Cluster slot of `key` (CRC16/XMODEM of its hash tag, as Redis computes it)."""
-    start = key.find("{")
-    if start >= 0:
-        end = key.find("}", start + 1)
-        if end > start + 1:
-            key = key[start + 1 : end]
-    return binascii.crc_hqx(key.encode(), 0) % CLUSTER_SLOTS
+    return binascii.crc_hqx(hash_tag(key).encode(), 0) % CLUSTER_SLOTS
 
 
 def _spread(partition: int) -> float:
@@ -375,9 +370,30 @@ class Keys:
         """Heartbeats of live worker processes (a hash: worker id -> JSON; base slot)."""
         return f"{self.prefix}:x:workers"
 
+    def replica_mark(self, same_slot_as: str) -> str:
+        """The strict-durability barrier's mark (redisio/replication.py): written, then
+        `WAIT`ed for, right after an add.
+
+        Slot: the one of `same_slot_as` (a key the add wrote), so the mark goes to the
+        master that holds the job; it takes that key's hash tag (or, untagged, the whole
+        key as its tag, which hashes the same).
+        """
+        return "{" + hash_tag(same_slot_as) + "}:x:replica-mark"
+
     def dead_lettered_total(self) -> str:
         """Jobs dead-lettered so far (base slot, incremented on its own)."""
         return f"{self.prefix}:x:stats:dead-lettered"
+
+
+def hash_tag(key: str) -> str:
+    """What Redis Cluster hashes of `key`: the text of its first non-empty `{...}`, or
+    the whole key."""
+    start = key.find("{")
+    if start >= 0:
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            return key[start + 1 : end]
+    return key
 
 
 ANONYMOUS_CLIENT = "anonymous"

@@ -20,7 +20,8 @@ class LogFormat(StrEnum):
 
 
 class Durability(StrEnum):
-    """`normal` fsyncs the AOF every second; `strict` fsyncs every write."""
+    """`normal` fsyncs the AOF every second; `strict` fsyncs every write (embedded Valkey)
+    and, on a store with replicas, acknowledges an add only once a replica has it."""
 
     NORMAL = "normal"
     STRICT = "strict"
@@ -57,6 +58,10 @@ class Settings(BaseSettings):
     # a Redis Cluster spreads them over its masters (docs/scaling.md: why 16).
     partitions: int = Field(default=16, ge=1, le=1024)
     durability: Durability = Durability.NORMAL
+    # `strict` on a store with replicas: how long an add waits for one replica to
+    # acknowledge it (`WAIT 1 <ms>`) before the API answers 503. Keep it under
+    # redis_timeout_s, which bounds every command.
+    replica_wait_ms: int = Field(default=1000, ge=1, le=60_000)
     embedded_port: int = Field(default=0, ge=0, le=65535)
     # The embedded Valkey's memory cap (`maxmemory`, with `noeviction`): past it, writes
     # are refused (the API answers 503) instead of the machine killing the store. 0 = no cap.

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,10 +13,10 @@ import orjson
 import pytest
 
 from errand.keys import QueueName
-from errand.server.embedded import EmbeddedValkey, free_port, valkey_binary
+from support.cluster import ValkeyCluster
 from support.processes import Processes, WorkerPool, processes
 from support.stack import Stack, run_stack
-from support.waiting import wait_for, wait_sync
+from support.waiting import wait_for
 
 T = TypeVar("T")
 
@@ -133,79 +132,6 @@ async def drive_chaos(
     finally:
         for task in posts:
             task.cancel()
-
-
-class ValkeyCluster:
-    """Three cluster-enabled masters from the embedded binary, joined by `valkey-cli --cluster`."""
-
-    def __init__(self, data_dir: Path, masters: int = 3) -> None:
-        self.nodes = [
-            EmbeddedValkey(
-                data_dir / f"node{n}",
-                # The bus port is given: the default (port + 10000) overflows for
-                # ephemeral ports.
-                extra_args=[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "3000",
-                    "--cluster-port",
-                    str(free_port()),
-                ],
-            )
-            for n in range(masters)
-        ]
-
-    @property
-    def url(self) -> str:
-        node = self.nodes[0]
-        return f"redis+cluster://{node.host}:{node.port}"
-
-    def start(self) -> None:
-        for node in self.nodes:
-            node.start()
-        cli = valkey_binary().with_name("valkey-cli")
-        addresses = [f"{n.host}:{n.port}" for n in self.nodes]
-        subprocess.run(
-            [
-                str(cli),
-                "--cluster",
-                "create",
-                *addresses,
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        for node in self.nodes:
-            wait_sync(
-                lambda node=node: self.cluster_state(node, cli),
-                lambda state: state == "ok",
-                timeout_s=30,
-                what="cluster_state:ok",
-            )
-
-    @staticmethod
-    def cluster_state(node: EmbeddedValkey, cli: Path) -> str:
-        out = subprocess.run(
-            [str(cli), "-h", node.host, "-p", str(node.port), "cluster", "info"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout
-        for line in out.splitlines():
-            if line.startswith("cluster_state:"):
-                return line.split(":", 1)[1].strip()
-        return ""
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
 
 
 @pytest.fixture(scope="module")

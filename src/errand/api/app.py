@@ -36,7 +36,7 @@ from errand.metrics.gauges import QueueGauges
 from errand.metrics.http import HttpRecorder
 from errand.processors.webhooks import WebhookEvents
 from errand.queue.facade import JobQueues
-from errand.redisio.connection import connect
+from errand.redisio.connection import connect, warm_up
 from errand.settings import AuthMode, Settings
 
 DESCRIPTION = (
@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = connect(settings, pipelined=True)  # one pipelined connection per process
+        await warm_up(redis)
         queues = JobQueues(settings, redis)
         events = JobEventHub(settings, queues)
         webhooks = WebhookEvents(settings, redis, queues)

@@ -31,7 +31,7 @@ from errand.processors.job import Processor
 from errand.processors.reports import ReportProcessor
 from errand.queue.handback import HeldJob, hand_back
 from errand.queue.policies import is_last_attempt
-from errand.redisio.connection import bullmq_connection, connect, is_cluster
+from errand.redisio.connection import bullmq_connection, connect, is_cluster, warm_up
 from errand.redisio.pipelined import PipelinedRedis
 from errand.settings import Settings, WorkerEngine
 
@@ -126,6 +126,7 @@ class WorkerProcess:
 
     async def start(self) -> None:
         self.redis = connect(self.settings, pipelined=uses_fast_engine(self.settings))
+        await warm_up(self.redis)
         processors = build_processors(self.settings, self.redis)
         runs = ScheduledRuns(
             self.redis, self.keys, self.settings.keep_completed_seconds

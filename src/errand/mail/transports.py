@@ -18,6 +18,7 @@ from errand.clock import iso_ms, now_ms
 from errand.errors import PermanentFailure, without_addresses
 from errand.keys import Keys
 from errand.mail.templates import RenderedEmail
+from errand.redisio.connection import ready_for_multi
 from errand.settings import EmailTransport, Settings
 
 OUTBOX_CAP = 10_000
@@ -115,6 +116,7 @@ class SimulatedSender:
                 args=[orjson.dumps(record), OUTBOX_CAP, mark.value, mark.ttl_s, mark.claim_token],
             )
             return
+        await ready_for_multi(self.redis)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.lpush(self.keys.outbox(), orjson.dumps(record))
             pipe.ltrim(self.keys.outbox(), 0, OUTBOX_CAP - 1)

@@ -25,6 +25,8 @@ from redis.exceptions import NoScriptError, ResponseError
 from errand.errors import QueueUnavailable
 from errand.keys import Keys, QueueName
 from errand.queue.jobindex import IndexEntry, entry_for, write_call, write_script
+from errand.redisio.connection import ready_for_multi
+from errand.redisio.replication import ReplicaBarrier
 
 _INDEX_SHA = sha1(write_script().encode(), usedforsecurity=False).hexdigest()
 
@@ -76,11 +78,19 @@ class JobWriter:
     `two_step` (a cluster, where a job's partition and its client's index live in
     different slots) the index writes first, then the adds."""
 
-    def __init__(self, redis: Any, keys: Keys, keep_completed_s: int, two_step: bool) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        keys: Keys,
+        keep_completed_s: int,
+        two_step: bool,
+        barrier: ReplicaBarrier | None = None,
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.keep_completed_ms = keep_completed_s * 1000
         self.two_step = two_step
+        self.barrier = barrier  # strict durability: wait for a replica after the add
         self._index_script = redis.register_script(write_script())
 
     async def add(self, queue: QueueName, calls: list[AddCall]) -> list[str]:
@@ -102,7 +112,10 @@ class JobWriter:
                     replies[i] = reply
             redo = [i for i in indexed if i in missing or _client(calls[i]) in failed_clients]
             if not missing and not redo:
-                return [_job_id(reply) for reply in replies]
+                ids = [_job_id(reply) for reply in replies]
+                if self.barrier is not None:
+                    await self.barrier.wait(self.keys.replica_mark(c.args[2]) for c in calls)
+                return ids
             await self._load({calls[i].args[0]: calls[i].source() for i in missing})
             adds, indexed = sorted(missing), redo
         raise QueueUnavailable("the job store keeps forgetting errand's scripts")
@@ -118,6 +131,8 @@ class JobWriter:
         self, calls: list[AddCall], adds: list[int], indexed: list[int]
     ) -> tuple[list[Any], set[str]]:
         groups = _by_client(calls, indexed)
+        if not self.two_step:
+            await ready_for_multi(self.redis)
         pipe = self.redis.pipeline(transaction=not self.two_step)
         for i in adds:
             pipe.execute_command("EVALSHA", *calls[i].args)

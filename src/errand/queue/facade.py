@@ -18,7 +18,8 @@ from errand.queue.cancel import CancelOutcome, JobCanceller
 from errand.queue.jobhash import pairs
 from errand.queue.policies import RetryPolicy, retry_policies
 from errand.queue.snapshot import JobSnapshot, snapshot_from
-from errand.settings import Settings
+from errand.redisio.replication import ReplicaBarrier
+from errand.settings import Durability, Settings
 
 INDEX_LEAD_MS = 10_000
 COUNT_STATES = ("waiting", "prioritized", "active", "delayed", "completed", "failed", "paused")
@@ -57,7 +58,14 @@ class JobQueues:
         # A cluster: a client's keys and a job's partition live in different slots, so
         # what touches both cannot be one MULTI there.
         self.cluster = two_step = isinstance(redis, RedisCluster)
-        self._writer = JobWriter(redis, self.keys, settings.keep_completed_seconds, two_step)
+        barrier = (
+            ReplicaBarrier(redis, settings.replica_wait_ms)
+            if settings.durability is Durability.STRICT
+            else None
+        )
+        self._writer = JobWriter(
+            redis, self.keys, settings.keep_completed_seconds, two_step, barrier
+        )
         # On a cluster an index entry is written just before its job (adding.py): a
         # reader keeps an entry without a job until it is this old.
         self.index_lead_ms = INDEX_LEAD_MS if two_step else 0

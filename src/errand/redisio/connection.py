@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -21,7 +22,15 @@ BLOCKING_SOCKET_TIMEOUT_S = 30
 
 RedisClient = aioredis.Redis | RedisCluster
 
+log = logging.getLogger("errand.redis")
+
 CLUSTER_SCHEME = "redis+cluster://"
+
+# redis-py's cluster client has no waiting pool: past `max_connections` to one node (its
+# default is 100) a command fails at once with MaxConnectionsError. A worker on a
+# cluster runs one bullmq Worker per partition, up to concurrency x partitions jobs at
+# once on one client (16 x 32 by default), so its cap must be above that.
+CLUSTER_NODE_CONNECTIONS = 2048
 
 
 def redis_url(settings: Settings) -> str:
@@ -82,6 +91,7 @@ def connect(settings: Settings, *, pipelined: bool = False, **overrides: Any) ->
     options.update(overrides)
     if is_cluster(settings):
         options.pop("health_check_interval", None)
+        options.setdefault("max_connections", CLUSTER_NODE_CONNECTIONS)
         return RedisCluster.from_url(cluster_url(settings), **options)
     # A bounded pool: a burst of 2,000 long-polls queues for connections instead of
     # opening 2,000 of them.
@@ -90,6 +100,35 @@ def connect(settings: Settings, *, pipelined: bool = False, **overrides: Any) ->
     )
     client_class = PipelinedRedis if pipelined else aioredis.Redis
     return client_class.from_pool(pool)  # the client owns the pool: aclose() closes it
+
+
+async def ready_for_multi(client: Any) -> None:
+    """Call before a MULTI pipeline (`pipeline(transaction=True)`) on a client that may be
+    a cluster's.
+
+    redis-py's cluster transaction pipeline (pinned 8.1) queues every command on a thread
+    with an event loop of its own, and initializes the client there when it has not been
+    (a fresh client, or one that lost a node): the connections it opens then belong to a
+    loop that is gone, and the next command fails with "attached to a different loop".
+    Initializing in the caller's loop first leaves that thread only slot arithmetic.
+    """
+    if isinstance(client, RedisCluster):
+        await client.initialize()
+
+
+async def warm_up(client: Any) -> None:
+    """Learn a cluster's nodes now, before the process serves anything.
+
+    redis-py's cluster client (pinned 8.1) learns the topology on its first command; a
+    burst of concurrent first commands then races that discovery, and one of them can
+    find its connection closed under it (an AttributeError, not a connection error).
+    A store that does not answer yet is not an error here: the first command retries.
+    """
+    if isinstance(client, RedisCluster):
+        try:
+            await client.initialize()
+        except Exception as exc:  # the store may come up later; commands retry then
+            log.warning("the Redis Cluster is not reachable yet: %s", type(exc).__name__)
 
 
 def with_socket_timeout(url: str, timeout_s: float) -> str:
