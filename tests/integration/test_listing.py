@@ -296,9 +296,9 @@ async def test_jobs_removed_by_retention_leave_the_listing_and_the_index(stack: 
 
     # BullMQ removes completed jobs by age when later jobs of the same queue (partition)
     # complete: one later user per partition the old jobs are in
-    later = {partition_for("anonymous", f"u-{i}", stack.keys.partitions) for i in range(5)}
+    later = {partition_for(stack.client_id, f"u-{i}", stack.keys.partitions) for i in range(5)}
     later_users = [
-        next(u for u in _users() if partition_for("anonymous", u, stack.keys.partitions) == p)
+        next(u for u in _users() if partition_for(stack.client_id, u, stack.keys.partitions) == p)
         for p in later
     ]
 
