@@ -21,7 +21,6 @@ FLOWS = [
     "tests/integration/test_reports.py",
     "tests/integration/test_notifications.py",
     "tests/integration/test_ownership.py",
-    "tests/integration/test_cancel.py",
     "tests/integration/test_batch.py",
 ]
 
