@@ -31,7 +31,7 @@ from support.waiting import wait_for
 async def test_scheduled_notification_is_sent_within_a_second_of_send_at_never_before(
     stack: Stack,
 ) -> None:
-    send_at_ms = in_ms(1500)
+    send_at_ms = in_ms(3000)  # room for the POST and two reads before it is due
     accepted = await post_notification(stack, "u-sched", sendAt=rfc3339(send_at_ms))
     assert accepted["status"] == "scheduled"
     path = accepted["statusUrl"]
@@ -121,7 +121,7 @@ async def test_z_and_null_are_accepted(stack: Stack) -> None:
 
 async def test_expired_notification_is_never_sent_nor_dead_lettered(stack: Stack) -> None:
     await stack.stop_workers()
-    expires_ms = in_ms(200)
+    expires_ms = in_ms(1500)  # still ahead when the (possibly slow) POST arrives
     accepted = await post_notification(stack, "u-exp", expiresAt=rfc3339(expires_ms))
     await wait_for(lambda: _async(now_ms()), lambda t: t > expires_ms, 5, "expiry")
     await stack.start_worker()
@@ -136,15 +136,15 @@ async def test_expired_notification_is_never_sent_nor_dead_lettered(stack: Stack
 @pytest.mark.parametrize(
     "engine",
     [
-        pytest.param("fast", marks=pytest.mark.settings(notify_backoff_ms=1500)),
+        pytest.param("fast", marks=pytest.mark.settings(notify_backoff_ms=4000)),
         pytest.param(
-            "bullmq", marks=pytest.mark.settings(notify_backoff_ms=1500, worker_engine="bullmq")
+            "bullmq", marks=pytest.mark.settings(notify_backoff_ms=4000, worker_engine="bullmq")
         ),
     ],
 )
 async def test_expiry_during_a_retry_backoff(stack: Stack, engine: str) -> None:
     """`flaky-` fails its first attempt; the retry is due after expiresAt: expired, unsent."""
-    accepted = await post_notification(stack, "flaky-exp", expiresAt=rfc3339(in_ms(700)))
+    accepted = await post_notification(stack, "flaky-exp", expiresAt=rfc3339(in_ms(2000)))
     path = accepted["statusUrl"]
     backoff = await wait_for(
         lambda: view(stack, path), lambda v: v["attemptsMade"] == 1, 5, "first attempt failed"
