@@ -208,3 +208,18 @@ async def test_close_before_run_starts_nothing(env: Any) -> None:
     await w.close()
     await w.run()
     assert await queue.getJobState("j6") in ("waiting", "prioritized")
+
+
+@pytest.mark.parametrize("after_s", [0.002, 0.005, 0.01, 0.05])
+async def test_a_worker_closed_just_after_it_started_does_not_wait_out_its_block(
+    env: Any, after_s: float
+) -> None:
+    """Closed while its blocking connection starts up, a worker used to sit out the whole
+    block timeout (cancelling BZPOPMIN does not end it); close() now ends it at once."""
+    _, _, _, _, worker, start = env
+    w = worker(lambda job, token: asyncio.sleep(0), drainDelay=30)
+    run = start(w)
+    await asyncio.sleep(after_s)  # the moment under test, not a wait for a condition
+    await asyncio.wait_for(w.close(), 2)
+    await asyncio.wait_for(run, 2)
+    assert w.closed and not w.running

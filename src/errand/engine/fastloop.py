@@ -136,11 +136,13 @@ class FastWorker(EventEmitter, Upkeep):  # type: ignore[misc]  # bullmq is untyp
                 )
             await asyncio.gather(*self._slots, return_exceptions=True)
         finally:
+            # Close the blocking connection first: cancelling a task in BZPOPMIN does not end
+            # the command (it ran out its block timeout, so an idle worker took 5 s to close).
+            with contextlib.suppress(Exception):
+                await self.bclient.aclose()
             for task in self._background:
                 task.cancel()
             await asyncio.gather(*self._background, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await self.bclient.aclose()
             self.running = False
             self._done.set()
 
