@@ -24,7 +24,8 @@ from harness import PY, ROOT, cpu_seconds, errand_env, scratch_dir, spawn, start
 
 sys.path.insert(0, str(ROOT / "tests"))
 
-from errand.keys import ANONYMOUS_CLIENT, Keys, QueueName, new_job_id
+from errand.jobids import QueueName, new_job_id
+from errand.keys import ANONYMOUS_CLIENT, Keys
 from errand.queue.adding import JobSpec
 from errand.queue.facade import JobQueues
 from errand.queue.policies import NOTIFICATION_PRIORITIES

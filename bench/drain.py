@@ -20,14 +20,8 @@ import redis.asyncio as aioredis
 from bullmq import Queue
 from harness import PY, ROOT, cpu_seconds, errand_env, rss_mib, scratch_dir, spawn, stop
 
-from errand.keys import (
-    ANONYMOUS_CLIENT,
-    Keys,
-    QueueName,
-    new_job_id,
-    partition_for,
-    partition_of,
-)
+from errand.jobids import QueueName, new_job_id, partition_for, partition_of
+from errand.keys import ANONYMOUS_CLIENT, Keys
 from errand.queue.policies import NOTIFICATION_PRIORITIES, retry_policies
 from errand.settings import Settings
 

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from errand import __version__
-from errand.keys import QueueName
+from errand.jobids import QueueName
 from errand.settings import Settings
 
 app = typer.Typer(

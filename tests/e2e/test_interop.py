@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from errand.keys import QueueName, partition_of
+from errand.jobids import QueueName, partition_of
 from support.stack import Stack
 from support.waiting import wait_for
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from errand.keys import QueueName, new_job_id
+from errand.jobids import QueueName, new_job_id
 from errand.queue.adding import JobSpec
 from errand.queue.facade import JobQueues
 from support.stack import Stack

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from errand.api.idempotency import fingerprint
-from errand.keys import QueueName
+from errand.jobids import QueueName
 from support.stack import Stack
 from support.waiting import wait_for
 

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from errand.keys import QueueName
+from errand.jobids import QueueName
 from support.lifecycle import final_view, in_ms, post_notification, rfc3339, sent_ids, view
 from support.stack import Stack, serve_api
 from support.waiting import wait_for

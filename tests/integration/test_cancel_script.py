@@ -17,7 +17,8 @@ import orjson
 import pytest
 from bullmq import Job, Worker
 
-from errand.keys import QueueName, new_job_id, report_dedup_id
+from errand.jobids import QueueName, new_job_id
+from errand.keys import report_dedup_id
 from errand.queue.cancel import CancelOutcome
 from errand.queue.facade import JobQueues
 from errand.queue.outcomes import Outcome, outcome_of

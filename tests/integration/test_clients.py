@@ -7,7 +7,7 @@ import re
 import httpx
 import pytest
 
-from errand.keys import QueueName, new_job_id
+from errand.jobids import QueueName, new_job_id
 from support.stack import Stack
 from support.waiting import wait_for
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from errand.keys import QueueName
+from errand.jobids import QueueName
 from errand.server.embedded import EmbeddedValkey
 from support.processes import errand_env, processes
 from support.stack import Stack, serve_api

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from errand.keys import QueueName, new_job_id
+from errand.jobids import QueueName, new_job_id
 from support.stack import ApiClient, Stack, serve_api
 
 NOTE = {"type": "welcome", "userId": "u-lim"}

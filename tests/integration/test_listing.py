@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from errand.api.app import create_app
-from errand.keys import QueueName, new_job_id, partition_for
+from errand.jobids import QueueName, new_job_id, partition_for
 from errand.queue.adding import JobSpec
 from errand.queue.producers import enqueue_notification, enqueue_report
 from support.stack import Stack, serve_api

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from errand.keys import QueueName
+from errand.jobids import QueueName
 from support.stack import BOTH_ENGINES, Stack
 from support.waiting import wait_for
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from errand.keys import QueueName, new_job_id
+from errand.jobids import QueueName, new_job_id
 from errand.queue.producers import enqueue_notification, enqueue_report
 from support.stack import Stack
 from support.waiting import wait_for

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from errand.engine.runner import WorkerProcess
-from errand.keys import QueueName, partition_for, partition_of
+from errand.jobids import QueueName, partition_for, partition_of
 from errand.queue.facade import JobQueues
 from errand.queue.producers import NewNotification, enqueue_notifications
 from support.stack import Stack

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from errand.keys import partition_of
+from errand.jobids import partition_of
 from support.stack import Stack
 from support.waiting import wait_for
 

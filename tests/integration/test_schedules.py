@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from errand.keys import QueueName, new_schedule_id, schedule_of, schedule_partition
+from errand.jobids import QueueName, new_schedule_id, schedule_of, schedule_partition
 from errand.queue.schedules import ScheduleSpec, create_schedule
 from support.stack import Stack, run_stack
 from support.waiting import wait_for

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from errand.clock import now_ms
-from errand.keys import QueueName
+from errand.jobids import QueueName
 from support.lifecycle import (
     epoch_ms,
     final_view,

@@ -21,7 +21,7 @@ import httpx
 import orjson
 import pytest
 
-from errand.keys import QueueName
+from errand.jobids import QueueName
 from errand.server.embedded import free_port
 from errand.settings import Settings
 from support.processes import ErrandProcess, Processes, errand_env, processes

@@ -12,7 +12,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from errand.keys import QueueName
+from errand.jobids import QueueName
 from errand.server.embedded import EmbeddedValkey
 from support.stack import run_stack
 from support.stack import test_settings as settings_for

@@ -26,7 +26,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from errand import tracing
 from errand.api.app import ErrandAPI
-from errand.keys import QueueName
+from errand.jobids import QueueName
 from support.stack import Stack, run_stack
 from support.waiting import wait_for
 from support.webhook_receiver import serve_receiver

@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from errand.keys import QueueName
+from errand.jobids import QueueName
 from support.sse import SseEvent, read_events
 from support.stack import Stack
 from support.waiting import wait_for

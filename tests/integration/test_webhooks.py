@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from bullmq import Job
 
-from errand.keys import QueueName, new_job_id, partition_of, queue_of
+from errand.jobids import QueueName, new_job_id, partition_of, queue_of
 from errand.processors.webhooks import WebhookEvents
 from errand.queue.facade import JobQueues
 from errand.webhooks.signing import signatures_of

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import orjson
 import pytest
 
-from errand.keys import QueueName
+from errand.jobids import QueueName
 from support.cluster import ValkeyCluster
 from support.processes import Processes, WorkerPool, processes
 from support.stack import Stack, run_stack

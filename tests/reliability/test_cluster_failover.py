@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from errand.keys import QueueName, partition_for
+from errand.jobids import QueueName, partition_for
 from errand.server.embedded import EmbeddedValkey
 from support.cluster import FAILOVER_NODE_TIMEOUT_MS, ValkeyCluster
 from support.processes import Processes, env_for, wait_log

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck
 from hypothesis import strategies as st
 
 from errand.engine.runner import WorkerProcess
-from errand.keys import QueueName
+from errand.jobids import QueueName
 from support.stack import Stack
 from support.waiting import wait_for
 

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import orjson
 
-from errand.keys import schedule_of
+from errand.jobids import schedule_of
 from errand.server.embedded import free_port
 from support.processes import Processes, env_for, wait_log, wait_ready
 from support.stack import Stack

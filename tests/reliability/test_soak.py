@@ -22,7 +22,8 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from errand.keys import Keys, QueueName
+from errand.jobids import QueueName
+from errand.keys import Keys
 from errand.server.embedded import EmbeddedValkey, free_port
 from support.processes import Processes, env_for, rss_bytes, wait_log, wait_ready
 from support.stack import test_settings as settings_for

@@ -18,7 +18,8 @@ from errand.access.clients import ClientStore, LimitOverrides, RateLimit
 from errand.api.app import create_app
 from errand.api.http.http_protocol import ErrandHttpToolsProtocol
 from errand.engine.runner import WorkerProcess
-from errand.keys import ANONYMOUS_CLIENT, Keys, QueueName
+from errand.jobids import QueueName
+from errand.keys import ANONYMOUS_CLIENT, Keys
 from errand.redisio.connection import connect
 from errand.server.embedded import free_port
 from errand.settings import AuthMode, Settings, WorkerEngine

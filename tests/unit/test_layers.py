@@ -23,6 +23,7 @@ LAYERS: list[set[str]] = [
         "redisio",
         "settings",
         "keys",
+        "jobids",
         "errors",
         "clock",
         "logs",

@@ -9,17 +9,8 @@ import sys
 import pytest
 
 from errand.engine.gate import STREAK, SlotGate
-from errand.keys import (
-    CLUSTER_SLOTS,
-    Keys,
-    QueueName,
-    key_slot,
-    new_job_id,
-    partition_for,
-    partition_of,
-    partition_prefix,
-    queue_of,
-)
+from errand.jobids import QueueName, new_job_id, partition_for, partition_of, queue_of
+from errand.keys import CLUSTER_SLOTS, Keys, key_slot, partition_prefix
 from errand.settings import Settings
 from errand.webhooks.events import EventType, delivery_job_id
 
@@ -28,7 +19,7 @@ def test_partition_choice_is_stable_across_processes() -> None:
     """CRC32, not Python's salted `hash`: another interpreter picks the same partitions."""
     here = [partition_for("client-a", f"u-{n}", 16) for n in range(50)]
     code = (
-        "from errand.keys import partition_for;"
+        "from errand.jobids import partition_for;"
         "print([partition_for('client-a', f'u-{n}', 16) for n in range(50)])"
     )
     there = subprocess.run(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from errand.keys import QueueName, new_job_id, queue_of
+from errand.jobids import QueueName, new_job_id, queue_of
 from errand.queue.snapshot import JobSnapshot, JobStatus
 from errand.webhooks.events import (
     EventType,

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from errand.access.clients import RateLimit
-from errand.keys import Keys, QueueName
+from errand.jobids import QueueName
+from errand.keys import Keys
 
 # KEYS[1] the bucket (hash: tokens, ms). ARGV: tokens per ms, burst.
 # Returns {1 or 0 (taken), tokens left after it, as a string (Lua numbers become integers)}.

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, Field, StringConstraints, WithJsonSchema
 
 from errand.api.schemas import JobPublic, _Request, integral
-from errand.keys import QueueName
+from errand.jobids import QueueName
 
 
 class DeadLetterPublic(BaseModel):

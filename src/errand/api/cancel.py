@@ -14,7 +14,7 @@ from errand.api.caller import Caller
 from errand.api.deps import Services
 from errand.clock import now_ms
 from errand.errors import Conflict, NotFound
-from errand.keys import QueueName
+from errand.jobids import QueueName
 from errand.metrics.jobs import record_canceled
 from errand.queue.cancel import CancelOutcome
 from errand.queue.snapshot import JobSnapshot, JobStatus

@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-from errand.keys import QueueName, partition_of, queue_of
+from errand.jobids import QueueName, partition_of, queue_of
 from errand.queue.events import EventListener, read_events
 from errand.queue.facade import JobQueues
 from errand.queue.snapshot import JobSnapshot

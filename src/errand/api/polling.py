@@ -11,7 +11,7 @@ from errand.api.deps import Services
 from errand.api.http.responses import json_response
 from errand.clock import now_ms
 from errand.errors import QueueFull
-from errand.keys import QueueName
+from errand.jobids import QueueName
 from errand.queue.snapshot import JobSnapshot, JobStatus
 from errand.settings import Settings
 

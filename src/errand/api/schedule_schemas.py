@@ -19,7 +19,7 @@ from errand.api.schemas import (
     integral,
 )
 from errand.errors import FieldError, InvalidInput
-from errand.keys import QueueName
+from errand.jobids import QueueName
 from errand.queue.schedules import UTC, ScheduleSpec, check_cron, check_timezone
 
 EVERY_MAX_S = 365 * 24 * 3600

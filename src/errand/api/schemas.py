@@ -27,7 +27,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from errand.api.idempotency import KEY_PATTERN
 from errand.clock import now_ms
-from errand.keys import QueueName
+from errand.jobids import QueueName
 from errand.queue.producers import Timing
 from errand.queue.snapshot import JobStatus
 from errand.webhooks.urls import MAX_URL_LENGTH, URL_PATTERN, check_webhook_url_syntax

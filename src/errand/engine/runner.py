@@ -23,7 +23,8 @@ from errand.engine.gate import SlotGate
 from errand.engine.scheduled import ScheduledRuns
 from errand.engine.traced import traced_attempt
 from errand.errors import JobDeferred, PermanentFailure
-from errand.keys import Keys, QueueName
+from errand.jobids import QueueName
+from errand.keys import Keys
 from errand.logs import job_context
 from errand.metrics.jobs import JobMetrics
 from errand.metrics.server import WorkerMetricsServer

@@ -11,7 +11,7 @@ from typing import Any
 
 from errand import tracing
 from errand.errors import JobDeferred, PermanentFailure
-from errand.keys import QueueName
+from errand.jobids import QueueName
 from errand.processors.job import Processor, RunningJob
 from errand.queue.policies import is_last_attempt
 

@@ -11,7 +11,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from errand.keys import QueueName
+from errand.jobids import QueueName
 from errand.metrics.registry import metrics
 
 log = logging.getLogger("errand.metrics")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from errand.keys import QueueName, queue_of
+from errand.jobids import QueueName, queue_of
 from errand.metrics.registry import metrics
 from errand.queue.outcomes import Outcome, outcome_of
 

@@ -25,7 +25,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from errand import __version__
-from errand.keys import QueueName
+from errand.jobids import QueueName
 from errand.settings import EmailTransport
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST

@@ -30,7 +30,8 @@ from typing import Any
 
 from errand import tracing
 from errand.clock import now_ms
-from errand.keys import Keys, partition_of
+from errand.jobids import partition_of
+from errand.keys import Keys
 from errand.mail.templates import RenderedEmail, render
 from errand.mail.transports import EmailSender, SentMark, build_sender, message_id_for
 from errand.processors.job import RunningJob

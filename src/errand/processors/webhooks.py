@@ -19,7 +19,7 @@ import orjson
 
 from errand.clock import iso_ms, now_ms
 from errand.errors import JobDeferred, NotFound, PermanentFailure
-from errand.keys import QueueName
+from errand.jobids import QueueName
 from errand.processors.job import Processor, RunningJob
 from errand.queue.facade import JobQueues
 from errand.queue.outcomes import outcome_of

@@ -23,7 +23,8 @@ from bullmq import Job, Queue
 from redis.exceptions import NoScriptError, ResponseError
 
 from errand.errors import QueueUnavailable
-from errand.keys import Keys, QueueName
+from errand.jobids import QueueName
+from errand.keys import Keys
 from errand.queue.jobindex import IndexEntry, entry_for, write_call, write_script
 from errand.redisio.connection import ready_for_multi
 from errand.redisio.replication import ReplicaBarrier

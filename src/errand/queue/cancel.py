@@ -24,7 +24,8 @@ from typing import Any
 import orjson
 
 from errand.clock import now_ms
-from errand.keys import Keys, QueueName, partition_of
+from errand.jobids import QueueName, partition_of
+from errand.keys import Keys
 from errand.queue.outcomes import Outcome, outcome_value
 
 # KEYS: wait, paused, prioritized, delayed, active, completed, failed, job hash, events,

@@ -13,7 +13,7 @@ from typing import Any
 from bullmq import Job
 
 from errand.errors import Conflict, NotFound
-from errand.keys import QueueName, partition_of, queue_of
+from errand.jobids import QueueName, partition_of, queue_of
 from errand.queue.facade import JobQueues
 from errand.queue.jobhash import attempts_made, client_of, int_field, json_field
 from errand.queue.snapshot import JobStatus

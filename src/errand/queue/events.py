@@ -14,7 +14,8 @@ from typing import Any
 
 from bullmq import QueueEvents
 
-from errand.keys import QueueName, partition_prefix
+from errand.jobids import QueueName
+from errand.keys import partition_prefix
 from errand.redisio.connection import bullmq_connection
 from errand.settings import Settings
 

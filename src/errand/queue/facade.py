@@ -12,7 +12,8 @@ from redis.asyncio.cluster import RedisCluster
 
 from errand import tracing
 from errand.errors import NotFound
-from errand.keys import Keys, QueueName, partition_for, partition_of, queue_of
+from errand.jobids import QueueName, partition_for, partition_of, queue_of
+from errand.keys import Keys
 from errand.queue.adding import AddCall, JobSpec, JobWriter
 from errand.queue.cancel import CancelOutcome, JobCanceller
 from errand.queue.jobhash import pairs

@@ -16,7 +16,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from errand.keys import Keys, QueueName, partition_of
+from errand.jobids import QueueName, partition_of
+from errand.keys import Keys
 from errand.queue.scripts import bullmq_script
 
 log = logging.getLogger("errand.worker")

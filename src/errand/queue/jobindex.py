@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from errand.keys import Keys, QueueName
+from errand.jobids import QueueName
+from errand.keys import Keys
 
 # Queues whose jobs are the client's (webhook deliveries are the service's own).
 LISTED_QUEUES = (QueueName.REPORTS, QueueName.NOTIFICATIONS)

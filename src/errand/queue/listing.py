@@ -17,7 +17,7 @@ from typing import Any
 
 from errand.clock import now_ms
 from errand.errors import NotFound
-from errand.keys import QueueName
+from errand.jobids import QueueName
 from errand.queue.facade import JobQueues
 from errand.queue.jobindex import split_member
 from errand.queue.snapshot import JobSnapshot

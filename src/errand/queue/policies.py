@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from errand.keys import QueueName
+from errand.jobids import QueueName
 from errand.settings import Settings
 
 NOTIFICATION_PRIORITIES: dict[str, int] = {

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from errand.clock import iso_ms, now_ms
 from errand.errors import NotFound, QueueUnavailable
-from errand.keys import QueueName, new_job_id, report_dedup_id
+from errand.jobids import QueueName, new_job_id
+from errand.keys import report_dedup_id
 from errand.queue.adding import JobSpec
 from errand.queue.facade import JobQueues
 from errand.queue.policies import NOTIFICATION_PRIORITIES

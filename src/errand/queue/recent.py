@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from errand.errors import NotFound
-from errand.keys import QueueName
+from errand.jobids import QueueName
 from errand.queue.facade import JobQueues
 from errand.queue.snapshot import JobSnapshot
 

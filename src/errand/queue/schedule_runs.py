@@ -20,14 +20,8 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 
 from errand.clock import now_ms
-from errand.keys import (
-    Keys,
-    QueueName,
-    report_dedup_id,
-    schedule_of,
-    schedule_partition,
-    schedule_queue,
-)
+from errand.jobids import QueueName, schedule_of, schedule_partition, schedule_queue
+from errand.keys import Keys, report_dedup_id
 from errand.queue.jobindex import record_in_index
 
 

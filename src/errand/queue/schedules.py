@@ -21,13 +21,8 @@ from bullmq.job_scheduler import default_repeat_strategy
 
 from errand.clock import iso_ms, now_ms
 from errand.errors import NotFound
-from errand.keys import (
-    QueueName,
-    new_schedule_id,
-    report_dedup_id,
-    schedule_partition,
-    schedule_queue,
-)
+from errand.jobids import QueueName, new_schedule_id, schedule_partition, schedule_queue
+from errand.keys import report_dedup_id
 from errand.queue.facade import JobQueues
 from errand.queue.policies import NOTIFICATION_PRIORITIES
 from errand.queue.producers import notification_data, report_data

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from errand.keys import QueueName
+from errand.jobids import QueueName
 from errand.queue.jobhash import attempts_made, client_of, int_field, json_field, max_attempts
 from errand.queue.outcomes import outcome_of
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from errand.clock import iso_ms
 from errand.errors import without_addresses
-from errand.keys import QueueName
+from errand.jobids import QueueName
 from errand.queue.snapshot import JobSnapshot, JobStatus
 
 

@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from errand.clock import iso_ms
-from errand.keys import QueueName, job_id_of, partition_of
+from errand.jobids import QueueName, job_id_of, partition_of
 from errand.queue.snapshot import JobSnapshot, JobStatus
 from errand.queue.views import job_view, notification_view
 

@@ -15,7 +15,7 @@ from errand.api.http.problems import ProblemRoute
 from errand.api.http.responses import ResponseError, json_response, problem
 from errand.api.routes._openapi import problems
 from errand.clock import iso_ms
-from errand.keys import QueueName
+from errand.jobids import QueueName
 from errand.metrics.jobs import record_dlq_retry
 from errand.queue.dlq import delete_dead_letter, list_dead_letters, retry_dead_letter
 from errand.queue.facade import sum_counts

@@ -30,7 +30,7 @@ from errand.api.routes._openapi import json_body, problem
 from errand.api.routes.notifications import count_recipient
 from errand.api.schemas import BatchCreate, BatchResults, NotificationCreate
 from errand.errors import ErrandError, FieldError, InvalidInput, MalformedBody, RecipientLimited
-from errand.keys import QueueName
+from errand.jobids import QueueName
 from errand.queue.producers import NewNotification, enqueue_notifications
 from errand.webhooks.ssrf import check_webhook_destination
 

@@ -20,7 +20,7 @@ from errand.api.http.problems import ProblemRoute
 from errand.api.http.responses import json_response
 from errand.api.routes.admin import require_admin
 from errand.errors import NotFound
-from errand.keys import QueueName
+from errand.jobids import QueueName
 from errand.queue.recent import recent_jobs
 from errand.queue.snapshot import JobSnapshot
 from errand.queue.views import job_view

@@ -18,7 +18,7 @@ from errand.api.gate import ClientRoute
 from errand.api.http.responses import json_response
 from errand.api.schemas import REPORT_TYPE_PATTERN, USER_ID_MAX, JobPage
 from errand.errors import FieldError, InvalidInput
-from errand.keys import QueueName
+from errand.jobids import QueueName
 from errand.queue.jobindex import LISTED_QUEUES
 from errand.queue.listing import JobFilter, JobLister
 from errand.queue.views import job_view

@@ -18,7 +18,7 @@ from errand.api.routes._openapi import accepted_job, event_stream, job_status, j
 from errand.api.schemas import NotificationAccepted, NotificationCreate, NotificationPublic
 from errand.api.waiting import WaitSeconds, long_poll, sse_response
 from errand.errors import NotFound, RecipientLimited
-from errand.keys import QueueName, queue_of
+from errand.jobids import QueueName, queue_of
 from errand.queue.producers import enqueue_notification
 from errand.queue.views import notification_view
 from errand.webhooks.ssrf import check_webhook_destination

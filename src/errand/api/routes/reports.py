@@ -17,7 +17,7 @@ from errand.api.polling import accepted, check_room
 from errand.api.routes._openapi import accepted_job, json_body, problems
 from errand.api.schemas import ReportAccepted, ReportCreate, ReportResult
 from errand.errors import Conflict, NotFound
-from errand.keys import QueueName, queue_of
+from errand.jobids import QueueName, queue_of
 from errand.queue.producers import enqueue_report
 from errand.queue.snapshot import JobStatus
 from errand.webhooks.ssrf import check_webhook_destination
