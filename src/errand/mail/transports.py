@@ -83,11 +83,14 @@ class AtomicSender(Protocol):
 # still ran), and no email leaves after a cancel or after expiresAt.
 # KEYS: outbox, ledger, send claim, cancel flag.
 # ARGV: record, outbox cap, ledger value, ledger ttl, expiresAt ms (0: never), now ms,
-#       fault ('' for none). Replies as SendVerdict.
+#       fault ('' for none). Replies as SendVerdict. The usual case (none of the three
+#       keys exists) costs one EXISTS.
 _DELIVER_ONCE = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
-if redis.call('EXISTS', KEYS[4]) == 1 then return 2 end
+if redis.call('EXISTS', KEYS[2], KEYS[3], KEYS[4]) > 0 then
+  if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+  if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
+  return 2
+end
 if ARGV[5] ~= '0' and tonumber(ARGV[6]) >= tonumber(ARGV[5]) then return 3 end
 if ARGV[7] ~= '' then return 4 end
 redis.call('LPUSH', KEYS[1], ARGV[1])
