@@ -93,8 +93,9 @@ if redis.call('EXISTS', KEYS[2], KEYS[3], KEYS[4]) > 0 then
 end
 if ARGV[5] ~= '0' and tonumber(ARGV[6]) >= tonumber(ARGV[5]) then return 3 end
 if ARGV[7] ~= '' then return 4 end
-redis.call('LPUSH', KEYS[1], ARGV[1])
-redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+if redis.call('LPUSH', KEYS[1], ARGV[1]) > tonumber(ARGV[2]) then
+  redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+end
 redis.call('SET', KEYS[2], ARGV[3], 'EX', tonumber(ARGV[4]))
 return 1
 """
@@ -126,6 +127,7 @@ class SimulatedSender:
         self.delay_s = settings.email_send_ms / 1000
         self.redis = redis
         self.keys = Keys(settings.queue_prefix, settings.partitions)
+        self.outbox_cap = OUTBOX_CAP
         self._deliver_once = redis.register_script(_DELIVER_ONCE)  # EVALSHA per email
 
     async def send(self, email: RenderedEmail, user_id: str, attempt: int) -> None:
@@ -137,7 +139,7 @@ class SimulatedSender:
         await ready_for_multi(self.redis)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.lpush(self.keys.outbox(), _record(email))
-            pipe.ltrim(self.keys.outbox(), 0, OUTBOX_CAP - 1)
+            pipe.ltrim(self.keys.outbox(), 0, self.outbox_cap - 1)
             await pipe.execute()
 
     async def deliver_once(
@@ -151,7 +153,7 @@ class SimulatedSender:
             keys=[self.keys.outbox(mark.partition), mark.key, mark.claim_key, mark.cancel_key],
             args=[
                 _record(email),
-                OUTBOX_CAP,
+                self.outbox_cap,
                 mark.value,
                 mark.ttl_s,
                 mark.expires_ms,
