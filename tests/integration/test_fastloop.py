@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from bullmq import Job, Queue, UnrecoverableError
 
 from errand.engine.fastloop import FastWorker
-from errand.redisio.pipelined import pipelined_from_url
+from errand.redisio.pipelined import WireScript, pipelined_from_url
 from errand.settings import Settings
 from support.waiting import wait_for
 
@@ -92,6 +92,23 @@ async def test_pipelined_client_answers_like_redis_py(env: Any) -> None:
     # Many coroutines at once share the one connection; replies match their commands.
     values = await asyncio.gather(*(client.echo(f"n{i}") for i in range(500)))
     assert values == [f"n{i}" for i in range(500)]
+
+
+async def test_registered_scripts_answer_like_redis_pys(env: Any) -> None:
+    """The pipelined client's scripts skip redis-py's AsyncScript path, not its answers."""
+    settings, client, plain, _, _, _ = env
+    body = "return {KEYS[1], ARGV[1], redis.call('INCR', KEYS[1])}"
+    k = settings.queue_prefix + ":x:script"
+    wire, pooled = client.register_script(body), plain.register_script(body)
+    assert type(wire) is WireScript and wire.sha == pooled.sha
+    assert await pooled(keys=[k], args=["a"]) == [k, "a", 1]
+    assert await wire(keys=[k], args=["a"]) == [k, "a", 2]
+    wire.sha = "0" * 40  # unknown to the server (flushed, or another server): loaded again
+    assert await wire(keys=[k], args=[7]) == [k, "7", 3]
+    assert wire.sha == pooled.sha
+    async with client.pipeline(transaction=True) as pipe:
+        await wire(keys=[k], args=["p"], client=pipe)
+        assert await pipe.execute() == [[k, "p", 4]]
 
 
 async def test_cancelled_command_does_not_shift_replies(env: Any) -> None:

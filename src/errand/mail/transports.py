@@ -7,8 +7,9 @@ import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
+from enum import IntEnum
 from functools import cache
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
@@ -36,29 +37,65 @@ class EmailSender(Protocol):
         """Deliver one email. Raises TransientFailure or PermanentFailure."""
 
 
+class SendVerdict(IntEnum):
+    """Whether a job's email may go out now: the send claim's and the atomic delivery's
+    replies (one numbering for both Lua scripts)."""
+
+    HELD = -1  # another worker holds the job's send claim: wait for its outcome
+    ALREADY_SENT = 0  # the sent ledger has the job
+    GO = 1  # claimed (a claim-based sender) or delivered (the atomic delivery)
+    CANCELED = 2  # the job's cancel flag is set
+    EXPIRED = 3  # now is past the job's expiresAt
+    FAULT = 4  # the simulated transport's injected failure: nothing was delivered
+
+
 @dataclass(frozen=True, slots=True)
 class SentMark:
-    """The sent-ledger entry of one job, for a sender that can write it with the delivery."""
+    """What an atomic delivery checks and writes for one job: the sent ledger entry, and
+    the keys that say it must not send (another worker's claim, the cancel flag)."""
 
     key: str
     value: str
     ttl_s: int
-    # The sender's send claim, released in the same step when it still holds this token
-    # (one round trip less per email than releasing it afterwards).
-    claim_key: str = ""
-    claim_token: str = ""
+    claim_key: str
+    cancel_key: str
+    expires_ms: int = 0  # the job's expiresAt (epoch ms); 0: never
     partition: int = 0  # the job's: the simulated outbox it goes to shares its slot
 
 
-# The simulated delivery is a Redis write, so it can be one atomic step with the sent
-# ledger: no crash can fall between them, and a job already marked sent is not delivered
-# again (not even by a worker whose lock expired while it was still running).
-# KEYS: outbox, ledger, claim. ARGV: record, outbox cap, ledger value, ledger ttl, claim token.
+@runtime_checkable
+class AtomicSender(Protocol):
+    """A sender whose delivery and sent-ledger write are one atomic step (the simulated
+    outbox): it needs no send claim, since a second delivery of the job finds the ledger."""
+
+    name: str
+
+    async def deliver_once(
+        self, email: RenderedEmail, user_id: str, attempt: int, mark: SentMark
+    ) -> SendVerdict:
+        """Deliver unless the ledger, a claim, the cancel flag or expiresAt forbid it.
+        Raises TransientFailure for an injected fault."""
+
+
+# The simulated delivery is a Redis write, so it is one atomic step with every check and
+# with the sent ledger: no crash can fall between the send and the ledger, a job already
+# marked sent is not delivered again (not even by a worker whose lock expired while it
+# still ran), and no email leaves after a cancel or after expiresAt.
+# KEYS: outbox, ledger, send claim, cancel flag.
+# ARGV: record, outbox cap, ledger value, ledger ttl, expiresAt ms (0: never), now ms,
+#       fault ('' for none). Replies as SendVerdict. The usual case (none of the three
+#       keys exists) costs one EXISTS.
 _DELIVER_ONCE = """
-if redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('DEL', KEYS[3]) end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('LPUSH', KEYS[1], ARGV[1])
-redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+if redis.call('EXISTS', KEYS[2], KEYS[3], KEYS[4]) > 0 then
+  if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+  if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
+  return 2
+end
+if ARGV[5] ~= '0' and tonumber(ARGV[6]) >= tonumber(ARGV[5]) then return 3 end
+if ARGV[7] ~= '' then return 4 end
+if redis.call('LPUSH', KEYS[1], ARGV[1]) > tonumber(ARGV[2]) then
+  redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+end
 redis.call('SET', KEYS[2], ARGV[3], 'EX', tonumber(ARGV[4]))
 return 1
 """
@@ -85,24 +122,63 @@ class SimulatedSender:
     """
 
     name = "simulated"
-    marks_sent = True  # `send(..., mark=)` writes the sent ledger atomically with the outbox
 
     def __init__(self, settings: Settings, redis: Any) -> None:
         self.delay_s = settings.email_send_ms / 1000
         self.redis = redis
         self.keys = Keys(settings.queue_prefix, settings.partitions)
+        self.outbox_cap = OUTBOX_CAP
         self._deliver_once = redis.register_script(_DELIVER_ONCE)  # EVALSHA per email
 
-    async def send(
-        self, email: RenderedEmail, user_id: str, attempt: int, mark: SentMark | None = None
-    ) -> None:
+    async def send(self, email: RenderedEmail, user_id: str, attempt: int) -> None:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        if user_id.startswith("fail-"):
-            raise TransientFailure("simulated: 554 mailbox unavailable")
-        if user_id.startswith("flaky-") and attempt <= FLAKY_FAILURES:
-            raise TransientFailure(f"simulated: 451 try again later (attempt {attempt})")
-        record = {
+        fault = _fault(user_id, attempt)
+        if fault:
+            raise TransientFailure(fault)
+        await ready_for_multi(self.redis)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(self.keys.outbox(), _record(email))
+            pipe.ltrim(self.keys.outbox(), 0, self.outbox_cap - 1)
+            await pipe.execute()
+
+    async def deliver_once(
+        self, email: RenderedEmail, user_id: str, attempt: int, mark: SentMark
+    ) -> SendVerdict:
+        """`send` and the sent ledger in one script, after its checks (AtomicSender)."""
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        fault = _fault(user_id, attempt)
+        verdict = await self._deliver_once(
+            keys=[self.keys.outbox(mark.partition), mark.key, mark.claim_key, mark.cancel_key],
+            args=[
+                _record(email),
+                self.outbox_cap,
+                mark.value,
+                mark.ttl_s,
+                mark.expires_ms,
+                now_ms(),
+                fault,
+            ],
+        )
+        if verdict == SendVerdict.FAULT:
+            raise TransientFailure(fault)
+        return SendVerdict(verdict)
+
+
+def _fault(user_id: str, attempt: int) -> str:
+    """The simulated transport's failure for this attempt, or "" when it delivers."""
+    if user_id.startswith("fail-"):
+        return "simulated: 554 mailbox unavailable"
+    if user_id.startswith("flaky-") and attempt <= FLAKY_FAILURES:
+        return f"simulated: 451 try again later (attempt {attempt})"
+    return ""
+
+
+def _record(email: RenderedEmail) -> bytes:
+    """The outbox entry of one delivered email."""
+    return orjson.dumps(
+        {
             "messageId": email.message_id,
             "to": email.to,
             "subject": email.subject,
@@ -110,17 +186,7 @@ class SimulatedSender:
             "html": email.html,
             "sentAt": iso_ms(now_ms()),
         }
-        if mark is not None:
-            await self._deliver_once(
-                keys=[self.keys.outbox(mark.partition), mark.key, mark.claim_key or mark.key],
-                args=[orjson.dumps(record), OUTBOX_CAP, mark.value, mark.ttl_s, mark.claim_token],
-            )
-            return
-        await ready_for_multi(self.redis)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.lpush(self.keys.outbox(), orjson.dumps(record))
-            pipe.ltrim(self.keys.outbox(), 0, OUTBOX_CAP - 1)
-            await pipe.execute()
+    )
 
 
 class SmtpSender:

@@ -20,11 +20,6 @@ def record_webhook_delivery(outcome: str) -> None:
     metrics().webhook_deliveries.labels(outcome).inc()
 
 
-def record_email_sent(transport: str) -> None:
-    """Count one email handed to a transport (called by the runner on a sent notification)."""
-    metrics().emails_sent.labels(transport).inc()
-
-
 def record_canceled(queue: QueueName) -> None:
     """Count one job canceled before it ran (the API's cancel route)."""
     metrics().jobs_canceled.labels(str(queue)).inc()
@@ -49,6 +44,7 @@ class JobMetrics:
         "_in_progress",
         "_processing",
         "_retried",
+        "_sent",
         "_wait",
         "queue",
     )
@@ -65,6 +61,7 @@ class JobMetrics:
         self._processing = m.job_processing.labels(label)
         self._wait = m.job_wait.labels(label)
         self._in_progress = m.jobs_in_progress.labels(label)
+        self._sent: dict[str, Any] = {}  # emails_sent's child per transport, bound on first use
 
     def started(self, enqueued_ms: int, first_attempt: bool) -> float:
         """A job attempt begins; returns the start mark to pass to `finished`."""
@@ -86,7 +83,11 @@ class JobMetrics:
             return
         self._completed.inc()
         if self.queue is QueueName.NOTIFICATIONS and result.get("sent"):
-            record_email_sent(str(result.get("transport") or "unknown"))
+            transport = str(result.get("transport") or "unknown")
+            sent = self._sent.get(transport)
+            if sent is None:
+                sent = self._sent[transport] = metrics().emails_sent.labels(transport)
+            sent.inc()
         elif self.queue is QueueName.WEBHOOKS:
             skipped = result.get("delivered") is False
             record_webhook_delivery("skipped" if skipped else "delivered")

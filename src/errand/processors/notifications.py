@@ -3,18 +3,24 @@
 Exactly-once is impossible across a crash, so errand narrows it to a window and
 lets the receiver close it:
 1. a job id in the sent ledger (kept 24 h) is never sent again;
-2. a short claim stops two workers sending the same job at the same time
-   (a stalled job redelivered while its first worker still runs);
-3. the ledger is written right after the send. A crash between the send and
-   that write is the one window left; the Message-ID derived from the job id
-   lets the receiving system drop that duplicate. The simulated transport has no
-   such window: its outbox write and the ledger entry are one Lua script.
+2. two workers never send the same job at the same time (a stalled job redelivered
+   while its first worker still runs). A sender whose delivery is atomic with the
+   ledger (the simulated outbox: one Lua script checks the ledger, delivers and
+   writes the ledger) needs nothing more: the second delivery finds the ledger. Any
+   other sender (SMTP) first takes a short send claim, and a copy that finds the
+   claim held waits for the holder's outcome;
+3. a claim-based sender writes the ledger right after the send. A crash between
+   the send and that write is the one window left; the Message-ID derived from the
+   job id lets the receiving system drop that duplicate. The atomic sender has no
+   such window.
 
-The claim is also where an attempt learns that it must not send at all: a job past
-its `expiresAt` ends `expired`, and a job canceled while a stalled copy of it still
-ran (its cancel flag is set) ends `canceled`. The claim script checks both, with the
-ledger, atomically; the processor returns errand's outcome marker and the engine
-completes the job with it (never a failure, so never dead-lettered).
+The same atomic step (the claim script, or the atomic delivery) is where an attempt
+learns that it must not send at all: a job past its `expiresAt` ends `expired`, and a
+job canceled while a stalled copy of it still ran (its cancel flag is set) ends
+`canceled`. Both are checked with the ledger, in one script; the processor returns
+errand's outcome marker and the engine completes the job with it (never a failure, so
+never dead-lettered). The atomic delivery also respects a claim another worker holds
+(a worker with an SMTP transport, during a change of transport).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import os
 import random
 import secrets
 import signal
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -33,7 +40,14 @@ from errand.clock import now_ms
 from errand.jobids import partition_of
 from errand.keys import Keys
 from errand.mail.templates import RenderedEmail, render
-from errand.mail.transports import EmailSender, SentMark, build_sender, message_id_for
+from errand.mail.transports import (
+    AtomicSender,
+    EmailSender,
+    SendVerdict,
+    SentMark,
+    build_sender,
+    message_id_for,
+)
 from errand.processors.job import RunningJob
 from errand.queue.cancel import CANCELED_WHILE_RUNNING
 from errand.queue.outcomes import Outcome, outcome_value
@@ -51,7 +65,8 @@ return 0
 
 # One round trip for "not sent yet? then claim it". KEYS: ledger, claim, cancel flag.
 # ARGV: claim token, claim ms, expiresAt (epoch ms, 0 = never), now (epoch ms).
-# Returns 0 already sent, 1 claimed, -1 held by another, 2 canceled, 3 expired.
+# Replies as SendVerdict: 0 already sent, 1 claimed, -1 held by another, 2 canceled,
+# 3 expired.
 _TAKE_CLAIM = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
@@ -60,7 +75,6 @@ if ARGV[3] ~= '0' and tonumber(ARGV[4]) >= tonumber(ARGV[3]) then return 3 end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return 1
 """
-_CLAIMED, _ALREADY_SENT, _CANCELED, _EXPIRED = 1, 0, 2, 3
 
 
 def _epoch_ms(iso: str) -> int:
@@ -80,81 +94,104 @@ class NotificationProcessor:
         self.redis = redis
         self.keys = Keys(settings.queue_prefix, settings.partitions)
         self.sender = sender or build_sender(settings, redis)
+        # A sender that delivers and writes the ledger in one step needs no send claim.
+        self._atomic = self.sender if isinstance(self.sender, AtomicSender) else None
         self.claim_ms = settings.lock_duration_ms
         self._take_claim = redis.register_script(_TAKE_CLAIM)  # EVALSHA per attempt
         self._release = redis.register_script(_RELEASE_CLAIM)
+        self._span_name = f"{self.sender.name} send"
         self._span_attributes = {"errand.email.transport": self.sender.name}
+        self._ledger_ttl_s = settings.sent_ledger_ttl_seconds
 
     async def __call__(self, job: RunningJob, token: str) -> dict[str, Any]:
         job_id = str(job.id)
-        kind, user_id = str(job.data["type"]), str(job.data["userId"])
+        data = job.data
+        user_id = str(data["userId"])
         attempt = job.attemptsMade + 1
-        claim = secrets.token_hex(8)
-        expires_at = str(job.data.get("expiresAt") or "")
-        taken = await self._claim(job_id, claim, _epoch_ms(expires_at))
-        if taken == _ALREADY_SENT:
+        expires_at = str(data.get("expiresAt") or "")
+        message_id = message_id_for(job_id, self.settings.smtp_from)
+        if self._atomic is not None:
+            email = render(str(data["type"]), user_id, message_id)
+            verdict = await self._deliver_once(
+                self._atomic, email, user_id, attempt, job_id, expires_at
+            )
+        else:
+            verdict = await self._send_with_claim(job, user_id, attempt, message_id, expires_at)
+        if verdict == SendVerdict.ALREADY_SENT:
             return {"sent": False, "reason": "already sent"}
-        if taken == _CANCELED:
+        if verdict == SendVerdict.CANCELED:
             return outcome_value(Outcome.CANCELED, CANCELED_WHILE_RUNNING)
-        if taken == _EXPIRED:
+        if verdict == SendVerdict.EXPIRED:
             return outcome_value(Outcome.EXPIRED, f"expired at {expires_at} before it was sent")
-        released = False
-        try:
-            email = render(kind, user_id, message_id_for(job_id, self.settings.smtp_from))
-            # PermanentFailure: no retry. True when the send released the claim itself.
-            released = await self._send_and_mark(email, user_id, attempt, job_id, claim)
-        finally:
-            if not released:
-                await self._release(keys=[self.keys.send_claim(job_id)], args=[claim])
         self._maybe_crash()
-        return {"sent": True, "transport": self.sender.name, "messageId": email.message_id}
+        return {"sent": True, "transport": self.sender.name, "messageId": message_id}
 
-    async def _send_and_mark(
-        self, email: RenderedEmail, user_id: str, attempt: int, job_id: str, claim: str
-    ) -> bool:
-        """Send, then record the job in the sent ledger; True if the claim was released.
-
-        A sender that can (the simulated outbox) writes the ledger and releases the claim
-        in the same atomic step as the delivery, which closes the crash window for it
-        entirely and saves a round trip per email.
-        """
+    async def _deliver_once(
+        self,
+        sender: AtomicSender,
+        email: RenderedEmail,
+        user_id: str,
+        attempt: int,
+        job_id: str,
+        expires_at: str,
+    ) -> SendVerdict:
+        """One script checks, delivers and records (see the module docstring)."""
+        k = self.keys
         mark = SentMark(
-            self.keys.sent_ledger(job_id),
-            self.sender.name,
-            self.settings.sent_ledger_ttl_seconds,
-            self.keys.send_claim(job_id),
-            claim,
+            k.sent_ledger(job_id),
+            sender.name,
+            self._ledger_ttl_s,
+            k.send_claim(job_id),
+            k.cancel_request(job_id),
+            _epoch_ms(expires_at),
             partition_of(job_id),
         )
-        with tracing.span(f"{self.sender.name} send", attributes=self._span_attributes):
-            if getattr(self.sender, "marks_sent", False):
-                await self.sender.send(email, user_id, attempt, mark=mark)  # type: ignore[call-arg]
-                return True
-            await self.sender.send(email, user_id, attempt)
-        await self.redis.set(mark.key, mark.value, ex=mark.ttl_s)
-        return False
+        with tracing.span(self._span_name, attributes=self._span_attributes):
+            return await self._while_held(
+                job_id, lambda: sender.deliver_once(email, user_id, attempt, mark)
+            )
 
-    async def _claim(self, job_id: str, claim: str, expires_ms: int) -> int:
-        """Take the send claim; if another worker holds it, wait for its outcome.
+    async def _send_with_claim(
+        self, job: RunningJob, user_id: str, attempt: int, message_id: str, expires_at: str
+    ) -> SendVerdict:
+        """Claim, send, write the ledger, release: for senders that are not atomic."""
+        job_id, k = str(job.id), self.keys
+        claim = secrets.token_hex(8)
+        keys = [k.sent_ledger(job_id), k.send_claim(job_id), k.cancel_request(job_id)]
+        args = [claim, self.claim_ms, _epoch_ms(expires_at)]
+        # The checks and the claim are one script, so no send can slip between them.
+        taken = await self._while_held(
+            job_id, lambda: self._take_claim(keys=keys, args=[*args, now_ms()])
+        )
+        if taken != SendVerdict.GO:
+            return taken
+        try:
+            # PermanentFailure: no retry.
+            email = render(str(job.data["type"]), user_id, message_id)
+            with tracing.span(self._span_name, attributes=self._span_attributes):
+                await self.sender.send(email, user_id, attempt)
+            await self.redis.set(keys[0], self.sender.name, ex=self._ledger_ttl_s)
+        finally:
+            await self._release(keys=[keys[1]], args=[claim])
+        return SendVerdict.GO
 
-        Returns _CLAIMED, or why not: _ALREADY_SENT (the other worker sent the email
-        meanwhile), _CANCELED or _EXPIRED. Raises SendInProgress if another worker still
-        holds the claim after a lock duration.
+    async def _while_held(self, job_id: str, attempt: Callable[[], Awaitable[Any]]) -> SendVerdict:
+        """`attempt()` until no other worker holds the job's send claim.
+
+        Returns its verdict: GO, or why not: ALREADY_SENT (the other worker sent the
+        email meanwhile), CANCELED or EXPIRED. Raises SendInProgress if another worker
+        still holds the claim after a lock duration.
         """
-        k = self.keys
-        keys = (k.sent_ledger(job_id), k.send_claim(job_id), k.cancel_request(job_id))
+        verdict = int(await attempt())
+        if verdict != SendVerdict.HELD:
+            return SendVerdict(verdict)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.claim_ms / 1000
-        # The checks and the claim are one script, so no send can slip between them.
-        while (taken := await self._take(keys, claim, expires_ms)) < 0:
+        while (verdict := int(await attempt())) == SendVerdict.HELD:
             if loop.time() > deadline:
                 raise SendInProgress(f"another worker is still sending job {job_id}")
             await asyncio.sleep(CLAIM_POLL_S)
-        return int(taken)
-
-    async def _take(self, keys: tuple[str, str, str], claim: str, expires_ms: int) -> int:
-        args = (claim, self.claim_ms, expires_ms, now_ms())
-        return int(await self._take_claim(keys=list(keys), args=list(args)))
+        return SendVerdict(verdict)
 
     def _maybe_crash(self) -> None:
         rate = self.settings.fault_crash_after_send_rate

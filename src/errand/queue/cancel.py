@@ -7,8 +7,10 @@ job: `returnvalue` and `finishedOn` in the hash, the id scored by the finish tim
 `completed`, a `completed` event on the queue's events stream, and the in-flight
 deduplication key (`<queue prefix>de:<id>`) deleted if it still names this job. It
 never ran, so `attemptsMade` stays as it was. The script also sets the job's cancel
-flag, so a worker still running a stalled copy of it finds the flag at its send
-claim (notifications) or next progress step (reports) and stops.
+flag, so a worker still running a stalled copy of it finds the flag when it sends
+(notifications: in the send claim, or in the simulated transport's delivery script)
+or at its next progress step (reports) and stops. A notification whose send claim is
+held or whose sent ledger is written is `sending`: the email is going, or went, out.
 
 An active report gets its cancel flag instead (its processor stops at the next
 progress step) and frees its deduplication slot at once. An active notification
