@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from errand.clock import now_ms
-from errand.keys import QueueName, new_job_id, partition_of
+from errand.jobids import QueueName, new_job_id, partition_of
 from errand.mail.templates import render
 from errand.mail.transports import SendVerdict, SentMark, SimulatedSender, TransientFailure
 from errand.redisio.connection import connect
