@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from errand.access.limits import DEPTH_REREAD_S, Limits
 from errand.keys import QueueName, new_job_id
 from support.stack import ApiClient, Stack, serve_api
 
@@ -170,3 +171,43 @@ async def test_a_full_queue_refuses_a_post_with_503_and_creates_nothing(stack: S
     assert await _waiting(stack, QueueName.NOTIFICATIONS) == 2
     assert await _waiting(stack, QueueName.REPORTS) == 2
     assert (await stack.http.get(posted.headers["location"])).status_code == 200  # reads go on
+
+
+class _CountedLimits(Limits):
+    """The real Limits on the stack's store, counting its depth reads."""
+
+    reads = 0
+
+    async def _queue_depth(self, queue: QueueName) -> int:
+        self.reads += 1
+        return await super()._queue_depth(queue)
+
+
+async def test_concurrent_posts_near_the_cap_share_one_depth_read(stack: Stack) -> None:
+    assert (await stack.http.post("/notifications", json=NOTE)).status_code == 202
+    limits = _CountedLimits(stack.redis, stack.keys, max_queue_depth=2)
+    answers = await asyncio.gather(*(limits.queue_full(QueueName.NOTIFICATIONS) for _ in range(20)))
+    assert answers == [False] * 20  # one job waits: room for one more
+    assert limits.reads == 1
+    assert (await stack.http.post("/notifications", json=NOTE)).status_code == 202
+    assert await limits.queue_full(QueueName.NOTIFICATIONS)  # near the cap: read every time
+    assert limits.reads == 2
+
+
+async def test_far_below_the_cap_a_stale_depth_answers_while_one_read_refreshes_it(
+    stack: Stack,
+) -> None:
+    limits = _CountedLimits(stack.redis, stack.keys, max_queue_depth=1_000_000)
+    assert not await limits.queue_full(QueueName.NOTIFICATIONS)
+    assert limits.reads == 1
+    assert not await limits.queue_full(QueueName.NOTIFICATIONS)
+    assert limits.reads == 1  # fresh: no read
+    assert (await stack.http.post("/notifications", json=NOTE)).status_code == 202
+    limits._depth_seen[QueueName.NOTIFICATIONS] = (time.monotonic() - DEPTH_REREAD_S, 0)
+    answers = await asyncio.gather(*(limits.queue_full(QueueName.NOTIFICATIONS) for _ in range(20)))
+    assert answers == [False] * 20
+    deadline = time.monotonic() + 10
+    while limits._depth_seen[QueueName.NOTIFICATIONS][1] != 1:
+        assert time.monotonic() < deadline, "the refresh never landed"
+        await asyncio.sleep(0.01)
+    assert limits.reads == 2

@@ -8,6 +8,7 @@ the API hosts' clocks.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import secrets
 import time
@@ -112,6 +113,7 @@ class Limits:
         self._admit = redis.register_script(_ADMIT)
         self._depth = redis.register_script(_DEPTH)
         self._depth_seen: dict[QueueName, tuple[float, int]] = {}
+        self._depth_reads: dict[QueueName, asyncio.Future[int]] = {}
 
     async def take(self, client_id: str, rate: RateLimit) -> Quota | None:
         """Take a token from the client's bucket; None when the client has no limit."""
@@ -135,27 +137,52 @@ class Limits:
         return math.ceil(int(wait_ms) / 1000)
 
     async def _queue_depth(self, queue: QueueName) -> int:
-        """Jobs not yet started, over every partition (one script per partition: each
-        reads one partition's keys, so each stays in one cluster slot)."""
-        keys, depth = self.keys, 0
-        for part in range(keys.partitions):
-            states = ("wait", "paused", "prioritized", "delayed")
-            depth += int(await self._depth(keys=[keys.queue(queue, s, part) for s in states]))
-        return depth
+        """Jobs not yet started, over every partition (one script per partition, sent at
+        once: each reads one partition's keys, so each stays in one cluster slot)."""
+        keys, states = self.keys, ("wait", "paused", "prioritized", "delayed")
+        depths = await asyncio.gather(
+            *(
+                self._depth(keys=[keys.queue(queue, s, part) for s in states])
+                for part in range(keys.partitions)
+            )
+        )
+        return sum(int(d) for d in depths)
 
     async def queue_full(self, queue: QueueName) -> bool:
         """True when one more job would put `queue` over the depth cap.
 
         Checked before the job is added, not with it: concurrent POSTs near the cap can
-        overshoot it by as many as are in flight at once.
+        overshoot it by as many as are in flight at once. Far below the cap a depth
+        older than DEPTH_REREAD_S answers while one read refreshes it; near it (or with
+        none yet) the POST waits for a read. Concurrent POSTs share one read.
         """
         cap = self.max_queue_depth
         if cap <= 0:
             return False
-        now = time.monotonic()
         seen = self._depth_seen.get(queue)
-        if seen is not None and now - seen[0] < DEPTH_REREAD_S and seen[1] + DEPTH_MARGIN < cap:
+        if seen is not None and seen[1] + DEPTH_MARGIN < cap:
+            if time.monotonic() - seen[0] >= DEPTH_REREAD_S:
+                self._read_depth(queue)
             return False
-        depth = await self._queue_depth(queue)
-        self._depth_seen[queue] = (now, depth)
+        depth = await asyncio.shield(self._read_depth(queue))
         return depth + 1 > cap
+
+    def _read_depth(self, queue: QueueName) -> asyncio.Future[int]:
+        """The read of `queue`'s depth in flight, or a new one (which records its result)."""
+        reading = self._depth_reads.get(queue)
+        if reading is None:
+            reading = asyncio.ensure_future(self._record_depth(queue))
+            self._depth_reads[queue] = reading
+            reading.add_done_callback(lambda done: self._read_done(queue, done))
+        return reading
+
+    async def _record_depth(self, queue: QueueName) -> int:
+        started = time.monotonic()
+        depth = await self._queue_depth(queue)
+        self._depth_seen[queue] = (started, depth)
+        return depth
+
+    def _read_done(self, queue: QueueName, done: asyncio.Future[int]) -> None:
+        self._depth_reads.pop(queue, None)
+        if not done.cancelled() and done.exception() is not None:
+            self._depth_seen.pop(queue, None)  # the next POST reads again, and waits for it
