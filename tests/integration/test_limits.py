@@ -7,10 +7,12 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 
+from errand.access.clients import RateLimit
 from errand.access.limits import DEPTH_REREAD_S, Limits
 from errand.keys import QueueName, new_job_id
 from support.stack import ApiClient, Stack, serve_api
@@ -211,3 +213,30 @@ async def test_far_below_the_cap_a_stale_depth_answers_while_one_read_refreshes_
         assert time.monotonic() < deadline, "the refresh never landed"
         await asyncio.sleep(0.01)
     assert limits.reads == 2
+
+
+async def test_a_busy_client_spends_tokens_held_ahead_and_never_more_than_the_bucket_gave(
+    stack: Stack,
+) -> None:
+    limits = Limits(stack.redis, stack.keys, max_queue_depth=0)
+    rate = RateLimit(0.001, 64)  # 64 tokens, hardly any refill; holds of 4 above 32 left
+    quotas = [await limits.take("busy", rate) for _ in range(70)]
+    assert all(q is not None for q in quotas)
+    admitted = [q for q in quotas if q is not None and q.taken]
+    assert len(admitted) == 64  # every token used, none invented, then refused
+    assert [q.remaining for q in admitted] == list(range(63, -1, -1))
+    bucket = await stack.redis.hget(stack.keys.rate_bucket("busy"), "tokens")
+    assert float(bucket) < 1
+    calls = await _take_calls(stack, lambda: limits.take("busy2", rate), 40)
+    assert calls < 20  # the busy client's takes mostly came from its hold
+
+
+async def _take_calls(stack: Stack, take: Any, n: int) -> int:
+    """How many of `n` takes reached the bucket (each one that does lowers its tokens)."""
+    before, seen = -1.0, 0
+    for _ in range(n):
+        await take()
+        tokens = float(await stack.redis.hget(stack.keys.rate_bucket("busy2"), "tokens"))
+        seen += tokens != before
+        before = tokens
+    return seen

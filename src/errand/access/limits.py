@@ -18,11 +18,15 @@ from typing import Any
 from errand.access.clients import RateLimit
 from errand.keys import Keys, QueueName
 
-# KEYS[1] the bucket (hash: tokens, ms). ARGV: tokens per ms, burst.
-# Returns {1 or 0 (taken), tokens left after it, as a string (Lua numbers become integers)}.
+# KEYS[1] the bucket (hash: tokens, ms). ARGV: tokens per ms, burst, tokens wanted (1, or
+# more to hold some in advance), the fewest tokens a take of more than one may leave.
+# Returns {tokens taken (0, 1, or all wanted), tokens left after it, as a string (Lua
+# numbers become integers)}.
 _TAKE = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
+local keep = tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local b = redis.call('HMGET', KEYS[1], 'tokens', 'ms')
@@ -35,8 +39,9 @@ else
 end
 local taken = 0
 if tokens >= 1 then
-  tokens = tokens - 1
   taken = 1
+  if want > 1 and tokens - want >= keep then taken = want end
+  tokens = tokens - taken
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ms', now)
 redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate) + 1000)
@@ -67,6 +72,10 @@ return redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[2])
 """
 
 RECIPIENT_WINDOW_MS = 3_600_000
+# A busy client's tokens held in advance by one API process (see `Limits.take`).
+HOLD_MAX = 32
+HOLD_S = 0.5
+HOLDERS_MAX = 10_000  # clients held for at once; past it the holds start over
 # Far below the depth cap, a process rereads the depth at most once a second; within
 # this many jobs of it, on every POST.
 DEPTH_MARGIN = 10_000
@@ -102,6 +111,25 @@ def quota_from(rate: RateLimit, taken: bool, tokens: float) -> Quota:
     )
 
 
+@dataclass(slots=True)
+class _Held:
+    """Tokens one API process took from a client's bucket ahead of its requests."""
+
+    rate: RateLimit
+    until: float  # monotonic: spent by then, or never
+    left: int
+    bucket: float  # the tokens the bucket kept when these were taken
+    asking: bool = False  # a take for more is on its way
+
+    def valid(self, rate: RateLimit, now: float) -> bool:
+        return self.rate == rate and now < self.until
+
+
+def hold_size(rate: RateLimit) -> int:
+    """How many tokens a process may take ahead for a busy client of `rate`."""
+    return min(HOLD_MAX, rate.burst // 16)
+
+
 class Limits:
     """The limits of one API process, over its Redis connection."""
 
@@ -114,16 +142,55 @@ class Limits:
         self._depth = redis.register_script(_DEPTH)
         self._depth_seen: dict[QueueName, tuple[float, int]] = {}
         self._depth_reads: dict[QueueName, asyncio.Future[int]] = {}
+        self._held: dict[str, _Held] = {}
 
     async def take(self, client_id: str, rate: RateLimit) -> Quota | None:
-        """Take a token from the client's bucket; None when the client has no limit."""
+        """Take a token from the client's bucket; None when the client has no limit.
+
+        A client this process took a token for within HOLD_S is busy: its next take asks
+        for up to `hold_size` tokens more, which the bucket grants only while it keeps at
+        least half its burst, and this process spends them on the client's next requests
+        within HOLD_S (unspent, they are lost). Near the limit every take is one token
+        from the shared bucket, as exact as without holds; far from it, other processes
+        see the held tokens gone, and RateLimit-Remaining counts this process's own.
+        No request is ever admitted on a token the bucket did not give.
+        """
         if rate.unlimited:
             return None
-        reply = await self._take(
-            keys=[self.keys.rate_bucket(client_id)],
-            args=[rate.per_second / 1000, rate.burst],
-        )
-        return quota_from(rate, bool(int(reply[0])), float(reply[1]))
+        held = self._held.get(client_id)
+        if held is not None and not held.valid(rate, time.monotonic()):
+            held = None
+        if held is not None and held.left > 0:
+            held.left -= 1
+            return quota_from(rate, True, held.bucket + held.left)
+        ahead = hold_size(rate) if held is not None and not held.asking else 0
+        if held is not None and ahead:
+            held.asking = True  # one request at a time asks for more
+        try:
+            reply = await self._take(
+                keys=[self.keys.rate_bucket(client_id)],
+                args=[rate.per_second / 1000, rate.burst, 1 + ahead, rate.burst / 2],
+            )
+        finally:
+            if held is not None and ahead:
+                held.asking = False
+        taken, bucket = int(reply[0]), float(reply[1])
+        if taken:
+            self._keep(client_id, rate, taken - 1, bucket)
+        return quota_from(rate, taken > 0, bucket + max(0, taken - 1))
+
+    def _keep(self, client_id: str, rate: RateLimit, extra: int, bucket: float) -> None:
+        """Note a take for `client_id` (busy from now on), holding `extra` tokens."""
+        now = time.monotonic()
+        held = self._held.get(client_id)
+        if held is not None and held.valid(rate, now):
+            if extra:
+                held.left += extra
+                held.bucket, held.until = bucket, now + HOLD_S
+            return
+        if len(self._held) >= HOLDERS_MAX:
+            self._held.clear()
+        self._held[client_id] = _Held(rate, now + HOLD_S, extra, bucket)
 
     async def admit_recipient(self, client_id: str, user_id: str, cap: int) -> int:
         """Count one notification for `user_id`: 0 when admitted, else the seconds until one
