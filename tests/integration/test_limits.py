@@ -240,3 +240,23 @@ async def _take_calls(stack: Stack, take: Any, n: int) -> int:
         seen += tokens != before
         before = tokens
     return seen
+
+
+async def test_concurrent_requests_of_a_busy_client_wait_for_one_take_ahead(stack: Stack) -> None:
+    limits = _CountedLimits(stack.redis, stack.keys, max_queue_depth=0)
+    takes = 0
+    bucket_take = limits._take_from_bucket
+
+    async def counted(client_id: str, rate: RateLimit, ahead: int) -> Any:
+        nonlocal takes
+        takes += 1
+        return await bucket_take(client_id, rate, ahead)
+
+    limits._take_from_bucket = counted  # type: ignore[method-assign]
+    rate = RateLimit(0.001, 10_000)  # holds of 32
+    await limits.take("crowd", rate)
+    quotas = await asyncio.gather(*(limits.take("crowd", rate) for _ in range(64)))
+    assert all(q is not None and q.taken for q in quotas)
+    assert takes <= 4  # the first, then about one per 33 requests
+    left = float(await stack.redis.hget(stack.keys.rate_bucket("crowd"), "tokens"))
+    assert 10_000 - 1 - 64 - 32 <= left <= 10_000 - 1 - 64

@@ -119,7 +119,8 @@ class _Held:
     until: float  # monotonic: spent by then, or never
     left: int
     bucket: float  # the tokens the bucket kept when these were taken
-    asking: bool = False  # a take for more is on its way
+    asking: asyncio.Future[None] | None = None  # a take for more, on its way
+    short: bool = False  # the bucket would not give more: every take is one token
 
     def valid(self, rate: RateLimit, now: float) -> bool:
         return self.rate == rate and now < self.until
@@ -158,22 +159,33 @@ class Limits:
         if rate.unlimited:
             return None
         held = self._held.get(client_id)
+        while held is not None and held.asking is not None and held.valid(rate, time.monotonic()):
+            await asyncio.shield(held.asking)  # its tokens may serve this request too
+            if held.left > 0:
+                break
         if held is not None and not held.valid(rate, time.monotonic()):
             held = None
         if held is not None and held.left > 0:
             held.left -= 1
             return quota_from(rate, True, held.bucket + held.left)
-        ahead = hold_size(rate) if held is not None and not held.asking else 0
-        if held is not None and ahead:
-            held.asking = True  # one request at a time asks for more
+        ahead = hold_size(rate) if held is not None and not held.short else 0
+        if held is None or not ahead:
+            return await self._take_from_bucket(client_id, rate, 0)
+        held.asking = asking = asyncio.get_running_loop().create_future()
         try:
-            reply = await self._take(
-                keys=[self.keys.rate_bucket(client_id)],
-                args=[rate.per_second / 1000, rate.burst, 1 + ahead, rate.burst / 2],
-            )
+            quota = await self._take_from_bucket(client_id, rate, ahead)
+            held.short = held.left == 0  # near the limit: one token a take, no waiting
+            return quota
         finally:
-            if held is not None and ahead:
-                held.asking = False
+            held.asking = None
+            asking.set_result(None)
+
+    async def _take_from_bucket(self, client_id: str, rate: RateLimit, ahead: int) -> Quota:
+        """One token from the shared bucket, and up to `ahead` more to hold."""
+        reply = await self._take(
+            keys=[self.keys.rate_bucket(client_id)],
+            args=[rate.per_second / 1000, rate.burst, 1 + ahead, rate.burst / 2],
+        )
         taken, bucket = int(reply[0]), float(reply[1])
         if taken:
             self._keep(client_id, rate, taken - 1, bucket)
