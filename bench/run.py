@@ -170,7 +170,10 @@ async def seed_ids(port: int, count: int) -> list[str]:
                 reply = await http.request(
                     "POST", "/notifications", {"type": "welcome", "userId": f"seed-{i}"}
                 )
-                ids.append(str(reply.json()["jobId"]))  # type: ignore[index]
+                made = reply.json()
+                if reply.status != 202 or not isinstance(made, dict):
+                    raise RuntimeError(f"seeding a job id: {reply.status} {made}")
+                ids.append(str(made["jobId"]))
         finally:
             await http.close()
 
