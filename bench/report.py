@@ -16,6 +16,7 @@ class Report:
     api_workers: int = 0
     http: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     api_cpu_us: dict[str, float] = field(default_factory=dict)
+    valkey_cpu_us: dict[str, float] = field(default_factory=dict)
     drains: list[dict[str, Any]] = field(default_factory=list)
     latency: dict[str, Any] = field(default_factory=dict)
     waiting: list[dict[str, Any]] = field(default_factory=list)

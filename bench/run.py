@@ -94,6 +94,12 @@ def options() -> argparse.Namespace:
         "refuses; 0 turns the rate limit off",
     )
     parser.add_argument(
+        "--one-partition",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the HTTP section also runs an errand API with ERRAND_PARTITIONS=1",
+    )
+    parser.add_argument(
         "--engine",
         default=str(Settings.model_fields["worker_engine"].default),
         help="worker engine of the latency section's errand worker",
@@ -164,7 +170,10 @@ async def seed_ids(port: int, count: int) -> list[str]:
                 reply = await http.request(
                     "POST", "/notifications", {"type": "welcome", "userId": f"seed-{i}"}
                 )
-                ids.append(str(reply.json()["jobId"]))  # type: ignore[index]
+                made = reply.json()
+                if reply.status != 202 or not isinstance(made, dict):
+                    raise RuntimeError(f"seeding a job id: {reply.status} {made}")
+                ids.append(str(made["jobId"]))
         finally:
             await http.close()
 
@@ -173,14 +182,19 @@ async def seed_ids(port: int, count: int) -> list[str]:
 
 
 def http_section(
-    name: str, svc: harness.Service, wrk: str | None, args: argparse.Namespace, report: Report
+    name: str,
+    svc: harness.Service,
+    valkey_pid: int,
+    wrk: str | None,
+    args: argparse.Namespace,
+    report: Report,
 ) -> None:
     scratch = harness.scratch_dir("wrk")
     ids = asyncio.run(seed_ids(svc.port, 1000))
     load(wrk, svc.port, "jobs", 1.0, args.connections, scratch, ids)  # warm-up, not counted
     results = []
     for route, label in ROUTES:
-        cpu0 = svc.cpu()
+        cpu0, valkey0 = svc.cpu(), harness.cpu_seconds(valkey_pid)
         result = load(
             wrk,
             svc.port,
@@ -192,6 +206,8 @@ def http_section(
         )
         if result.requests:
             report.api_cpu_us[f"{name} {label}"] = (svc.cpu() - cpu0) / result.requests * 1e6
+            valkey_s = harness.cpu_seconds(valkey_pid) - valkey0
+            report.valkey_cpu_us[f"{name} {label}"] = valkey_s / result.requests * 1e6
         say(
             f"{name} {label}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.1f} ms, "
             f"p99 {result.p99_ms:.1f} ms, {result.errors} errors"
@@ -434,20 +450,21 @@ def main() -> int:
             latency_section(valkey, api, prefix, args, report)
         if "http" in sections:
             say(f"HTTP: errand ({DEFAULT_PARTITIONS} partitions, the default)")
-            http_section("errand", api, wrk, args, report)
-            one = start_errand_api(valkey.url, "{bench1}", report.api_workers, args, partitions=1)
-            say("HTTP: errand, 1 partition")
-            try:
-                http_section("errand 1 partition", one, wrk, args, report)
-            finally:
-                one.stop()
+            http_section("errand", api, valkey.process.pid, wrk, args, report)
+            if args.one_partition:
+                one = start_errand_api(valkey.url, "{bench1}", report.api_workers, args, 1)
+                say("HTTP: errand, 1 partition")
+                try:
+                    http_section("errand 1 partition", one, valkey.process.pid, wrk, args, report)
+                finally:
+                    one.stop()
             if ref_dir and ref_valkey:
                 ref_api = __import__("reference").start_api(
                     ref_dir, ref_valkey.url, report.api_workers
                 )
                 say("HTTP: reference")
                 try:
-                    http_section("reference", ref_api, wrk, args, report)
+                    http_section("reference", ref_api, ref_valkey.process.pid, wrk, args, report)
                 finally:
                     ref_api.stop()
                 redis_sync.Redis.from_url(ref_valkey.url).flushall()  # before its drain

@@ -38,6 +38,9 @@ def http_lines(report: Report) -> list[str]:
             row += f"{rates[0] / rates[1]:>11.2f}x"
         lines.append(row)
     lines += [f"  API CPU per request, {k}: {cpu:,.0f} µs" for k, cpu in report.api_cpu_us.items()]
+    lines += [
+        f"  Valkey CPU per request, {k}: {cpu:,.0f} µs" for k, cpu in report.valkey_cpu_us.items()
+    ]
     return [*lines, ""]
 
 

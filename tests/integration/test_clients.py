@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from typing import Any
 
 import httpx
 import pytest
@@ -268,3 +270,22 @@ async def test_with_auth_none_no_key_is_needed_and_jobs_are_anonymous(stack: Sta
     admin_view = (await stack.http.get(f"/admin/jobs/{job_id}", headers=stack.admin)).json()
     assert admin_view["clientId"] == "anonymous"
     assert (await stack.http.get(posted.headers["location"])).status_code == 200
+
+
+async def test_concurrent_requests_with_one_key_share_one_lookup(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shop = await stack.new_client("crowd")
+    store = stack.app.state.services.gate.store
+    lookups: list[str] = []
+    resolve = store.resolve
+
+    async def counted(api_key: str) -> Any:
+        lookups.append(api_key)
+        return await resolve(api_key)
+
+    monkeypatch.setattr(store, "resolve", counted)
+    path = f"/jobs/{new_job_id(QueueName.REPORTS)}"
+    replies = await asyncio.gather(*(stack.http.get(path, headers=shop.headers) for _ in range(20)))
+    assert [r.status_code for r in replies] == [404] * 20  # authenticated, then not found
+    assert lookups == [shop.api_key]

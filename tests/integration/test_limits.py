@@ -7,10 +7,13 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 
+from errand.access.clients import RateLimit
+from errand.access.limits import DEPTH_REREAD_S, Limits
 from errand.jobids import QueueName, new_job_id
 from support.stack import ApiClient, Stack, serve_api
 
@@ -170,3 +173,90 @@ async def test_a_full_queue_refuses_a_post_with_503_and_creates_nothing(stack: S
     assert await _waiting(stack, QueueName.NOTIFICATIONS) == 2
     assert await _waiting(stack, QueueName.REPORTS) == 2
     assert (await stack.http.get(posted.headers["location"])).status_code == 200  # reads go on
+
+
+class _CountedLimits(Limits):
+    """The real Limits on the stack's store, counting its depth reads."""
+
+    reads = 0
+
+    async def _queue_depth(self, queue: QueueName) -> int:
+        self.reads += 1
+        return await super()._queue_depth(queue)
+
+
+async def test_concurrent_posts_near_the_cap_share_one_depth_read(stack: Stack) -> None:
+    assert (await stack.http.post("/notifications", json=NOTE)).status_code == 202
+    limits = _CountedLimits(stack.redis, stack.keys, max_queue_depth=2)
+    answers = await asyncio.gather(*(limits.queue_full(QueueName.NOTIFICATIONS) for _ in range(20)))
+    assert answers == [False] * 20  # one job waits: room for one more
+    assert limits.reads == 1
+    assert (await stack.http.post("/notifications", json=NOTE)).status_code == 202
+    assert await limits.queue_full(QueueName.NOTIFICATIONS)  # near the cap: read every time
+    assert limits.reads == 2
+
+
+async def test_far_below_the_cap_a_stale_depth_answers_while_one_read_refreshes_it(
+    stack: Stack,
+) -> None:
+    limits = _CountedLimits(stack.redis, stack.keys, max_queue_depth=1_000_000)
+    assert not await limits.queue_full(QueueName.NOTIFICATIONS)
+    assert limits.reads == 1
+    assert not await limits.queue_full(QueueName.NOTIFICATIONS)
+    assert limits.reads == 1  # fresh: no read
+    assert (await stack.http.post("/notifications", json=NOTE)).status_code == 202
+    limits._depth_seen[QueueName.NOTIFICATIONS] = (time.monotonic() - DEPTH_REREAD_S, 0)
+    answers = await asyncio.gather(*(limits.queue_full(QueueName.NOTIFICATIONS) for _ in range(20)))
+    assert answers == [False] * 20
+    deadline = time.monotonic() + 10
+    while limits._depth_seen[QueueName.NOTIFICATIONS][1] != 1:
+        assert time.monotonic() < deadline, "the refresh never landed"
+        await asyncio.sleep(0.01)
+    assert limits.reads == 2
+
+
+async def test_a_busy_client_spends_tokens_held_ahead_and_never_more_than_the_bucket_gave(
+    stack: Stack,
+) -> None:
+    limits = Limits(stack.redis, stack.keys, max_queue_depth=0)
+    rate = RateLimit(0.001, 64)  # 64 tokens, hardly any refill; holds of 4 above 32 left
+    quotas = [await limits.take("busy", rate) for _ in range(70)]
+    assert all(q is not None for q in quotas)
+    admitted = [q for q in quotas if q is not None and q.taken]
+    assert len(admitted) == 64  # every token used, none invented, then refused
+    assert [q.remaining for q in admitted] == list(range(63, -1, -1))
+    bucket = await stack.redis.hget(stack.keys.rate_bucket("busy"), "tokens")
+    assert float(bucket) < 1
+    calls = await _take_calls(stack, lambda: limits.take("busy2", rate), 40)
+    assert calls < 20  # the busy client's takes mostly came from its hold
+
+
+async def _take_calls(stack: Stack, take: Any, n: int) -> int:
+    """How many of `n` takes reached the bucket (each one that does lowers its tokens)."""
+    before, seen = -1.0, 0
+    for _ in range(n):
+        await take()
+        tokens = float(await stack.redis.hget(stack.keys.rate_bucket("busy2"), "tokens"))
+        seen += tokens != before
+        before = tokens
+    return seen
+
+
+async def test_concurrent_requests_of_a_busy_client_wait_for_one_take_ahead(stack: Stack) -> None:
+    limits = _CountedLimits(stack.redis, stack.keys, max_queue_depth=0)
+    takes = 0
+    bucket_take = limits._take_from_bucket
+
+    async def counted(client_id: str, rate: RateLimit, ahead: int) -> Any:
+        nonlocal takes
+        takes += 1
+        return await bucket_take(client_id, rate, ahead)
+
+    limits._take_from_bucket = counted  # type: ignore[method-assign]
+    rate = RateLimit(0.001, 10_000)  # holds of 32
+    await limits.take("crowd", rate)
+    quotas = await asyncio.gather(*(limits.take("crowd", rate) for _ in range(64)))
+    assert all(q is not None and q.taken for q in quotas)
+    assert takes <= 4  # the first, then about one per 33 requests
+    left = float(await stack.redis.hget(stack.keys.rate_bucket("crowd"), "tokens"))
+    assert 10_000 - 1 - 64 - 32 <= left <= 10_000 - 1 - 64

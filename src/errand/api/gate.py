@@ -7,11 +7,13 @@ with the one error mapper, and puts the RateLimit-* headers on whatever answer
 results (401s excepted: nobody was counted).
 
 Resolved keys are cached per process for `KEY_CACHE_S`: one Redis call per key per
-second at most, and a revoked key is refused by every process within that second.
+second at most (concurrent requests with the same key share it), and a revoked key
+is refused by every process within that second.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
@@ -42,6 +44,7 @@ class Gate:
         self.store = store
         self.limits = limits
         self._cache: dict[bytes, tuple[float, Caller | None]] = {}
+        self._resolving: dict[bytes, asyncio.Future[Caller | None]] = {}
         self._anonymous = self.caller_for(ANONYMOUS_CLIENT, LimitOverrides())
 
     def caller_for(self, client_id: str, overrides: LimitOverrides) -> Caller:
@@ -62,22 +65,38 @@ class Gate:
         value = _authorization(headers)
         if value is None or value[:7].lower() != _BEARER or not value[7:].strip():
             raise Unauthorized("send your API key as 'Authorization: Bearer <apiKey>'")
-        now = time.monotonic()
         cached = self._cache.get(value)
-        if cached is not None and cached[0] > now:
+        if cached is not None and cached[0] > time.monotonic():
             caller = cached[1]
         else:
-            caller = await self._resolve(value[7:].strip().decode("latin-1"))
-            if len(self._cache) >= KEY_CACHE_MAX:
-                self._cache.clear()
-            self._cache[value] = (now + KEY_CACHE_S, caller)
+            caller = await asyncio.shield(self._resolving_of(value))
         if caller is None:
             raise Unauthorized("the API key is not valid: unknown, revoked or malformed")
         return caller
 
-    async def _resolve(self, api_key: str) -> Caller | None:
-        owner: KeyOwner | None = await self.store.resolve(api_key)
-        return None if owner is None else self.caller_for(owner.client_id, owner.overrides)
+    def _resolving_of(self, value: bytes) -> asyncio.Future[Caller | None]:
+        """The lookup of an Authorization value in flight, or a new one that caches its
+        answer (started now: a revocation before it is seen)."""
+        resolving = self._resolving.get(value)
+        if resolving is None:
+            resolving = asyncio.ensure_future(self._resolve(value))
+            self._resolving[value] = resolving
+            resolving.add_done_callback(lambda done: self._resolved(value, done))
+        return resolving
+
+    def _resolved(self, value: bytes, done: asyncio.Future[Caller | None]) -> None:
+        self._resolving.pop(value, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here too, in case every request waiting left
+
+    async def _resolve(self, value: bytes) -> Caller | None:
+        started = time.monotonic()
+        owner: KeyOwner | None = await self.store.resolve(value[7:].strip().decode("latin-1"))
+        caller = None if owner is None else self.caller_for(owner.client_id, owner.overrides)
+        if len(self._cache) >= KEY_CACHE_MAX:
+            self._cache.clear()
+        self._cache[value] = (started + KEY_CACHE_S, caller)
+        return caller
 
 
 def _authorization(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
