@@ -61,9 +61,11 @@ async def fill_due(
     client: Any, prefixes: list[str], jobs: list[dict[str, Any]], due_ms: int
 ) -> None:
     """Each job into the partition its id names, delayed until `due_ms`."""
-    for part, prefix in enumerate(prefixes):
-        queue = Queue("notifications", {"connection": client, "prefix": prefix})
-        mine = [j for j in jobs if partition_of(j["opts"]["jobId"]) == part]
+    by_partition: dict[int, list[dict[str, Any]]] = {}
+    for job in jobs:
+        by_partition.setdefault(partition_of(job["opts"]["jobId"]), []).append(job)
+    for part, mine in sorted(by_partition.items()):
+        queue = Queue("notifications", {"connection": client, "prefix": prefixes[part]})
         for start in range(0, len(mine), FILL_CHUNK):
             delay = due_ms - now_ms()
             chunk = [
@@ -136,7 +138,8 @@ def scheduled_run(
     redis_url: str, valkey_pid: int, due_jobs: int, partitions: int, say: Callable[[str], None]
 ) -> dict[str, Any]:
     """The bench section: run `due_at_once`, say its figures, return them for the report."""
-    lead_s = max(15.0, due_jobs / 5000)  # the fill and the worker's start fit before
+    lead_s = max(15.0, due_jobs / 2500)  # the fill and the worker's start fit before
+    # (a worker ready after the due second measures its own start, not the burst: said)
     result = asyncio.run(due_at_once(redis_url, valkey_pid, due_jobs, lead_s, partitions))
     per_job = {k: v / max(result.completed, 1) * 1e6 for k, v in cpu_of(result).items()}
     say(
@@ -145,6 +148,7 @@ def scheduled_run(
         f"first {result.first_send_ms:,.0f} ms after the due second, {result.rate:,.0f} "
         f"jobs/s ({per_job['worker']:.0f} µs worker + {per_job['valkey']:.0f} µs Valkey CPU "
         f"a job; fill {result.fill_s:.1f} s, worker ready {result.ready_ms:,.0f} ms after due)"
+        + (" NOT VALID: the worker was ready after the due second" if result.ready_ms > 0 else "")
     )
     return (
         asdict(result) | {"rate": result.rate} | {f"{k}_us_per_job": v for k, v in per_job.items()}
