@@ -138,7 +138,7 @@ def scheduled_run(
     redis_url: str, valkey_pid: int, due_jobs: int, partitions: int, say: Callable[[str], None]
 ) -> dict[str, Any]:
     """The bench section: run `due_at_once`, say its figures, return them for the report."""
-    lead_s = max(15.0, due_jobs / 2500)  # the fill and the worker's start fit before
+    lead_s = max(15.0, due_jobs / 1500)  # the fill and the worker's start fit before
     # (a worker ready after the due second measures its own start, not the burst: said)
     result = asyncio.run(due_at_once(redis_url, valkey_pid, due_jobs, lead_s, partitions))
     per_job = {k: v / max(result.completed, 1) * 1e6 for k, v in cpu_of(result).items()}
