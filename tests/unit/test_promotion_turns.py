@@ -49,3 +49,10 @@ async def test_a_waiter_cancelled_when_granted_passes_the_turn_on() -> None:
         await first
     await asyncio.wait_for(second, 1)
     assert order == ["second"]
+
+
+async def test_a_free_turn_is_taken_at_once_even_while_another_partition_has_due_jobs() -> None:
+    turns = PromotionTurns()
+    await turns.take(P0)
+    turns.give(P0, still_due=True)  # P0 has due jobs left but no slot waiting
+    await asyncio.wait_for(turns.take(P1), 1)

@@ -77,9 +77,10 @@ class OpenGate(SlotGate):
 class PromotionTurns:
     """One promoting fetch at a time per queue, partition by partition.
 
-    The partition whose fetch ran last keeps its turn while it still has due delayed
-    jobs (its waiting slots go first), so partitions finish promoting one after another
-    and each starts its ordinary drain as early as it can, not all at the very end.
+    When a turn ends, a waiting slot of the partition whose fetch ran goes next while
+    that partition still has due delayed jobs, so partitions finish promoting one after
+    another and each starts its ordinary drain as early as it can, not all at the end.
+    A free turn goes to whoever asks (a partition with due jobs never holds it idle).
     """
 
     def __init__(self) -> None:
@@ -89,7 +90,7 @@ class PromotionTurns:
 
     async def take(self, owner: object) -> None:
         """Wait until `owner` (a partition's worker) may run one promoting fetch."""
-        if not self._busy and self._owner in (None, owner):
+        if not self._busy:  # nobody fetching: even while another partition has due jobs
             self._busy, self._owner = True, owner
             return
         waiter = asyncio.get_running_loop().create_future()
