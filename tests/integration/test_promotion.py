@@ -124,3 +124,30 @@ async def test_a_due_burst_runs_each_job_once_not_early_one_promoting_fetch_at_a
     overlaps = [(a, b) for a, b in itertools.pairwise(promoting) if b[0] < a[1]]
     assert not overlaps, f"promoting fetches overlapped: {overlaps[:3]}"
     assert watch.most_in_flight > 1, "fetches that promote nothing still run side by side"
+
+
+async def test_an_idle_worker_wakes_when_a_delayed_job_is_due_past_its_longest_block(
+    redis_clients: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The delay marker is popped once; after a BZPOPMIN capped short of the due time the
+    next one must still end at the due time, not drainDelay later."""
+    monkeypatch.setattr("errand.engine.fastloop.MAX_BLOCK_S", 1.0)
+    settings, client, plain = redis_clients
+    queue = Queue(QUEUE, {"connection": plain, "prefix": settings.queue_prefix})
+    await queue.add("n", {}, {"jobId": "late", "delay": 2500})
+    score = await plain.zscore(f"{settings.queue_prefix}:{QUEUE}:delayed", "late")
+    due_ms = int(score) // 0x1000
+    ran: list[int] = []
+
+    async def record(job: Any, token: str) -> None:
+        ran.append(now_ms())
+
+    opts = {"connection": settings.redis_url, "prefix": settings.queue_prefix}
+    worker = FastWorker(QUEUE, record, {**opts, "concurrency": 4, "autorun": False}, client)
+    run = asyncio.ensure_future(worker.run())
+    try:
+        await wait_for(lambda: asyncio.sleep(0, ran), timeout_s=15, what="the delayed job run")
+    finally:
+        await worker.close()
+        await run
+    assert due_ms <= ran[0] < due_ms + 1000, f"ran {ran[0] - due_ms} ms after it was due"

@@ -246,8 +246,7 @@ class FastWorker(EventEmitter, Upkeep, Promotion):  # type: ignore[misc]  # bull
 
     def _fetch_next(self, token: str) -> bool:
         """Whether finishing a job fetches the slot's next one: not while closing, and not
-        after a streak of jobs while slots of other partitions wait for a permit, and not
-        while due delayed jobs wait (each fetch would promote them: fetches take turns)."""
+        after a streak while other partitions wait, nor while due delayed jobs wait (turns)."""
         streak = self._streaks[token] = self._streaks.get(token, 0) + 1
         return not (self.closing or self._promoting() or self.gate.should_yield(streak))
 
@@ -314,8 +313,9 @@ class FastWorker(EventEmitter, Upkeep, Promotion):  # type: ignore[misc]  # bull
                     break
 
     def _block_timeout(self) -> float:
-        if self._block_until:
-            delay_s = (self._block_until - now_ms()) / 1000
+        """Until the rate limit, or the first delayed job's due time (known past its marker)."""
+        if until := self._block_until or self._due_ms:
+            delay_s = (until - now_ms()) / 1000
             return MIN_BLOCK_S if delay_s < MIN_BLOCK_S else min(delay_s, MAX_BLOCK_S)
         return max(float(self.opts["drainDelay"]), MIN_BLOCK_S)
 
