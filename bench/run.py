@@ -72,6 +72,12 @@ def options() -> argparse.Namespace:
     parser.add_argument(
         "--due-jobs", type=int, default=100_000, help="notifications due at once (scheduled)"
     )
+    parser.add_argument(
+        "--due-partitions",
+        type=int,
+        default=DEFAULT_PARTITIONS,
+        help="partitions the due notifications are spread over, by user (scheduled)",
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="per HTTP route")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--jobs", type=int, default=10_000, help="notifications per drain")
@@ -368,7 +374,9 @@ def latency_section(
 
 # --- scheduled notifications ------------------------------------------------------
 def scheduled_section(valkey: Any, args: argparse.Namespace, report: Report) -> None:
-    report.scheduled = scheduled_run(valkey.url, args.due_jobs, say)
+    report.scheduled = scheduled_run(
+        valkey.url, valkey.process.pid, args.due_jobs, args.due_partitions, say
+    )
 
 
 # --- listing --------------------------------------------------------------------

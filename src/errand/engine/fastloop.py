@@ -10,7 +10,8 @@ less Python per job than bullmq's `Worker`:
 - every command goes over one pipelined connection (redisio/pipelined.py);
 - one shared BZPOPMIN on the queue's marker wakes idle slots one at a time;
 - with partitions, one FastWorker per partition shares the queue's concurrency
-  through a SlotGate (engine/gate.py), fairly.
+  through a SlotGate (engine/gate.py), fairly;
+- while due delayed jobs wait to be promoted, fetches take turns (engine/promotion.py).
 
 Semantics follow bullmq's Worker and Job: locks taken by the scripts and renewed
 with extendLocks, stalled jobs recovered with moveStalledJobsToWait, failures
@@ -40,6 +41,7 @@ from bullmq.scripts import Scripts
 from errand.clock import now_ms
 from errand.engine.fastjob import SCRIPTS, FastJob, ScriptArgs, dumps, failure_fields
 from errand.engine.gate import OpenGate, SlotGate
+from errand.engine.promotion import Promotion
 from errand.engine.scheduled import schedule_next_run
 from errand.engine.upkeep import Upkeep
 from errand.keys import Keys
@@ -55,7 +57,7 @@ MIN_BLOCK_S = 0.001
 ERROR_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
 
 
-class FastWorker(EventEmitter, Upkeep):  # type: ignore[misc]  # bullmq is untyped
+class FastWorker(EventEmitter, Upkeep, Promotion):  # type: ignore[misc]  # bullmq is untyped
     """A drop-in for `bullmq.Worker(name, processor, opts)` on the options errand uses."""
 
     def __init__(
@@ -211,14 +213,15 @@ class FastWorker(EventEmitter, Upkeep):  # type: ignore[misc]  # bullmq is untyp
         until the marker says there may be work. Returns a job with the permit held."""
         errors = 0
         while not self.closing:
-            await self.gate.acquire()
-            job, outcome = None, "closing"
-            try:
-                if not self.closing:  # it may have closed while this slot waited
-                    job, outcome = await self._take(token)
-            finally:
-                if job is None:
-                    self.gate.release()
+            async with self._fetch_turn():
+                await self.gate.acquire()
+                job, outcome = None, "closing"
+                try:
+                    if not self.closing:  # it may have closed while this slot waited
+                        job, outcome = await self._take(token)
+                finally:
+                    if job is None:
+                        self.gate.release()
             if job is not None:
                 self._streaks[token] = 0
                 return job
@@ -245,9 +248,9 @@ class FastWorker(EventEmitter, Upkeep):  # type: ignore[misc]  # bullmq is untyp
 
     def _fetch_next(self, token: str) -> bool:
         """Whether finishing a job fetches the slot's next one: not while closing, and not
-        after a streak of jobs while slots of other partitions wait for a permit."""
+        after a streak while other partitions wait, nor while due delayed jobs wait (turns)."""
         streak = self._streaks[token] = self._streaks.get(token, 0) + 1
-        return not self.closing and not self.gate.should_yield(streak)
+        return not (self.closing or self._promoting() or self.gate.should_yield(streak))
 
     async def _wait_idle(self) -> None:
         """Park this slot until the marker wakes it (or close() does)."""
@@ -269,6 +272,8 @@ class FastWorker(EventEmitter, Upkeep):  # type: ignore[misc]  # bullmq is untyp
             self._block_until = now_ms() + int(limit_until)
         elif delay_until:
             self._block_until = int(delay_until)
+        if not flat and not limit_until:
+            self._saw_delayed(delay_until)  # the delayed set's head, or 0: none
         if not flat:
             return None
         job = FastJob.from_reply(self, flat, str(job_id), token)
@@ -297,7 +302,9 @@ class FastWorker(EventEmitter, Upkeep):  # type: ignore[misc]  # bullmq is untyp
                 continue
             if popped:
                 score = int(float(popped[2]))
-                if score > now_ms():  # a delayed job's marker: sleep until it is due
+                if score:  # a delayed job's marker (a base marker scores 0)
+                    self._saw_delayed(score)
+                if score > now_ms():  # sleep until it is due
                     self._block_until = score
                     continue
             self._block_until = 0
@@ -308,8 +315,9 @@ class FastWorker(EventEmitter, Upkeep):  # type: ignore[misc]  # bullmq is untyp
                     break
 
     def _block_timeout(self) -> float:
-        if self._block_until:
-            delay_s = (self._block_until - now_ms()) / 1000
+        """Until the rate limit, or the first delayed job's due time (known past its marker)."""
+        if until := self._block_until or self._due_ms:
+            delay_s = (until - now_ms()) / 1000
             return MIN_BLOCK_S if delay_s < MIN_BLOCK_S else min(delay_s, MAX_BLOCK_S)
         return max(float(self.opts["drainDelay"]), MIN_BLOCK_S)
 
