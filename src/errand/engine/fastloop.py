@@ -36,6 +36,7 @@ from bullmq.custom_errors import DelayedError, WaitingChildrenError
 from bullmq.event_emitter import EventEmitter
 from bullmq.redis_connection import RedisConnection
 from bullmq.scripts import Scripts
+from redis.asyncio.cluster import RedisCluster
 
 from errand.clock import now_ms
 from errand.engine.fastjob import SCRIPTS, FastJob, ScriptArgs, dumps, failure_fields
@@ -113,12 +114,7 @@ class FastWorker(EventEmitter, Upkeep):  # type: ignore[misc]  # bullmq is untyp
         if self.closing:
             return
         self.running = True
-        url = self.opts["connection"]
-        self.bclient = aioredis.from_url(
-            url if isinstance(url, str) else url_of(self.client),
-            decode_responses=True,
-            single_connection_client=True,
-        )
+        self.bclient = self._blocking_client()
         name = self.opts.get("name")
         await self._load_scripts()
         self._slots = [
@@ -143,6 +139,19 @@ class FastWorker(EventEmitter, Upkeep):  # type: ignore[misc]  # bullmq is untyp
                 await self.bclient.aclose()
             self.running = False
             self._done.set()
+
+    def _blocking_client(self) -> Any:
+        """The client of the marker's BZPOPMIN: a dedicated connection like the one the
+        scripts use, or on a cluster the cluster client the options give (one of its own,
+        as bullmq's Worker gets): it follows the marker's slot through a failover."""
+        connection = self.opts["connection"]
+        if isinstance(connection, RedisCluster):
+            return connection
+        return aioredis.from_url(
+            connection if isinstance(connection, str) else url_of(self.client),
+            decode_responses=True,
+            single_connection_client=True,
+        )
 
     async def _load_scripts(self) -> None:
         """SCRIPT LOAD once up front: otherwise every slot's first EVALSHA meets NOSCRIPT and
