@@ -38,7 +38,8 @@ async def engine_clients(settings: Settings) -> tuple[Any, Any, Any]:
         return pipelined_from_url(url, decode_responses=True), plain_client, lambda: url
     plain = connect(settings)
     await warm_up(plain)
-    return slot_client(plain, settings.queue_prefix), plain, lambda: bullmq_connection(settings)
+    markers = bullmq_connection(settings)  # shared by the workers, as WorkerProcess shares it
+    return slot_client(plain, settings.queue_prefix), plain, lambda: markers
 
 
 @pytest.fixture
@@ -78,6 +79,9 @@ async def env(make_settings: Any) -> Any:
     await asyncio.gather(*runs, return_exceptions=True)
     await client.aclose()
     await plain.aclose()
+    marker_client = connection()
+    if not isinstance(marker_client, str):
+        await marker_client.aclose()
 
 
 def key(settings: Settings, suffix: str) -> str:

@@ -114,7 +114,8 @@ class FastWorker(EventEmitter, Upkeep):  # type: ignore[misc]  # bullmq is untyp
         if self.closing:
             return
         self.running = True
-        self.bclient = self._blocking_client()
+        shared = isinstance(self.opts["connection"], RedisCluster)
+        self.bclient = self.opts["connection"] if shared else self._blocking_client()
         name = self.opts.get("name")
         await self._load_scripts()
         self._slots = [
@@ -127,26 +128,25 @@ class FastWorker(EventEmitter, Upkeep):  # type: ignore[misc]  # bullmq is untyp
         ]
         try:
             with contextlib.suppress(Exception):  # a name only helps `CLIENT LIST` readers
-                await self.bclient.client_setname(
-                    f"{self.qualifiedName}:w:{name}" if name else self.qualifiedName
-                )
+                if not shared:
+                    await self.bclient.client_setname(
+                        f"{self.qualifiedName}:w:{name}" if name else self.qualifiedName
+                    )
             await asyncio.gather(*self._slots, return_exceptions=True)
         finally:
             for task in self._background:
                 task.cancel()
             await asyncio.gather(*self._background, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await self.bclient.aclose()
+            if not shared:
+                with contextlib.suppress(Exception):
+                    await self.bclient.aclose()
             self.running = False
             self._done.set()
 
     def _blocking_client(self) -> Any:
-        """The client of the marker's BZPOPMIN: a dedicated connection like the one the
-        scripts use, or on a cluster the cluster client the options give (one of its own,
-        as bullmq's Worker gets): it follows the marker's slot through a failover."""
+        """A dedicated connection for the marker's BZPOPMIN, like the one the scripts use
+        (on a cluster the options give a shared cluster client instead, see runner.py)."""
         connection = self.opts["connection"]
-        if isinstance(connection, RedisCluster):
-            return connection
         return aioredis.from_url(
             connection if isinstance(connection, str) else url_of(self.client),
             decode_responses=True,

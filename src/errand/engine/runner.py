@@ -113,6 +113,7 @@ class WorkerProcess:
         self.partitions = settings.worker_partition_list()
         self.redis: Any = None
         self._slot_clients: dict[int, SlotRedis] = {}  # a cluster's fast engine, per partition
+        self._marker_client: Any = None  # a cluster's fast engine: its BZPOPMINs, shared
         self.workers: list[Worker] = []
         self._runs: list[asyncio.Future[Any]] = []
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -121,7 +122,7 @@ class WorkerProcess:
     def _worker_options(self, queue: QueueName, partition: int) -> dict[str, Any]:
         s = self.settings
         return {
-            "connection": bullmq_connection(s),
+            "connection": self._marker_client or bullmq_connection(s),
             "prefix": self.keys.partition_prefix(partition),
             "concurrency": self._concurrency(queue),
             "lockDuration": s.lock_duration_ms,
@@ -136,6 +137,12 @@ class WorkerProcess:
     async def start(self) -> None:
         self.redis = connect(self.settings, pipelined=uses_fast_engine(self.settings))
         await warm_up(self.redis)
+        if uses_fast_engine(self.settings) and is_cluster(self.settings):
+            # One cluster client for every fast worker's marker wait (BZPOPMIN): it follows
+            # a marker's slot through a failover, and each of redis-py's cluster clients
+            # reads the server's whole COMMAND table when it starts (one per partition and
+            # queue delayed a worker's start by seconds on a busy box).
+            self._marker_client = bullmq_connection(self.settings)
         processors = build_processors(self.settings, self.redis)
         runs = ScheduledRuns(
             self.redis, self.keys, self.settings.keep_completed_seconds
@@ -205,9 +212,10 @@ class WorkerProcess:
                 run.cancel()
         await asyncio.gather(*self._runs, return_exceptions=True)
         self._runs.clear()
-        for client in self._slot_clients.values():
-            with contextlib.suppress(Exception):
-                await client.aclose()
+        for client in [*self._slot_clients.values(), self._marker_client]:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
         if self.redis is not None:
             with contextlib.suppress(Exception):
                 await self.redis.hdel(self.keys.workers(), self.id)
