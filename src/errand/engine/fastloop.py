@@ -42,7 +42,7 @@ from errand.clock import now_ms
 from errand.engine.fastjob import SCRIPTS, FastJob, ScriptArgs, dumps, failure_fields
 from errand.engine.gate import OpenGate, SlotGate
 from errand.engine.scheduled import schedule_next_run
-from errand.engine.upkeep import Upkeep
+from errand.engine.upkeep import Upkeep, cancel_all
 from errand.keys import Keys
 from errand.queue.policies import is_last_attempt
 from errand.queue.scripts import bullmq_script
@@ -134,9 +134,7 @@ class FastWorker(EventEmitter, Upkeep):  # type: ignore[misc]  # bullmq is untyp
                     )
             await asyncio.gather(*self._slots, return_exceptions=True)
         finally:
-            for task in self._background:
-                task.cancel()
-            await asyncio.gather(*self._background, return_exceptions=True)
+            await cancel_all(self._background)
             if not shared:
                 with contextlib.suppress(Exception):
                     await self.bclient.aclose()
