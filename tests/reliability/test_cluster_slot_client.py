@@ -58,6 +58,23 @@ async def test_a_moved_reply_is_followed_and_the_command_runs_once(clients: Any)
     await client.delete(f"{tag}:n")
 
 
+async def test_keys_of_other_slots_are_followed_there_and_back(clients: Any) -> None:
+    # The map always names the client's own slot's master; a MOVED for a key elsewhere
+    # must be followed to where the reply says, not back to the map's node.
+    cluster, client, tag = clients
+    other = next(
+        f"{{o{n}}}:k"
+        for n in range(100)
+        if master_of(cluster, f"{{o{n}}}") != master_of(cluster, tag)
+    )
+    for _ in range(3):
+        assert await client.set(other, "v") is True
+        assert await client.set(f"{tag}:c", "w") is True
+    assert await cluster.get(other) == "v" and await cluster.get(f"{tag}:c") == "w"
+    await cluster.delete(other)
+    await client.delete(f"{tag}:c")
+
+
 async def test_a_lost_connection_finds_the_master_again(clients: Any) -> None:
     cluster, client, tag = clients
     await client.set(f"{tag}:b", "x")

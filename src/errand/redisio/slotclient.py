@@ -95,7 +95,10 @@ class SlotRedis(PipelinedRedis):
         pool = self.connection_pool
         pool.connection_kwargs.update(host=host, port=port)
         if self._wire is not None:
+            # Closed on purpose, not lost: the next connection goes to `host` as it is,
+            # without re-reading a map that may not know of the move yet.
             self._wire.close()
+            self._wire = None
         await pool.disconnect()  # pooled connections (blocking commands) follow too
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
