@@ -328,7 +328,9 @@ async def test_jobs_removed_by_retention_leave_the_listing_and_the_index(stack: 
         # entry that young may be a job still on its way, see adding.py)
         async def pruned_by_a_read() -> bool:
             assert fresh in ids_of(await list_all(stack, userId="u-0"))
-            return await u0_entries() == [fresh]
+            await list_all(stack)  # the old jobs were posted one by one: not all as old
+            members = {m.rpartition(":")[0] for m in await stack.redis.zrange(index, 0, -1)}
+            return await u0_entries() == [fresh] and members & old == set()
 
         await wait_for(pruned_by_a_read, timeout_s=INDEX_LEAD_MS / 1000 + 10, what="pruned")
     # a read drops the entries of removed jobs from the set it reads

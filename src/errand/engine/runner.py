@@ -143,6 +143,7 @@ class WorkerProcess:
             # reads the server's whole COMMAND table when it starts (one per partition and
             # queue delayed a worker's start by seconds on a busy box).
             self._marker_client = bullmq_connection(self.settings)
+            await warm_up(self._marker_client)  # 48 first BZPOPMINs would race its discovery
         processors = build_processors(self.settings, self.redis)
         runs = ScheduledRuns(
             self.redis, self.keys, self.settings.keep_completed_seconds
