@@ -128,6 +128,7 @@ def drain_once(name: str, url: str, pids: list[int], partitions: int, args: Any)
         ERRAND_EMAIL_SEND_MS="0",
         ERRAND_PARTITIONS=str(partitions),
         ERRAND_NOTIFY_CONCURRENCY=str(args.concurrency),
+        ERRAND_WORKER_ENGINE=args.cluster_engine,
     )
     cpu0 = [cpu_seconds(pid) for pid in pids]
     workers = [
@@ -155,6 +156,7 @@ def cluster_section(args: Any, say: Any) -> list[ClusterDrain]:
         server = start_valkey(f"single-{partitions}")
         assert server.process is not None
         name = f"one Valkey, {partitions} partition{'s' if partitions > 1 else ''}"
+        name += f" ({args.cluster_engine})"
         results.append(drain_once(name, server.url, [server.process.pid], partitions, args))
         say(_line(results[-1]))
         server.stop()
@@ -163,7 +165,7 @@ def cluster_section(args: Any, say: Any) -> list[ClusterDrain]:
         try:
             cluster.start()
             pids = [pid for _, pid in cluster.pids()]
-            name = f"cluster, {masters} master{'s' if masters > 1 else ''}"
+            name = f"cluster, {masters} master{'s' if masters > 1 else ''} ({args.cluster_engine})"
             results.append(drain_once(name, cluster.url, pids, 16, args))
             say(_line(results[-1]))
         finally:
@@ -173,7 +175,7 @@ def cluster_section(args: Any, say: Any) -> list[ClusterDrain]:
 
 def _line(r: ClusterDrain) -> str:
     return (
-        f"{r.name:28}{r.rate:>9,.0f} jobs/s  Redis {r.redis_cores:4.2f} cores "
+        f"{r.name:38}{r.rate:>9,.0f} jobs/s  Redis {r.redis_cores:4.2f} cores "
         f"({r.redis_us_per_job:5.0f} µs/job)  {r.rate_per_redis_core:>9,.0f} jobs/s per "
         f"Redis core  worker {r.worker_us_per_job:5.0f} µs/job  {r.completed}/{r.jobs} done"
     )

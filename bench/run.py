@@ -17,7 +17,8 @@ Sections (all by default):
   listing  100,000 notifications through POST /notifications/batch (batches of
            1,000), then GET /jobs pages over that one client's jobs
   cluster  (off by default: --only cluster) drain on one Valkey with 1 and 16 partitions
-           and on Valkey clusters of 1, 2 and 3 masters, per Redis core used (cluster.py)
+           and on Valkey clusters of 1, 2 and 3 masters, per Redis core used (cluster.py);
+           --cluster-engine bullmq drains with bullmq's Worker instead of the fast engine
   --reference adds the Node reference (Express + Node BullMQ) on its own Valkey.
 """
 
@@ -115,6 +116,12 @@ def options() -> argparse.Namespace:
     )
     parser.add_argument("--cluster-jobs", type=int, default=20_000, help="per cluster drain")
     parser.add_argument("--cluster-workers", type=int, default=2, help="cluster drain workers")
+    parser.add_argument(
+        "--cluster-engine",
+        choices=("fast", "bullmq"),
+        default="fast",
+        help="ERRAND_WORKER_ENGINE of the cluster drain workers",
+    )
     parser.add_argument("--json", type=Path, help="write every number here too")
     return parser.parse_args()
 

@@ -23,7 +23,7 @@ from drain import errand_jobs, partition_prefixes, used_memory, wait_ready
 from harness import PY, cpu_seconds, errand_env, scratch_dir, spawn, stop
 
 from errand.clock import iso_ms, now_ms
-from errand.keys import partition_of
+from errand.jobids import partition_of
 from errand.settings import Settings
 
 FILL_CHUNK = 1000

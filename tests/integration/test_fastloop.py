@@ -17,19 +17,35 @@ import redis.asyncio as aioredis
 from bullmq import Job, Queue, UnrecoverableError
 
 from errand.engine.fastloop import FastWorker
+from errand.redisio.connection import bullmq_connection, connect, is_cluster, warm_up
 from errand.redisio.pipelined import WireScript, pipelined_from_url
+from errand.redisio.slotclient import slot_client
 from errand.settings import Settings
 from support.waiting import wait_for
 
 QUEUE = "notifications"
 
 
+async def engine_clients(settings: Settings) -> tuple[Any, Any, Any]:
+    """(the engine's pipelined client, a plain redis-py client, a maker of the workers'
+    connection option) for the store: on a cluster the pipelined client is the SlotRedis of the
+    queue's slot, as `WorkerProcess.partition_client` makes it, and the plain one
+    redis-py's cluster client."""
+    url = settings.redis_url
+    assert url is not None
+    if not is_cluster(settings):
+        plain_client = aioredis.from_url(url, decode_responses=True)
+        return pipelined_from_url(url, decode_responses=True), plain_client, lambda: url
+    plain = connect(settings)
+    await warm_up(plain)
+    markers = bullmq_connection(settings)  # shared by the workers, as WorkerProcess shares it
+    return slot_client(plain, settings.queue_prefix), plain, lambda: markers
+
+
 @pytest.fixture
 async def env(make_settings: Any) -> Any:
     settings: Settings = make_settings()
-    url = settings.redis_url
-    client = pipelined_from_url(url, decode_responses=True)
-    plain = aioredis.from_url(url, decode_responses=True)
+    client, plain, connection = await engine_clients(settings)
     queue = Queue(QUEUE, {"connection": plain, "prefix": settings.queue_prefix})
     workers: list[FastWorker] = []
     runs: list[asyncio.Future[None]] = []
@@ -39,7 +55,7 @@ async def env(make_settings: Any) -> Any:
             QUEUE,
             processor,
             {
-                "connection": url,
+                "connection": connection(),
                 "prefix": settings.queue_prefix,
                 "concurrency": 4,
                 "lockDuration": 1000,
@@ -63,6 +79,9 @@ async def env(make_settings: Any) -> Any:
     await asyncio.gather(*runs, return_exceptions=True)
     await client.aclose()
     await plain.aclose()
+    marker_client = connection()
+    if not isinstance(marker_client, str):
+        await marker_client.aclose()
 
 
 def key(settings: Settings, suffix: str) -> str:

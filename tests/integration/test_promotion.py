@@ -131,7 +131,7 @@ async def test_an_idle_worker_wakes_when_a_delayed_job_is_due_past_its_longest_b
 ) -> None:
     """The delay marker is popped once; after a BZPOPMIN capped short of the due time the
     next one must still end at the due time, not drainDelay later."""
-    monkeypatch.setattr("errand.engine.fastloop.MAX_BLOCK_S", 1.0)
+    monkeypatch.setattr("errand.engine.marker.MAX_BLOCK_S", 1.0)
     settings, client, plain = redis_clients
     queue = Queue(QUEUE, {"connection": plain, "prefix": settings.queue_prefix})
     await queue.add("n", {}, {"jobId": "late", "delay": 2500})

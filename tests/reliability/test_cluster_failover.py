@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -168,6 +169,22 @@ async def assert_completes(stack: Stack, job_id: str) -> None:
     )
 
 
+async def assert_dead_partitions_drain(stack: Stack, load: Load) -> None:
+    """The worker follows the promoted replicas: every job left in the partitions of the
+    killed master (a retry included) is taken and finished there."""
+
+    async def left() -> int:
+        total = 0
+        for p in load.dead_partitions:
+            key = partial(stack.keys.queue, QueueName.NOTIFICATIONS, partition=p)
+            total += await stack.redis.llen(key("wait")) + await stack.redis.llen(key("active"))
+            total += await stack.redis.zcard(key("prioritized"))
+            total += await stack.redis.zcard(key("delayed"))
+        return total
+
+    await wait_for(left, lambda n: n == 0, timeout_s=120, what="the dead partitions drained")
+
+
 @pytest.mark.parametrize("failover_api", ["normal"], indirect=True)
 async def test_a_killed_master_is_replaced_and_errand_carries_on(
     replicated_cluster: ValkeyCluster, failover_api: Stack, procs: Processes
@@ -186,6 +203,7 @@ async def test_a_killed_master_is_replaced_and_errand_carries_on(
     # Only jobs acknowledged before the kill can be lost (asynchronous replication).
     assert not {job_id for at, _, job_id, _ in load.replies if at > window_end} & set(lost)
     await assert_completes(stack, load.accepted()[-1])
+    await assert_dead_partitions_drain(stack, load)
 
 
 @pytest.mark.parametrize("failover_api", ["strict"], indirect=True)
@@ -208,3 +226,4 @@ async def test_strict_durability_loses_no_acknowledged_job(
         (status == 202) != on_dead(stack, load, user) for _, status, _, user in late
     )
     await assert_completes(stack, load.accepted()[-1])
+    await assert_dead_partitions_drain(stack, load)

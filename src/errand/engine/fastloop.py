@@ -29,7 +29,6 @@ import uuid
 from collections import deque
 from typing import Any
 
-import redis.asyncio as aioredis
 from bullmq import UnrecoverableError
 from bullmq.backends import RedisBackend
 from bullmq.backoffs import Backoffs
@@ -37,27 +36,24 @@ from bullmq.custom_errors import DelayedError, WaitingChildrenError
 from bullmq.event_emitter import EventEmitter
 from bullmq.redis_connection import RedisConnection
 from bullmq.scripts import Scripts
+from redis.asyncio.cluster import RedisCluster
 
 from errand.clock import now_ms
 from errand.engine.fastjob import SCRIPTS, FastJob, ScriptArgs, dumps, failure_fields
 from errand.engine.gate import OpenGate, SlotGate
+from errand.engine.marker import ERROR_BACKOFF_S, MarkerWait
 from errand.engine.promotion import Promotion
 from errand.engine.scheduled import schedule_next_run
-from errand.engine.upkeep import Upkeep
+from errand.engine.upkeep import Upkeep, cancel_all
 from errand.keys import Keys
 from errand.queue.policies import is_last_attempt
 from errand.queue.scripts import bullmq_script
-from errand.redisio.connection import url_of
 from errand.redisio.pipelined import pipelined_from_url
 
 log = logging.getLogger("errand.worker.fast")
 
-MAX_BLOCK_S = 10.0  # bullmq caps BZPOPMIN so a dropped connection is noticed
-MIN_BLOCK_S = 0.001
-ERROR_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
 
-
-class FastWorker(EventEmitter, Upkeep, Promotion):  # type: ignore[misc]  # bullmq is untyped
+class FastWorker(EventEmitter, Upkeep, Promotion, MarkerWait):  # type: ignore[misc]  # bullmq is untyped
     """A drop-in for `bullmq.Worker(name, processor, opts)` on the options errand uses."""
 
     def __init__(
@@ -115,12 +111,8 @@ class FastWorker(EventEmitter, Upkeep, Promotion):  # type: ignore[misc]  # bull
         if self.closing:
             return
         self.running = True
-        url = self.opts["connection"]
-        self.bclient = aioredis.from_url(
-            url if isinstance(url, str) else url_of(self.client),
-            decode_responses=True,
-            single_connection_client=True,
-        )
+        shared = isinstance(self.opts["connection"], RedisCluster)
+        self.bclient = self.opts["connection"] if shared else self._blocking_client()
         name = self.opts.get("name")
         await self._load_scripts()
         self._slots = [
@@ -133,18 +125,19 @@ class FastWorker(EventEmitter, Upkeep, Promotion):  # type: ignore[misc]  # bull
         ]
         try:
             with contextlib.suppress(Exception):  # a name only helps `CLIENT LIST` readers
-                await self.bclient.client_setname(
-                    f"{self.qualifiedName}:w:{name}" if name else self.qualifiedName
-                )
+                if not shared:
+                    await self.bclient.client_setname(
+                        f"{self.qualifiedName}:w:{name}" if name else self.qualifiedName
+                    )
             await asyncio.gather(*self._slots, return_exceptions=True)
         finally:
             # Close the blocking connection first: cancelling a task in BZPOPMIN does not end
             # the command (it ran out its block timeout, so an idle worker took 5 s to close).
-            with contextlib.suppress(Exception):
-                await self.bclient.aclose()
-            for task in self._background:
-                task.cancel()
-            await asyncio.gather(*self._background, return_exceptions=True)
+            # A cluster's shared marker client is not ours to close.
+            if not shared:
+                with contextlib.suppress(Exception):
+                    await self.bclient.aclose()
+            await cancel_all(self._background)
             self.running = False
             self._done.set()
 
@@ -252,15 +245,6 @@ class FastWorker(EventEmitter, Upkeep, Promotion):  # type: ignore[misc]  # bull
         streak = self._streaks[token] = self._streaks.get(token, 0) + 1
         return not (self.closing or self._promoting() or self.gate.should_yield(streak))
 
-    async def _wait_idle(self) -> None:
-        """Park this slot until the marker wakes it (or close() does)."""
-        if self.closing:  # close() already woke the idle slots; do not start waiting now
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._idle.append(waiter)
-        self._idle_event.set()
-        await waiter
-
     def _next_job(self, reply: Any, token: str) -> FastJob | None:
         """A job from a script's [hash, id, limitUntil, delayUntil] reply, or None."""
         if not isinstance(reply, list):
@@ -279,47 +263,6 @@ class FastWorker(EventEmitter, Upkeep, Promotion):  # type: ignore[misc]  # bull
         job = FastJob.from_reply(self, flat, str(job_id), token)
         self.emit("active", job, "waiting")
         return job
-
-    async def _wake_idle_slots(self) -> None:
-        """While slots are idle, block on the marker and wake one slot per marker."""
-        errors = 0
-        while not self.closing:
-            if not self._idle:
-                self._idle_event.clear()
-                await self._idle_event.wait()
-                continue
-            try:
-                popped = await self.bclient.bzpopmin(
-                    self.scripts.keys["marker"], self._block_timeout()
-                )
-                errors = 0
-            except Exception as err:
-                if self.closing:
-                    return
-                self.emit("error", err)
-                await asyncio.sleep(ERROR_BACKOFF_S[min(errors, len(ERROR_BACKOFF_S) - 1)])
-                errors += 1
-                continue
-            if popped:
-                score = int(float(popped[2]))
-                if score:  # a delayed job's marker (a base marker scores 0)
-                    self._saw_delayed(score)
-                if score > now_ms():  # sleep until it is due
-                    self._block_until = score
-                    continue
-            self._block_until = 0
-            while self._idle:
-                waiter = self._idle.popleft()
-                if not waiter.done():
-                    waiter.set_result(None)
-                    break
-
-    def _block_timeout(self) -> float:
-        """Until the rate limit, or the first delayed job's due time (known past its marker)."""
-        if until := self._block_until or self._due_ms:
-            delay_s = (until - now_ms()) / 1000
-            return MIN_BLOCK_S if delay_s < MIN_BLOCK_S else min(delay_s, MAX_BLOCK_S)
-        return max(float(self.opts["drainDelay"]), MIN_BLOCK_S)
 
     # --- one job -----------------------------------------------------------
     async def _process(self, job: FastJob, token: str) -> FastJob | None:

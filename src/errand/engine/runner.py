@@ -9,7 +9,7 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -20,6 +20,13 @@ from errand import gc_tuning, tracing
 from errand.clock import now_ms
 from errand.engine.fastloop import FastWorker
 from errand.engine.gate import SlotGate
+from errand.engine.listeners import (
+    error_listener,
+    job_fields,
+    lock_renewal_failed_listener,
+    on_completed_listener,
+    on_failed_listener,
+)
 from errand.engine.scheduled import ScheduledRuns
 from errand.engine.traced import traced_attempt
 from errand.errors import JobDeferred, PermanentFailure
@@ -31,9 +38,9 @@ from errand.metrics.server import WorkerMetricsServer
 from errand.processors.job import Processor
 from errand.processors.reports import ReportProcessor
 from errand.queue.handback import HeldJob, hand_back
-from errand.queue.policies import is_last_attempt
 from errand.redisio.connection import bullmq_connection, connect, is_cluster, warm_up
 from errand.redisio.pipelined import PipelinedRedis
+from errand.redisio.slotclient import SlotRedis, slot_client
 from errand.settings import Settings, WorkerEngine
 
 log = logging.getLogger("errand.worker")
@@ -64,8 +71,8 @@ def concurrency_for(settings: Settings, queue: QueueName) -> int:
 
 
 def uses_fast_engine(settings: Settings) -> bool:
-    """ERRAND_WORKER_ENGINE=fast on a single server (a cluster keeps bullmq's Worker)."""
-    return settings.worker_engine is WorkerEngine.FAST and not is_cluster(settings)
+    """ERRAND_WORKER_ENGINE=fast (the default), on a single server or a cluster."""
+    return settings.worker_engine is WorkerEngine.FAST
 
 
 def build_worker(
@@ -79,8 +86,9 @@ def build_worker(
     """The worker for one queue partition (`opts["prefix"]`): errand's FastWorker or
     bullmq's Worker, per the settings.
 
-    `client` is the process's Redis client; the fast engine sends its scripts through it
-    when it is a PipelinedRedis (see `connect(settings, pipelined=True)`). `gate` shares
+    `client` is the partition's Redis client (`WorkerProcess.partition_client`); the fast
+    engine sends its scripts through it when it is a PipelinedRedis (see
+    `connect(settings, pipelined=True)`, or a cluster's SlotRedis). `gate` shares
     the queue's concurrency among the fast workers of its partitions; bullmq's Worker
     runs `concurrency` jobs per partition.
     """
@@ -105,6 +113,8 @@ class WorkerProcess:
         self.keys = Keys(settings.queue_prefix, settings.partitions)
         self.partitions = settings.worker_partition_list()
         self.redis: Any = None
+        self._slot_clients: dict[int, SlotRedis] = {}  # a cluster's fast engine, per partition
+        self._marker_client: Any = None  # a cluster's fast engine: its BZPOPMINs, shared
         self.workers: list[Worker] = []
         self._runs: list[asyncio.Future[Any]] = []
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -113,7 +123,7 @@ class WorkerProcess:
     def _worker_options(self, queue: QueueName, partition: int) -> dict[str, Any]:
         s = self.settings
         return {
-            "connection": bullmq_connection(s),
+            "connection": self._marker_client or bullmq_connection(s),
             "prefix": self.keys.partition_prefix(partition),
             "concurrency": self._concurrency(queue),
             "lockDuration": s.lock_duration_ms,
@@ -128,6 +138,13 @@ class WorkerProcess:
     async def start(self) -> None:
         self.redis = connect(self.settings, pipelined=uses_fast_engine(self.settings))
         await warm_up(self.redis)
+        if uses_fast_engine(self.settings) and is_cluster(self.settings):
+            # One cluster client for every fast worker's marker wait (BZPOPMIN): it follows
+            # a marker's slot through a failover, and each of redis-py's cluster clients
+            # reads the server's whole COMMAND table when it starts (one per partition and
+            # queue delayed a worker's start by seconds on a busy box).
+            self._marker_client = bullmq_connection(self.settings)
+            await warm_up(self._marker_client)  # 48 first BZPOPMINs would race its discovery
         processors = build_processors(self.settings, self.redis)
         runs = ScheduledRuns(
             self.redis, self.keys, self.settings.keep_completed_seconds
@@ -138,13 +155,12 @@ class WorkerProcess:
             gate = SlotGate(self._concurrency(queue)) if len(self.partitions) > 1 else None
             for partition in self.partitions:
                 options = {**self._worker_options(queue, partition), "autorun": False}
-                worker = build_worker(
-                    self.settings, str(queue), observed, options, self.redis, gate
-                )
-                worker.on("completed", _on_completed(queue, metrics))
-                worker.on("failed", _on_failed(queue, metrics))
-                worker.on("error", _log_error(queue))
-                worker.on("lockRenewalFailed", _on_lock_renewal_failed(queue, worker))
+                client = self.partition_client(partition)
+                worker = build_worker(self.settings, str(queue), observed, options, client, gate)
+                worker.on("completed", on_completed_listener(queue, metrics))
+                worker.on("failed", on_failed_listener(queue, metrics))
+                worker.on("error", error_listener(queue))
+                worker.on("lockRenewalFailed", lock_renewal_failed_listener(queue, worker))
                 await _detect_server_capabilities(worker)
                 self._runs.append(asyncio.ensure_future(worker.run()))
                 self.workers.append(worker)
@@ -155,6 +171,18 @@ class WorkerProcess:
             ",".join(self.queue_names),
             _ranges(self.partitions),
         )
+
+    def partition_client(self, partition: int) -> Any:
+        """The client a partition's workers send their scripts through: the process's,
+        or with the fast engine on a cluster one pipelined connection to the master of
+        the partition's slot, shared by the partition's queues (their keys share it)."""
+        if not (uses_fast_engine(self.settings) and is_cluster(self.settings)):
+            return self.redis
+        client = self._slot_clients.get(partition)
+        if client is None:
+            prefix = self.keys.partition_prefix(partition)
+            client = self._slot_clients[partition] = slot_client(self.redis, prefix)
+        return client
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -186,6 +214,10 @@ class WorkerProcess:
                 run.cancel()
         await asyncio.gather(*self._runs, return_exceptions=True)
         self._runs.clear()
+        for client in [*self._slot_clients.values(), self._marker_client]:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
         if self.redis is not None:
             with contextlib.suppress(Exception):
                 await self.redis.hdel(self.keys.workers(), self.id)
@@ -265,11 +297,6 @@ def _ranges(partitions: Sequence[int]) -> str:
     return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in runs)
 
 
-def job_fields(job_id: Any, queue: QueueName, attempt: int) -> dict[str, Any]:
-    """The `extra=` of a log line about one attempt of a job."""
-    return {"jobId": str(job_id), "queue": str(queue), "attempt": attempt}
-
-
 def _observed(queue: QueueName, processor: Processor, metrics: JobMetrics) -> Processor:
     """`processor` with metrics, the job's log context and (tracing on) a span around each
     attempt, and its outcomes in BullMQ's terms: PermanentFailure -> UnrecoverableError,
@@ -292,76 +319,6 @@ def _observed(queue: QueueName, processor: Processor, metrics: JobMetrics) -> Pr
             job_context.reset(context)
 
     return observed
-
-
-# BullMQ calls listeners synchronously inside its own try: one that raised would send a
-# completed job down the failure path, so these never let an exception out.
-def _on_completed(queue: QueueName, metrics: JobMetrics) -> Callable[[Job, Any], None]:
-    def on_completed(job: Job, result: Any) -> None:
-        try:
-            metrics.completed(result)
-            if log.isEnabledFor(logging.DEBUG):  # one line per job is too dear at INFO
-                took_ms = now_ms() - job.processedOn if job.processedOn else 0
-                log.debug(
-                    "job completed in %d ms",
-                    took_ms,
-                    extra=job_fields(job.id, queue, job.attemptsMade),
-                )
-        except Exception:
-            log.exception("could not record a completed job")
-
-    return on_completed
-
-
-def _on_failed(queue: QueueName, metrics: JobMetrics) -> Callable[[Job, BaseException], None]:
-    def on_failed(job: Job, err: BaseException) -> None:
-        try:
-            dead = isinstance(err, UnrecoverableError) or is_last_attempt(
-                job.attemptsMade, job.opts.get("attempts")
-            )
-            metrics.failed(dead)
-            fields = job_fields(job.id, queue, job.attemptsMade)
-            if dead:
-                log.warning(
-                    "job dead-lettered after %d attempt(s): %s", job.attemptsMade, err, extra=fields
-                )
-            else:
-                log.info("job attempt failed, will retry: %s", err, extra=fields)
-        except Exception:
-            log.exception("could not record a failed job")
-
-    return on_failed
-
-
-LOCK_RENEWAL_ERROR = "could not renew lock for job "
-
-
-def _log_error(queue: QueueName) -> Callable[..., None]:
-    def on_error(err: BaseException, *args: Any) -> None:
-        if str(err).startswith(LOCK_RENEWAL_ERROR):
-            return  # reported, with the job's fields, by the lockRenewalFailed listener
-        job = next((a for a in args if isinstance(a, Job)), None)
-        extra = job_fields(job.id, queue, job.attemptsMade + 1) if job is not None else None
-        log.warning("worker error on %s: %s", queue, err, extra=extra)
-
-    return on_error
-
-
-def _on_lock_renewal_failed(queue: QueueName, worker: Any) -> Callable[[list[str]], None]:
-    """A renewal that lost the race with the job's own completion is harmless; one for a
-    job this worker still runs means another worker may take that job over."""
-
-    def on_lock_renewal_failed(job_ids: list[str]) -> None:
-        running = {str(job.id): job for job, _ in list(worker.jobs)}
-        for job_id in job_ids:
-            job = running.get(str(job_id))
-            if job is not None:
-                log.warning(
-                    "lost the lock of a running job; it may run again elsewhere",
-                    extra=job_fields(job_id, queue, job.attemptsMade + 1),
-                )
-
-    return on_lock_renewal_failed
 
 
 async def run_worker(

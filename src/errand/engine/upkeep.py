@@ -12,6 +12,7 @@ class Upkeep:
     """extendLocks and moveStalledJobsToWait on bullmq's cadence (a FastWorker mixin)."""
 
     opts: dict[str, Any]
+    closing: bool
     args: Any
     _lua: dict[str, Any]
     _locks: dict[str, list[Any]]
@@ -22,7 +23,7 @@ class Upkeep:
     async def _renew_locks(self) -> None:
         """extendLocks for jobs whose lock is a quarter of its duration old (bullmq's cadence)."""
         quarter_ms = self.opts["lockDuration"] / 4
-        while True:
+        while not self.closing:
             await asyncio.sleep(quarter_ms / 1000)
             now = now_ms()
             due = [
@@ -48,7 +49,7 @@ class Upkeep:
     async def _check_stalled(self) -> None:
         """moveStalledJobsToWait now and every stalledInterval (one worker per interval runs it)."""
         interval_ms = int(self.opts["stalledInterval"])
-        while True:
+        while not self.closing:
             try:
                 keys, args = self.args.move_stalled(int(self.opts["maxStalledCount"]), interval_ms)
                 for job_id in await self._lua["moveStalledJobsToWait"](keys, args) or ():
@@ -56,3 +57,19 @@ class Upkeep:
             except Exception as err:
                 self.emit("error", err)
             await asyncio.sleep(interval_ms / 1000)
+
+
+async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel `tasks` and wait until they end, cancelling again while one runs on.
+
+    Python 3.11's `asyncio.wait_for` (inside the clients' connect) drops a cancellation
+    that lands as the awaited call finishes: a loop that lost its cancellation would run
+    on, and the worker's close would wait for it forever.
+    """
+    while any(not task.done() for task in tasks):
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks, timeout=0.1)
+    for task in tasks:  # retrieved, so none is reported as never retrieved
+        if not task.cancelled():
+            task.exception()

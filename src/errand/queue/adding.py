@@ -25,7 +25,13 @@ from redis.exceptions import NoScriptError, ResponseError
 from errand.errors import QueueUnavailable
 from errand.jobids import QueueName
 from errand.keys import Keys
-from errand.queue.jobindex import IndexEntry, entry_for, write_call, write_script
+from errand.queue.jobindex import (
+    IndexEntry,
+    entry_for,
+    remove_from_index,
+    write_call,
+    write_script,
+)
 from errand.redisio.connection import ready_for_multi
 from errand.redisio.replication import ReplicaBarrier
 
@@ -114,6 +120,8 @@ class JobWriter:
             redo = [i for i in indexed if i in missing or _client(calls[i]) in failed_clients]
             if not missing and not redo:
                 ids = [_job_id(reply) for reply in replies]
+                if self.two_step:
+                    await self._unindex_duplicates(calls, ids)
                 if self.barrier is not None:
                     await self.barrier.wait(self.keys.replica_mark(c.args[2]) for c in calls)
                 return ids
@@ -127,6 +135,13 @@ class JobWriter:
         for entries in _by_client(calls, indexed).values():
             call_keys, args = write_call(self.keys, entries, cutoff, check=False)
             await self._index_script(keys=call_keys, args=args)
+
+    async def _unindex_duplicates(self, calls: list[AddCall], ids: list[str]) -> None:
+        """Take back the entries written first for jobs whose add answered another job's
+        id (a deduplicated report): no job of that id exists, nor will."""
+        for call, job_id in zip(calls, ids, strict=True):
+            if call.entry is not None and call.entry.job_id != job_id:
+                await remove_from_index(self.redis, self.keys, call.entry)
 
     async def _multi(
         self, calls: list[AddCall], adds: list[int], indexed: list[int]

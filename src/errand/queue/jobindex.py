@@ -85,6 +85,20 @@ return #order
 """
 
 
+# KEYS: a job's three sets. ARGV: its createdAt (ms) and its id. Removes the job's entries:
+# on a cluster an entry is written before its job, so a report deduplicated into another
+# job leaves one behind, taken back here once the add has answered.
+_UNWRITE = """
+local n, head = 0, ARGV[2] .. ':'
+for _, set in ipairs(KEYS) do
+  for _, member in ipairs(redis.call('ZRANGE', set, ARGV[1], ARGV[1], 'BYSCORE')) do
+    if string.sub(member, 1, #head) == head then n = n + redis.call('ZREM', set, member) end
+  end
+end
+return n
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class IndexEntry:
     """What the index needs to know of one job."""
@@ -131,6 +145,16 @@ def write_call(
         call_keys += [keys.job(e.queue, e.job_id) for e in entries]
         args += _job_key_prefixes(keys, first.queue)
     return call_keys, args
+
+
+async def remove_from_index(redis: Any, keys: Keys, entry: IndexEntry) -> None:
+    """Take `entry` out of its three sets (its member's seq need not be known)."""
+    call_keys = [
+        keys.job_index(entry.client_id, entry.queue),
+        keys.job_index_by(entry.client_id, entry.queue, "user", entry.user_id),
+        keys.job_index_by(entry.client_id, entry.queue, "type", entry.kind),
+    ]
+    await redis.eval(_UNWRITE, len(call_keys), *call_keys, entry.created_ms, entry.job_id)
 
 
 @lru_cache(maxsize=64)

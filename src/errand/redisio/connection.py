@@ -29,7 +29,9 @@ CLUSTER_SCHEME = "redis+cluster://"
 # redis-py's cluster client has no waiting pool: past `max_connections` to one node (its
 # default is 100) a command fails at once with MaxConnectionsError. A worker on a
 # cluster runs one bullmq Worker per partition, up to concurrency x partitions jobs at
-# once on one client (16 x 32 by default), so its cap must be above that.
+# once on one client (16 x 32 by default), and the fast engine blocks on every
+# partition's and queue's marker through one client (3 x partitions), so its cap must be
+# above that.
 CLUSTER_NODE_CONNECTIONS = 2048
 
 
@@ -66,6 +68,7 @@ def bullmq_connection(settings: Settings) -> Any:
         decode_responses=True,
         socket_connect_timeout=2.0,
         socket_timeout=None,
+        max_connections=CLUSTER_NODE_CONNECTIONS,
         retry=Retry(ExponentialBackoff(cap=5.0, base=0.1), 10),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
