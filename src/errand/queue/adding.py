@@ -1,30 +1,30 @@
 """Adding jobs: BullMQ's own add scripts and errand's index write, in one MULTI
 (on a cluster: the index first, then the jobs; see `JobWriter`).
 
-bullmq-python's `Scripts.addJob` picks the add script (standard, prioritized or
-delayed), builds its KEYS and ARGV and calls it on the client it is given; errand
-gives it a recorder instead, so the call is exactly bullmq's and can be sent in one
-transaction with the listing-index write (`queue/jobindex.py`) that follows it. A
-batch's adds go in MULTIs of `MULTI_JOBS` jobs, each with one index write per client
-for its jobs, all in one pipeline: one round trip, and a job is never without its index
-entry. Scripts are called by SHA; after a
-server restart emptied the script cache (NOSCRIPT) they are loaded and the calls that
-did not run are sent again (an index write skips jobs that do not exist, and runs
-again only where it did not run).
+Each add is the EVALSHA bullmq-python's `Scripts.addJob` would send (standard,
+prioritized or delayed script; built by `queue/addargs.py` and checked against bullmq's
+own builder), so it can be sent in one transaction with the listing-index write
+(`queue/jobindex.py`) that follows it. A batch's adds go in MULTIs of `MULTI_JOBS`
+jobs, each with one index write per client for its jobs, all in one pipeline: one
+round trip, and a job is never without its index entry. Scripts are called by SHA;
+after a server restart emptied the script cache (NOSCRIPT) they are loaded and the
+calls that did not run are sent again (an index write skips jobs that do not exist,
+and runs again only where it did not run).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from hashlib import sha1
 from typing import Any
 
-from bullmq import Job, Queue
+from bullmq import Queue
 from redis.exceptions import NoScriptError, ResponseError
 
 from errand.errors import QueueUnavailable
 from errand.keys import Keys, QueueName
+from errand.queue.addargs import AddArgs
 from errand.queue.jobindex import IndexEntry, entry_for, write_call, write_script
 from errand.redisio.replication import ReplicaBarrier
 
@@ -46,17 +46,6 @@ class JobSpec:
     opts: dict[str, Any]
 
 
-@dataclass
-class _Recorder:
-    """Stands in for the client bullmq calls its add script on, and keeps the call."""
-
-    calls: list[tuple[Any, ...]] = field(default_factory=list)
-
-    async def evalsha(self, *args: Any) -> str:
-        self.calls.append(args)
-        return ""
-
-
 @dataclass(frozen=True, slots=True)
 class AddCall:
     """The EVALSHA of one job's add, as bullmq would send it, and the job's index entry."""
@@ -66,12 +55,11 @@ class AddCall:
     entry: IndexEntry | None
 
     @classmethod
-    async def of(cls, queue: Queue, job: Job, data: dict[str, Any]) -> AddCall:
-        recorder = _Recorder()
-        await queue.scripts.addJob(job, recorder)
-        (args,) = recorder.calls
-        entry = entry_for(QueueName(queue.name), str(job.id), data, int(job.timestamp))
-        return cls(args, queue, entry)
+    def of(cls, queue: Queue, args: AddArgs, spec: JobSpec, job_id: str) -> AddCall:
+        """The add of `spec` (whose data may carry a trace context) to `queue`."""
+        call, timestamp = args.call(job_id, spec.name, spec.data, spec.opts)
+        entry = entry_for(QueueName(queue.name), job_id, spec.data, timestamp)
+        return cls(call, queue, entry)
 
     def source(self) -> str:
         """The Lua of the add script this call runs (for loading it after a NOSCRIPT)."""
