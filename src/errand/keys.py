@@ -28,7 +28,7 @@ client's set of schedules in the client's slot.
 from __future__ import annotations
 
 import binascii
-import uuid
+import secrets
 import zlib
 from dataclasses import dataclass
 from enum import StrEnum
@@ -58,7 +58,7 @@ _SLOT_WINDOW = 64
 
 def new_job_id(queue: QueueName, partition: int = 0) -> str:
     """A fresh job id, unique across queues, that names its queue and partition."""
-    return job_id_of(queue, uuid.uuid4().hex, partition)
+    return job_id_of(queue, secrets.token_hex(16), partition)
 
 
 def job_id_of(queue: QueueName, hex32: str, partition: int = 0) -> str:

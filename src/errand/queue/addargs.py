@@ -21,6 +21,10 @@ from bullmq import Queue
 from bullmq.backoffs import Backoffs
 from bullmq.job import optsEncodeMap
 
+# json.dumps(data, separators=(",", ":"), allow_nan=False), as bullmq encodes job data,
+# without a new encoder per call.
+_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
 # Each add script's KEYS, as bullmq-python's Scripts.add*Job list them.
 SCRIPT_KEYS: Mapping[str, tuple[str, ...]] = {
     "addStandardJob": (
@@ -88,7 +92,7 @@ class AddArgs:
             ],
             use_bin_type=True,
         )
-        json_data = json.dumps(data, separators=(",", ":"), allow_nan=False)
+        json_data = _JSON.encode(data)
         return (*self._heads[script], packed_args, json_data, packed_opts(opts), last), timestamp
 
 
