@@ -27,9 +27,9 @@ from errand.api.http.problems import errand_problem
 from errand.api.http.responses import json_response
 from errand.api.polling import accepted, check_room
 from errand.api.routes._openapi import json_body, problem
-from errand.api.routes.notifications import count_recipient
+from errand.api.routes.notifications import recipient_limited
 from errand.api.schemas import BatchCreate, BatchResults, NotificationCreate
-from errand.errors import ErrandError, FieldError, InvalidInput, MalformedBody, RecipientLimited
+from errand.errors import ErrandError, FieldError, InvalidInput, MalformedBody
 from errand.keys import QueueName
 from errand.queue.producers import NewNotification, enqueue_notifications
 from errand.webhooks.ssrf import check_webhook_destination
@@ -145,19 +145,20 @@ async def _checked_webhooks(
 async def recipient_cap_refusals(
     svc: Services, caller: Caller, claims: _Claims, results: list[dict[str, Any] | None]
 ) -> None:
-    """The per-recipient cap, item by item: a batch is one request for the rate limit, but
-    every item it creates counts for its userId's cap (replays were answered already and do
-    not). An over-cap item gets its 429 result and frees its idempotency key."""
+    """The per-recipient cap, item by item in one call: a batch is one request for the rate
+    limit, but every item it creates counts for its userId's cap (replays were answered
+    already and do not). An over-cap item gets its 429 result and frees its idempotency key."""
+    cap = caller.notify_per_user_per_hour
+    users = [item.note.user_id for item in claims.fresh]
+    waits = await svc.gate.limits.admit_recipients(caller.client_id, users, cap)
     kept, freed = [], []
-    for item in claims.fresh:
-        try:
-            await count_recipient(svc, caller, item.note.user_id)
-        except RecipientLimited as err:
-            results[item.index] = refused(err)
-            if item.record_key is not None:
-                freed.append(item.record_key)
+    for item, wait_s in zip(claims.fresh, waits, strict=True):
+        if not wait_s:
+            kept.append(item)
             continue
-        kept.append(item)
+        results[item.index] = refused(recipient_limited(cap, wait_s))
+        if item.record_key is not None:
+            freed.append(item.record_key)
     if freed:
         await idempotency.release_many(svc.redis, freed, claims.token)
     claims.fresh = kept
