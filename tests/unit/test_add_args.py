@@ -8,6 +8,7 @@ upgrade that moves a key or an argument of the add scripts fails here.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 from bullmq import Job, Queue
 
 from errand.keys import QueueName, new_job_id
-from errand.queue.addargs import SCRIPT_KEYS, AddArgs
+from errand.queue.addargs import SCRIPT_KEYS, AddArgs, job_json
 from errand.queue.policies import retry_policies
 from errand.settings import Settings
 
@@ -78,3 +79,20 @@ async def test_errands_add_call_is_bullmqs(
     assert timestamp == extra.get("timestamp", round(NOW_S * 1000))
     packed_args = msgpack.unpackb(ours[2 + ours[1]])
     assert packed_args[1] == job_id  # the custom id bullmq's script stores the job under
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"userId": "".join(chr(c) for c in range(127)), "type": "welcome"},  # orjson's
+        {"userId": "del \x7f"},
+        {"userId": "ü-€-😀", "k\u2028": "line\u2028separator"},
+        {"clientId": "c", "trace": {"traceparent": "00-ab-cd-01"}},
+        {"n": 1.5e16, "flag": True, "none": None, "list": [1, "x"]},
+        {1: "an int key"},
+        {},
+    ],
+    ids=["ascii-controls-quotes", "del", "non-ascii", "nested", "numbers", "int-key", "empty"],
+)
+def test_job_data_is_encoded_as_bullmq_encodes_it(data: Any) -> None:
+    assert job_json(data) == json.dumps(data, separators=(",", ":"), allow_nan=False)
