@@ -1,5 +1,5 @@
-"""Adding jobs: BullMQ's own add scripts and errand's index write, in one MULTI
-(on a cluster: the index first, then the jobs; see `JobWriter`).
+"""Adding jobs: BullMQ's own add scripts and errand's index write, in MULTIs of
+`MULTI_JOBS` jobs (on a cluster: the index first, then the jobs; see `JobWriter`).
 
 Each add is the EVALSHA bullmq-python's `Scripts.addJob` would send (standard,
 prioritized or delayed script; built by `queue/addargs.py` and checked against bullmq's
@@ -68,7 +68,7 @@ class AddCall:
 
 
 class JobWriter:
-    """Sends add calls and their index writes: in one MULTI on a single server; with
+    """Sends add calls and their index writes: in MULTIs on a single server; with
     `two_step` (a cluster, where a job's partition and its client's index live in
     different slots) the index writes first, then the adds."""
 

@@ -2,9 +2,10 @@
 
 Every item is validated first; the valid ones are then claimed (their
 `idempotencyKey`, in the scope of POST /notifications' Idempotency-Key header),
-added in one MULTI with their index entries (`JobQueues.add_many`), and their
-answers stored for replay, a round trip or two for the whole batch. A refused item
-gets its own problem document and does not stop the others.
+counted for their recipients' caps (one script call), added with their index entries
+(`JobQueues.add_many`: MULTIs of 25 jobs, one round trip), and their answers stored
+for replay: a few round trips for the whole batch. A refused item gets its own
+problem document and does not stop the others.
 """
 
 from __future__ import annotations
