@@ -87,8 +87,10 @@ class JobWriter:
         self.barrier = barrier  # strict durability: wait for a replica after the add
         self._index_script = redis.register_script(write_script())
 
-    async def add(self, queue: QueueName, calls: list[AddCall]) -> list[str]:
-        """Run `calls`; the job id each one's add answered (the in-flight job's on a dedup hit).
+    async def add(self, queue: QueueName, calls: list[AddCall]) -> list[str | Exception]:
+        """Run `calls`; per call the job id its add answered (the in-flight job's on a dedup
+        hit), or the error that refused it (its MULTI's: e.g. the store full, nothing of
+        that MULTI made; the other MULTIs' jobs stand).
 
         Raises QueueUnavailable when the scripts cannot be loaded.
         """
@@ -107,8 +109,9 @@ class JobWriter:
             redo = [i for i in indexed if i in missing or i in failed]
             if not missing and not redo:
                 ids = [_job_id(reply) for reply in replies]
-                if self.barrier is not None:
-                    await self.barrier.wait(self.keys.replica_mark(c.args[2]) for c in calls)
+                made = [c for c, i in zip(calls, ids, strict=True) if isinstance(i, str)]
+                if self.barrier is not None and made:
+                    await self.barrier.wait(self.keys.replica_mark(c.args[2]) for c in made)
                 return ids
             await self._load({calls[i].args[0]: calls[i].source() for i in missing})
             adds, indexed = sorted(missing), redo
@@ -140,8 +143,8 @@ class JobWriter:
                     add_replies[step.members[0]] = reply
                 elif _no_script(reply):
                     failed.update(step.members)
-                elif isinstance(reply, Exception):
-                    raise reply
+                elif isinstance(reply, Exception) and not _all_refused(add_replies, step):
+                    raise reply  # jobs made without their index entries
         if failed:
             await self._load({_INDEX_SHA: write_script()})
         return add_replies, failed
@@ -205,6 +208,11 @@ def _step_replies(replies: Any, steps: int, two_step: bool) -> list[Any]:
     return [error] * steps
 
 
+def _all_refused(add_replies: dict[int, Any], step: _Step) -> bool:
+    """Whether the adds of an index write's jobs were all refused in its MULTI."""
+    return all(isinstance(add_replies.get(i), Exception) for i in step.members)
+
+
 def _by_client(calls: list[AddCall], indexed: list[int]) -> dict[str, list[int]]:
     """The calls of `indexed`, grouped by their index entry's client."""
     groups: dict[str, list[int]] = defaultdict(list)
@@ -228,9 +236,9 @@ def _no_script(reply: Any) -> bool:
     return isinstance(reply, NoScriptError)
 
 
-def _job_id(reply: Any) -> str:
+def _job_id(reply: Any) -> str | Exception:
     if isinstance(reply, Exception):
-        raise reply
+        return reply
     if isinstance(reply, int) and reply < 0:
-        raise ResponseError(f"bullmq's add script refused the job (code {reply})")
+        return ResponseError(f"bullmq's add script refused the job (code {reply})")
     return str(reply)

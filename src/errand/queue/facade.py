@@ -128,13 +128,22 @@ class JobQueues:
         return opts
 
     async def add_many(self, queue: QueueName, specs: Sequence[JobSpec]) -> list[str]:
+        """`add_each`, raising the first error that refused a job (see `add_each`)."""
+        ids = await self.add_each(queue, specs)
+        for outcome in ids:
+            if isinstance(outcome, Exception):
+                raise outcome
+        return [str(outcome) for outcome in ids]
+
+    async def add_each(self, queue: QueueName, specs: Sequence[JobSpec]) -> list[str | Exception]:
         """Add jobs (each in the partition its `jobId` names) and their listing-index
         entries: in one round trip of MULTIs on a single server, index then jobs on a
         cluster (adding.py).
 
         Every job errand creates passes here, so this is where it gets its producer span
         (with tracing on, the job's data carries that span's context).
-        Returns, per spec, the id of the job that holds its work (see `add`).
+        Returns, per spec, the id of the job that holds its work (see `add`), or the
+        error that refused it (a MULTI of the batch refused whole, e.g. the store full).
         """
         calls: list[AddCall] = []
         with contextlib.ExitStack() as spans:

@@ -11,6 +11,7 @@ problem document and does not stop the others.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from errand.api.caller import Caller, current_caller
 from errand.api.deps import Services, services
 from errand.api.gate import ClientRoute
 from errand.api.http.body import parse_json_object, read_body, validate_body
-from errand.api.http.problems import errand_problem
+from errand.api.http.problems import errand_problem, error_response
 from errand.api.http.responses import json_response
 from errand.api.polling import accepted, check_room
 from errand.api.routes._openapi import json_body, problem
@@ -32,10 +33,11 @@ from errand.api.routes.notifications import recipient_limited
 from errand.api.schemas import BatchCreate, BatchResults, NotificationCreate
 from errand.errors import ErrandError, FieldError, InvalidInput, MalformedBody
 from errand.keys import QueueName
-from errand.queue.producers import NewNotification, enqueue_notifications
+from errand.queue.producers import NewNotification, notification_specs
 from errand.webhooks.ssrf import check_webhook_destination
 
 router = APIRouter(tags=["notifications"], route_class=ClientRoute)
+log = logging.getLogger("errand.api")
 
 MAX_ITEMS = 1000
 ROUTE_SCOPE = "notifications"  # the Idempotency-Key scope of POST /notifications
@@ -93,12 +95,12 @@ async def accept_batch(svc: Services, caller: Caller, items: list[Any]) -> list[
     claims = await _claim(svc, valid, results)
     await recipient_cap_refusals(svc, caller, claims, results)
     try:
-        job_ids = await enqueue_notifications(
-            svc.queues, caller.client_id, [item.note for item in claims.fresh]
-        )
+        specs = notification_specs(svc.queues, caller.client_id, [i.note for i in claims.fresh])
+        outcomes = await svc.queues.add_each(QueueName.NOTIFICATIONS, specs)
     except BaseException:
         await idempotency.release_many(svc.redis, claims.record_keys(), claims.token)
         raise
+    job_ids = await _refuse_unmade(svc, claims, outcomes, results)
     await _store(svc, claims.fresh, job_ids, results)
     for later, first in claims.repeats:
         results[later.index] = _repeat(later, first, results[first.index])
@@ -223,6 +225,29 @@ async def _claim(
     return _Claims(token, fresh, repeats)
 
 
+async def _refuse_unmade(
+    svc: Services, claims: _Claims, outcomes: list[str | Exception], results: list[Any]
+) -> list[str]:
+    """Items whose MULTI the store refused (e.g. full: nothing of it made) get that error's
+    problem as their result and free their keys; the jobs of the other MULTIs stand."""
+    made, freed = [], []
+    for item, outcome in zip(claims.fresh, outcomes, strict=True):
+        if not isinstance(outcome, Exception):
+            made.append((item, outcome))
+            continue
+        response = error_response(outcome, "POST /notifications/batch")
+        results[item.index] = {
+            "status": response.status_code,
+            "problem": orjson.loads(response.body),
+        }
+        if item.record_key is not None:
+            freed.append(item.record_key)
+    if freed:
+        await idempotency.release_many(svc.redis, freed, claims.token)
+    claims.fresh = [item for item, _ in made]
+    return [job_id for _, job_id in made]
+
+
 async def _store(
     svc: Services, fresh: list[_Item], job_ids: list[str], results: list[dict[str, Any] | None]
 ) -> None:
@@ -238,7 +263,11 @@ async def _store(
             response = accepted(svc.settings, QueueName.NOTIFICATIONS, status_url, content)
             record = idempotency.done_record(response, item.fp)
             pipe.set(item.record_key, record, ex=svc.settings.idempotency_ttl_seconds)
-    await pipe.execute()
+    # The jobs exist: a record the store refuses (full) must not turn their 202s into a
+    # 503. Its key stays claimed (pending) until the lease ends.
+    unstored = [r for r in await pipe.execute(raise_on_error=False) if isinstance(r, Exception)]
+    if unstored:
+        log.warning("batch: %d replay records not stored: %s", len(unstored), unstored[0])
 
 
 def _replayed(answer: dict[str, Any]) -> dict[str, Any]:
