@@ -93,9 +93,13 @@ def _p50_p99(times: list[float]) -> list[float]:
 
 
 def _index_bytes(client: Any, prefix: str) -> int:
+    """The listing index's keys: under the prefix with one partition, else in the
+    client's slot, `{<tag>:c:<client>}` (keys.py `client_prefix`)."""
     total = 0
-    for key in client.scan_iter(match=f"{prefix}:x:list:*", count=1000):
-        total += int(client.memory_usage(key, samples=0) or 0)
+    client_slots = prefix[:-1] + ":c:*}" if prefix.endswith("}") else prefix
+    for pattern in {f"{prefix}:x:list:*", f"{client_slots}:x:list:*"}:
+        for key in client.scan_iter(match=pattern, count=1000):
+            total += int(client.memory_usage(key, samples=0) or 0)
     return total
 
 

@@ -6,7 +6,7 @@ The keys these ids are stored under are built in `keys.py`.
 
 from __future__ import annotations
 
-import uuid
+import secrets
 import zlib
 from enum import StrEnum
 
@@ -31,7 +31,7 @@ MAX_PARTITIONS = 1024
 
 def new_job_id(queue: QueueName, partition: int = 0) -> str:
     """A fresh job id, unique across queues, that names its queue and partition."""
-    return job_id_of(queue, uuid.uuid4().hex, partition)
+    return job_id_of(queue, secrets.token_hex(16), partition)
 
 
 def job_id_of(queue: QueueName, hex32: str, partition: int = 0) -> str:

@@ -7,7 +7,8 @@ and the pipelined client overrides redis-py's connection internals
 (queue/pipelined.py). Each was written against one version; another version may
 change what they touch without a word, so `errand up`, `api` and `worker` refuse to
 start on anything else. tests/unit/test_script_args.py compares the fast engine's
-arguments with bullmq's own for the installed version.
+arguments with bullmq's own for the installed version, tests/unit/test_add_args.py the
+add-script calls the API builds (queue/addargs.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 # distribution -> (version errand was written against, what errand relies on)
 PINNED: Mapping[str, tuple[str, str]] = {
-    "bullmq": ("3.4.4", "errand's fast engine (the KEYS/ARGV of its Lua scripts)"),
+    "bullmq": ("3.4.4", "errand's fast engine and add calls (the KEYS/ARGV of its Lua scripts)"),
     "redis": ("8.1.0", "errand's pipelined Redis client (redis-py's connection internals)"),
     "uvicorn": ("0.54.0", "errand's HTTP protocol (uvicorn's HttpToolsProtocol)"),
     "httptools": ("0.9.0", "errand's HTTP protocol (the parser HttpToolsProtocol drives)"),

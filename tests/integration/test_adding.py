@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from errand.jobids import QueueName, new_job_id
-from errand.queue.adding import JobSpec
+from errand.queue.adding import MULTI_JOBS, JobSpec
 from errand.queue.facade import JobQueues
 from support.stack import Stack
 
@@ -47,14 +47,15 @@ async def test_jobs_and_index_entries_survive_a_flushed_script_cache(stack: Stac
     await stack.redis.script_flush()
     single = await stack.http.post("/notifications", json={"type": "welcome", "userId": "u-1"})
     await stack.redis.script_flush()
-    items = [{"type": "welcome", "userId": f"u-{i}"} for i in range(5)]
+    # more than two MULTIs' worth, so the redo crosses MULTI boundaries
+    items = [{"type": "welcome", "userId": f"u-{i}"} for i in range(2 * MULTI_JOBS + 3)]
     batch = await stack.http.post("/notifications/batch", json={"items": items})
     await stack.redis.script_flush()
     report = await stack.http.post("/reports", json={"userId": "u-1", "reportType": "activity"})
     created = {single.json()["jobId"], report.json()["jobId"]}
     created |= {r["jobId"] for r in batch.json()["items"]}
-    assert len(created) == 7
+    assert len(created) == len(items) + 2
     listed = (await stack.http.get("/jobs?limit=100")).json()["items"]
     assert {item["jobId"] for item in listed} == created
     index = stack.keys.job_index(stack.client_id, QueueName.NOTIFICATIONS)
-    assert await stack.redis.zcard(index) == 6
+    assert await stack.redis.zcard(index) == len(items) + 1

@@ -150,6 +150,30 @@ async def test_the_per_recipient_cap_and_replays_that_do_not_count(stack: Stack)
     assert (await stack.http.post("/reports", json=report, headers=shop.headers)).status_code == 202
 
 
+async def test_a_batchs_items_count_for_the_recipient_cap_in_order(stack: Stack) -> None:
+    shop = await stack.new_client("shop", notifyPerUserPerHour=2)
+    assert (await _notify(stack, shop, "u-a")).status_code == 202
+    users = ["u-a", "u-a", "u-b", "u-b", "u-b", "u-a", "u-c"]
+    items: list[dict[str, str]] = [{"type": "welcome", "userId": user} for user in users]
+    items[4]["idempotencyKey"] = "k-over"
+    batch = await stack.http.post(
+        "/notifications/batch", json={"items": items}, headers=shop.headers
+    )
+    assert batch.status_code == 200
+    results = batch.json()["items"]
+    assert [r["status"] for r in results] == [202, 429, 202, 202, 429, 429, 202]
+    for over in (results[1], results[4], results[5]):
+        assert over["problem"]["type"] == "urn:errand:problem:recipient-limit"
+        assert "in 3" in over["problem"]["detail"]  # about an hour: 3,5xx-3,600 s
+    assert await _waiting(stack, QueueName.NOTIFICATIONS) == 5
+    # the refused keyed item freed its key; the window of u-b holds exactly two
+    record = stack.keys.idempotency(shop.client_id, "notifications", "k-over")
+    assert not await stack.redis.exists(record)
+    window = stack.keys.recipient_window(shop.client_id, "u-b")
+    assert await stack.redis.zcard(window) == 2
+    assert 0 < await stack.redis.pttl(window) <= 3_600_000
+
+
 @pytest.mark.settings(notify_per_user_per_hour=1)
 async def test_the_servers_recipient_cap_is_the_default(stack: Stack) -> None:
     plain = await stack.new_client("plain")

@@ -180,3 +180,42 @@ async def test_a_flood_into_a_full_store_ends_in_503s_and_nothing_half_made(
     created = [r.json()["jobId"] for r in replies if r.status_code == 202]
     assert (await stack.http.get(f"/notifications/{created[-1]}")).status_code == 200
     assert (await waiting(stack))["notifications"] == len(created)  # no job half-made
+
+
+async def test_batches_into_a_full_store_refuse_items_whole_and_make_nothing_half(
+    tiny_store: Stack,
+) -> None:
+    # A batch goes as MULTIs of 25 jobs: when the store fills, the refused MULTIs' items
+    # get a store-full problem each and their keys are freed; the others' jobs stand.
+    stack = tiny_store
+    hook = "http://127.0.0.1:9/" + "h" * 2000
+    accepted: list[str] = []
+    full = 0
+    sent = 0
+    while full < 50:
+        assert sent < 20_000, "the store never filled up"
+        items = [
+            {
+                "type": "welcome",
+                "userId": f"b-{sent + i}",
+                "webhookUrl": hook,
+                "idempotencyKey": f"b-{sent + i}",
+            }
+            for i in range(100)
+        ]
+        reply = await stack.http.post("/notifications/batch", json={"items": items})
+        sent += 100
+        if reply.status_code == 503:  # refused before any MULTI (the depth read, ...)
+            assert reply.json()["type"].endswith(("store-full", "unavailable"))
+            full += 1
+            continue
+        assert reply.status_code == 200
+        for result in reply.json()["items"]:
+            if result["status"] == 202:
+                accepted.append(result["jobId"])
+            else:
+                assert result["status"] == 503
+                assert result["problem"]["type"].endswith("store-full")
+                full += 1
+    assert accepted
+    assert (await waiting(stack))["notifications"] == len(accepted)  # nothing half-made

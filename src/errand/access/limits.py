@@ -66,6 +66,37 @@ redis.call('PEXPIRE', KEYS[1], window)
 return 0
 """
 
+# The same for the items of a batch, in order, in one call. KEYS: the windows of its
+# distinct users. ARGV: cap, window in ms, the number of items n, then per item the index
+# of its window in KEYS and a unique member. Returns per item 0 or the ms to wait.
+_ADMIT_MANY = """
+local cap, window, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local counts, added, waits = {}, {}, {}
+for i = 1, n do
+  local k = tonumber(ARGV[2 + i * 2])
+  local key = KEYS[k]
+  local count = counts[k]
+  if not count then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+    count = redis.call('ZCARD', key)
+  end
+  if count >= cap then
+    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    waits[i] = math.max(1, tonumber(oldest[2]) + window - now)
+  else
+    redis.call('ZADD', key, now, ARGV[3 + i * 2])
+    count = count + 1
+    added[k] = true
+    waits[i] = 0
+  end
+  counts[k] = count
+end
+for k in pairs(added) do redis.call('PEXPIRE', KEYS[k], window) end
+return waits
+"""
+
 # KEYS: wait, paused, prioritized, delayed of one queue. The jobs waiting or scheduled.
 _DEPTH = """
 return redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[2])
@@ -141,6 +172,7 @@ class Limits:
         self.max_queue_depth = max_queue_depth
         self._take = redis.register_script(_TAKE)
         self._admit = redis.register_script(_ADMIT)
+        self._admit_many = redis.register_script(_ADMIT_MANY)
         self._depth = redis.register_script(_DEPTH)
         self._depth_seen: dict[QueueName, tuple[float, int]] = {}
         self._depth_reads: dict[QueueName, asyncio.Future[int]] = {}
@@ -215,6 +247,19 @@ class Limits:
             args=[cap, RECIPIENT_WINDOW_MS, secrets.token_hex(8)],
         )
         return math.ceil(int(wait_ms) / 1000)
+
+    async def admit_recipients(self, client_id: str, user_ids: list[str], cap: int) -> list[int]:
+        """`admit_recipient` for each of `user_ids` in order (a batch's items), in one call:
+        per item 0 when admitted, else the seconds until one more would be."""
+        if cap <= 0 or not user_ids:
+            return [0] * len(user_ids)
+        windows: dict[str, int] = {}
+        args: list[Any] = [cap, RECIPIENT_WINDOW_MS, len(user_ids)]
+        for user_id in user_ids:
+            args += [windows.setdefault(user_id, len(windows) + 1), secrets.token_hex(8)]
+        keys = [self.keys.recipient_window(client_id, user_id) for user_id in windows]
+        waits_ms = await self._admit_many(keys=keys, args=args)
+        return [math.ceil(int(wait_ms) / 1000) for wait_ms in waits_ms]
 
     async def _queue_depth(self, queue: QueueName) -> int:
         """Jobs not yet started, over every partition (one script per partition, sent at

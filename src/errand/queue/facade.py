@@ -7,13 +7,14 @@ import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bullmq import Job, Queue
+from bullmq import Queue
 from redis.asyncio.cluster import RedisCluster
 
 from errand import tracing
 from errand.errors import NotFound
 from errand.jobids import QueueName, partition_for, partition_of, queue_of
 from errand.keys import Keys
+from errand.queue.addargs import AddArgs
 from errand.queue.adding import AddCall, JobSpec, JobWriter
 from errand.queue.cancel import CancelOutcome, JobCanceller
 from errand.queue.jobhash import pairs
@@ -52,6 +53,7 @@ class JobQueues:
         self.policies: Mapping[QueueName, RetryPolicy] = retry_policies(settings)
         self._queues: dict[tuple[QueueName, int], Queue] = {}
         self._state_keys: dict[tuple[QueueName, int], tuple[str, ...]] = {}
+        self._adders: dict[tuple[QueueName, int], AddArgs] = {}
         self._snapshot = redis.register_script(_SNAPSHOT)
         # The cancel flag outlives any record of the job it stops.
         flag_ttl_s = max(settings.keep_completed_seconds, settings.keep_failed_seconds) + 3600
@@ -127,24 +129,44 @@ class JobQueues:
         return opts
 
     async def add_many(self, queue: QueueName, specs: Sequence[JobSpec]) -> list[str]:
+        """`add_each`, raising the first error that refused a job (see `add_each`)."""
+        ids = await self.add_each(queue, specs)
+        for outcome in ids:
+            if isinstance(outcome, Exception):
+                raise outcome
+        return [str(outcome) for outcome in ids]
+
+    async def add_each(self, queue: QueueName, specs: Sequence[JobSpec]) -> list[str | Exception]:
         """Add jobs (each in the partition its `jobId` names) and their listing-index
-        entries: one MULTI on a single server, index then jobs on a cluster (adding.py).
+        entries: in one round trip of MULTIs on a single server, index then jobs on a
+        cluster (adding.py).
 
         Every job errand creates passes here, so this is where it gets its producer span
         (with tracing on, the job's data carries that span's context).
-        Returns, per spec, the id of the job that holds its work (see `add`).
+        Returns, per spec, the id of the job that holds its work (see `add`), or the
+        error that refused it (a MULTI of the batch refused whole, e.g. the store full).
         """
         calls: list[AddCall] = []
         with contextlib.ExitStack() as spans:
             for spec in specs:
                 job_id = str(spec.opts["jobId"])
-                bullmq_queue = self.bullmq(queue, partition_of(job_id))
+                partition = partition_of(job_id)
+                bullmq_queue = self.bullmq(queue, partition)
                 data = spec.data
                 if tracing.enabled:
                     data = spans.enter_context(tracing.enqueue_span(str(queue), job_id, data))
-                job = Job(bullmq_queue, spec.name, data, spec.opts)
-                calls.append(await AddCall.of(bullmq_queue, job, data))
+                job = JobSpec(spec.name, data, spec.opts)
+                calls.append(
+                    AddCall.of(bullmq_queue, self._add_args(queue, partition), job, job_id)
+                )
             return await self._writer.add(queue, calls)
+
+    def _add_args(self, queue: QueueName, partition: int) -> AddArgs:
+        """The add-script call builder of one queue partition (made on first use)."""
+        found = self._adders.get((queue, partition))
+        if found is None:
+            found = self._adders[queue, partition] = AddArgs(self.bullmq(queue, partition))
+        return found
 
     async def snapshot(self, job_id: str, owner: str | None = None) -> JobSnapshot:
         """Hash and state of one job, read atomically in one round trip.

@@ -134,12 +134,14 @@ def write_call(
     first = entries[0]
     call_keys = [keys.job_index_seq(first.client_id)]
     args: list[Any] = ["1" if check else "", prune_after_ms, random.random(), len(entries)]
+    queue_set = keys.job_index(first.client_id, first.queue)
+    type_sets: dict[str, str] = {}  # a batch's jobs mostly share one type
     for e in entries:
-        call_keys += [
-            keys.job_index(e.client_id, e.queue),
-            keys.job_index_by(e.client_id, e.queue, "user", e.user_id),
-            keys.job_index_by(e.client_id, e.queue, "type", e.kind),
-        ]
+        type_set = type_sets.get(e.kind)
+        if type_set is None:
+            type_set = type_sets[e.kind] = keys.job_index_by(e.client_id, e.queue, "type", e.kind)
+        user_set = keys.job_index_by(e.client_id, e.queue, "user", e.user_id)
+        call_keys += [queue_set, user_set, type_set]
         args += [e.job_id, e.created_ms]
     if check:
         call_keys += [keys.job(e.queue, e.job_id) for e in entries]

@@ -104,6 +104,15 @@ async def enqueue_notifications(
     queues: JobQueues, client_id: str, notes: Sequence[NewNotification]
 ) -> list[str]:
     """Create notification jobs (and their index entries) in one round trip; their ids."""
+    return await queues.add_many(
+        QueueName.NOTIFICATIONS, notification_specs(queues, client_id, notes)
+    )
+
+
+def notification_specs(
+    queues: JobQueues, client_id: str, notes: Sequence[NewNotification]
+) -> list[JobSpec]:
+    """The BullMQ jobs of `notes`, each with its type's priority, in its partition."""
     specs = []
     for note in notes:
         opts = queues.job_options(
@@ -113,7 +122,7 @@ async def enqueue_notifications(
             delay_ms=note.delay_ms(),
         )
         specs.append(JobSpec(note.kind, note.data(client_id), opts))
-    return await queues.add_many(QueueName.NOTIFICATIONS, specs)
+    return specs
 
 
 def report_data(

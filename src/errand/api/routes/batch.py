@@ -2,14 +2,16 @@
 
 Every item is validated first; the valid ones are then claimed (their
 `idempotencyKey`, in the scope of POST /notifications' Idempotency-Key header),
-added in one MULTI with their index entries (`JobQueues.add_many`), and their
-answers stored for replay, a round trip or two for the whole batch. A refused item
-gets its own problem document and does not stop the others.
+counted for their recipients' caps (one script call), added with their index entries
+(`JobQueues.add_many`: MULTIs of 25 jobs, one round trip), and their answers stored
+for replay: a few round trips for the whole batch. A refused item gets its own
+problem document and does not stop the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,18 +25,19 @@ from errand.api.caller import Caller, current_caller
 from errand.api.deps import Services, services
 from errand.api.gate import ClientRoute
 from errand.api.http.body import parse_json_object, read_body, validate_body
-from errand.api.http.problems import errand_problem
+from errand.api.http.problems import errand_problem, error_response
 from errand.api.http.responses import json_response
 from errand.api.polling import accepted, check_room
 from errand.api.routes._openapi import json_body, problem
-from errand.api.routes.notifications import count_recipient
+from errand.api.routes.notifications import recipient_limited
 from errand.api.schemas import BatchCreate, BatchResults, NotificationCreate
-from errand.errors import ErrandError, FieldError, InvalidInput, MalformedBody, RecipientLimited
+from errand.errors import ErrandError, FieldError, InvalidInput, MalformedBody
 from errand.jobids import QueueName
-from errand.queue.producers import NewNotification, enqueue_notifications
+from errand.queue.producers import NewNotification, notification_specs
 from errand.webhooks.ssrf import check_webhook_destination
 
 router = APIRouter(tags=["notifications"], route_class=ClientRoute)
+log = logging.getLogger("errand.api")
 
 MAX_ITEMS = 1000
 ROUTE_SCOPE = "notifications"  # the Idempotency-Key scope of POST /notifications
@@ -92,12 +95,12 @@ async def accept_batch(svc: Services, caller: Caller, items: list[Any]) -> list[
     claims = await _claim(svc, valid, results)
     await recipient_cap_refusals(svc, caller, claims, results)
     try:
-        job_ids = await enqueue_notifications(
-            svc.queues, caller.client_id, [item.note for item in claims.fresh]
-        )
+        specs = notification_specs(svc.queues, caller.client_id, [i.note for i in claims.fresh])
+        outcomes = await svc.queues.add_each(QueueName.NOTIFICATIONS, specs)
     except BaseException:
         await idempotency.release_many(svc.redis, claims.record_keys(), claims.token)
         raise
+    job_ids = await _refuse_unmade(svc, claims, outcomes, results)
     await _store(svc, claims.fresh, job_ids, results)
     for later, first in claims.repeats:
         results[later.index] = _repeat(later, first, results[first.index])
@@ -145,19 +148,20 @@ async def _checked_webhooks(
 async def recipient_cap_refusals(
     svc: Services, caller: Caller, claims: _Claims, results: list[dict[str, Any] | None]
 ) -> None:
-    """The per-recipient cap, item by item: a batch is one request for the rate limit, but
-    every item it creates counts for its userId's cap (replays were answered already and do
-    not). An over-cap item gets its 429 result and frees its idempotency key."""
+    """The per-recipient cap, item by item in one call: a batch is one request for the rate
+    limit, but every item it creates counts for its userId's cap (replays were answered
+    already and do not). An over-cap item gets its 429 result and frees its idempotency key."""
+    cap = caller.notify_per_user_per_hour
+    users = [item.note.user_id for item in claims.fresh]
+    waits = await svc.gate.limits.admit_recipients(caller.client_id, users, cap)
     kept, freed = [], []
-    for item in claims.fresh:
-        try:
-            await count_recipient(svc, caller, item.note.user_id)
-        except RecipientLimited as err:
-            results[item.index] = refused(err)
-            if item.record_key is not None:
-                freed.append(item.record_key)
+    for item, wait_s in zip(claims.fresh, waits, strict=True):
+        if not wait_s:
+            kept.append(item)
             continue
-        kept.append(item)
+        results[item.index] = refused(recipient_limited(cap, wait_s))
+        if item.record_key is not None:
+            freed.append(item.record_key)
     if freed:
         await idempotency.release_many(svc.redis, freed, claims.token)
     claims.fresh = kept
@@ -221,6 +225,29 @@ async def _claim(
     return _Claims(token, fresh, repeats)
 
 
+async def _refuse_unmade(
+    svc: Services, claims: _Claims, outcomes: list[str | Exception], results: list[Any]
+) -> list[str]:
+    """Items whose MULTI the store refused (e.g. full: nothing of it made) get that error's
+    problem as their result and free their keys; the jobs of the other MULTIs stand."""
+    made, freed = [], []
+    for item, outcome in zip(claims.fresh, outcomes, strict=True):
+        if not isinstance(outcome, Exception):
+            made.append((item, outcome))
+            continue
+        response = error_response(outcome, "POST /notifications/batch")
+        results[item.index] = {
+            "status": response.status_code,
+            "problem": orjson.loads(response.body),
+        }
+        if item.record_key is not None:
+            freed.append(item.record_key)
+    if freed:
+        await idempotency.release_many(svc.redis, freed, claims.token)
+    claims.fresh = [item for item, _ in made]
+    return [job_id for _, job_id in made]
+
+
 async def _store(
     svc: Services, fresh: list[_Item], job_ids: list[str], results: list[dict[str, Any] | None]
 ) -> None:
@@ -236,7 +263,11 @@ async def _store(
             response = accepted(svc.settings, QueueName.NOTIFICATIONS, status_url, content)
             record = idempotency.done_record(response, item.fp)
             pipe.set(item.record_key, record, ex=svc.settings.idempotency_ttl_seconds)
-    await pipe.execute()
+    # The jobs exist: a record the store refuses (full) must not turn their 202s into a
+    # 503. Its key stays claimed (pending) until the lease ends.
+    unstored = [r for r in await pipe.execute(raise_on_error=False) if isinstance(r, Exception)]
+    if unstored:
+        log.warning("batch: %d replay records not stored: %s", len(unstored), unstored[0])
 
 
 def _replayed(answer: dict[str, Any]) -> dict[str, Any]:

@@ -68,11 +68,16 @@ async def count_recipient(svc: Services, caller: Caller, user_id: str) -> None:
     cap = caller.notify_per_user_per_hour
     wait_s = await svc.gate.limits.admit_recipient(caller.client_id, user_id, cap)
     if wait_s:
-        raise RecipientLimited(
-            f"at most {cap} notifications for one user in any 60 minutes; "
-            f"this user can get another in {wait_s} s",
-            wait_s,
-        )
+        raise recipient_limited(cap, wait_s)
+
+
+def recipient_limited(cap: int, wait_s: int) -> RecipientLimited:
+    """The 429 of a notification over its recipient's cap."""
+    return RecipientLimited(
+        f"at most {cap} notifications for one user in any 60 minutes; "
+        f"this user can get another in {wait_s} s",
+        wait_s,
+    )
 
 
 @router.get("/notifications/{job_id}", responses=job_status(NotificationPublic))
