@@ -235,8 +235,11 @@ DEFAULT_DRAIN = f"errand worker, fast engine, {DEFAULT_PARTITIONS} partitions (d
 
 
 def reference_drain(reference: tuple[Path, Any], args: argparse.Namespace) -> DrainResult:
-    """One drain of the Node reference worker on its own Valkey, at errand's concurrency."""
+    """One drain of the Node reference worker on its own Valkey, at errand's concurrency.
+    The reference's queue has a fixed name: its Valkey is emptied first, or a round would
+    find the last round's jobs completed and time nothing."""
     directory, ref_valkey = reference
+    redis_sync.Redis.from_url(ref_valkey.url).flushall()
     result = asyncio.run(
         drain(
             "reference",
@@ -482,7 +485,6 @@ def main() -> int:
                     http_section("reference", ref_api, ref_valkey.process.pid, wrk, args, report)
                 finally:
                     ref_api.stop()
-                redis_sync.Redis.from_url(ref_valkey.url).flushall()  # before its drain
         reference = (ref_dir, ref_valkey) if ref_dir else None
         store_sections(valkey, args, report, reference, sections)
     finally:
