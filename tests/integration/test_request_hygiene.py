@@ -10,7 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
+from redis import exceptions as redis_errors
 
+from errand.api import idempotency
 from errand.server.embedded import EmbeddedValkey
 from support.stack import Stack, run_stack
 from support.stack import test_settings as settings_for
@@ -180,6 +182,26 @@ async def test_a_flood_into_a_full_store_ends_in_503s_and_nothing_half_made(
     created = [r.json()["jobId"] for r in replies if r.status_code == 202]
     assert (await stack.http.get(f"/notifications/{created[-1]}")).status_code == 200
     assert (await waiting(stack))["notifications"] == len(created)  # no job half-made
+
+
+async def test_an_answer_a_full_store_refuses_keeps_its_key_claimed_for_its_whole_life(
+    tiny_store: Stack,
+) -> None:
+    # The job was made, then the store filled before its answer was kept: the 202
+    # stands, and the key stays claimed (a retry gets 409, never a second job).
+    redis = tiny_store.redis
+    claim = b'{"state": "pending", "fp": "f", "token": "t"}'
+    await redis.set("idem-test", claim, ex=idempotency.PENDING_LEASE_S)
+    limit = (await redis.config_get("maxmemory"))["maxmemory"]
+    await redis.config_set("maxmemory", "1")  # full: every SET is refused
+    try:
+        with pytest.raises(redis_errors.OutOfMemoryError):
+            await redis.set("idem-probe", b"x")
+        await idempotency.store_answers(redis, [("idem-test", b'{"state": "done"}')], 86_400)
+    finally:
+        await redis.config_set("maxmemory", limit)
+    assert await redis.get("idem-test") == claim.decode()
+    assert await redis.ttl("idem-test") > 86_000
 
 
 async def test_batches_into_a_full_store_refuse_items_whole_and_make_nothing_half(

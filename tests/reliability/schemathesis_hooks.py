@@ -19,13 +19,21 @@ the clock or the host, or compares two fields:
 item was refused: a batch answers each item on its own (a 4xx item result), and only
 a batch without a valid `items` list is refused whole.
 A 422 that names any other field, or for another reason, is still a finding.
+
+The `before_call` hook gives each request that uses its id up (a cancel, a delete, a
+revoke) a new id where the dictionary says `fresh-...`: a fixed pool runs out in a long
+run, and a phase answered only 409s and 404s fails as "missing test data".
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import schemathesis
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
@@ -87,3 +95,54 @@ def negative_data_rejection_but_batch_items(ctx: Any, response: Any, case: Any) 
     if some_batch_item_refused(response, case):
         return None
     return negative_data_rejection(ctx, response, case)  # type: ignore[no-any-return]
+
+
+# The dictionary values `before_call` replaces with a new id, and the request making it.
+FRESH_JOB, FRESH_SCHEDULE, FRESH_CLIENT, FRESH_KEY = (
+    "fresh-job",
+    "fresh-schedule",
+    "fresh-client",
+    "fresh-key",
+)
+_made = itertools.count()
+
+
+def _post(path: str, body: Any, admin: bool, field: str) -> str | None:
+    """The `field` of what a POST to the stack made (None when it was refused)."""
+    secret = os.environ["ERRAND_FUZZ_ADMIN_TOKEN" if admin else "ERRAND_FUZZ_API_KEY"]
+    reply = httpx.post(
+        os.environ["ERRAND_FUZZ_BASE_URL"] + path,
+        json=body,
+        headers={"Authorization": f"Bearer {secret}"},
+        timeout=30,
+    )
+    made = _json(reply) if reply.status_code in (201, 202) else None
+    return str(made[field]) if isinstance(made, dict) and field in made else None
+
+
+def _fresh(value: str, params: dict[str, Any]) -> str | None:
+    n = next(_made)
+    if value == FRESH_JOB:
+        later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+        body = {"type": "welcome", "userId": f"fuzz-cancel-{n}", "sendAt": later}
+        return _post("/notifications", body, False, "jobId")
+    if value == FRESH_SCHEDULE:
+        job = {"queue": "reports", "userId": f"fuzz-{n}", "reportType": "weekly"}
+        return _post("/schedules", {"every": 3600, "job": job}, False, "scheduleId")
+    if value == FRESH_CLIENT:
+        return _post("/admin/clients", {"name": f"fuzz-{n}"}, True, "clientId")
+    if value == FRESH_KEY:
+        client = params.get("client_id")
+        return _post(f"/admin/clients/{client}/keys", None, True, "keyId")
+    return None
+
+
+@schemathesis.hook
+def before_call(ctx: Any, case: Any, **kwargs: Any) -> None:
+    """Replace a `fresh-...` path parameter with a new id of its kind."""
+    params = case.path_parameters or {}
+    for name, value in list(params.items()):
+        if isinstance(value, str) and value.startswith("fresh-"):
+            made = _fresh(value, params)
+            if made is not None:
+                params[name] = made

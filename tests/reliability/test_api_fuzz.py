@@ -91,19 +91,22 @@ async def seed_ids(stack: Stack) -> dict[str, list[str]]:
         dead_letters(stack, 12),
     )
     every = {"every": 3600, "job": {"queue": "reports", "userId": 7, "reportType": "weekly"}}
-    schedules = [await made(stack, "/schedules", every, "scheduleId") for _ in range(6)]
-    clients = [await made(stack, "/admin/clients", {"name": "fuzz"}, "clientId") for _ in range(5)]
+    schedules = [await made(stack, "/schedules", every, "scheduleId") for _ in range(3)]
+    clients = [await made(stack, "/admin/clients", {"name": "fuzz"}, "clientId") for _ in range(2)]
+    scheduled = await made(stack, "/notifications", later, "jobId")
     key_path = f"/admin/clients/{clients[0]}/keys"
+    # What a request uses up (a cancel, a delete, a revoke) also gets `fresh-...`: the
+    # hooks' before_call makes a new id for each such request (schemathesis_hooks.FRESH_*).
     return {
         "jobs": [report, sent, *failed[:4]],
         "retried": failed[4:8],
         "deadLetters": failed[8:],
-        "scheduled": [await made(stack, "/notifications", later, "jobId") for _ in range(6)],
+        "scheduled": [scheduled, "fresh-job"],
         "schedules": schedules[:2],
-        "deletedSchedules": schedules[2:],
+        "deletedSchedules": [schedules[2], "fresh-schedule"],
         "clients": clients[:1],
-        "keys": [await made(stack, key_path, None, "keyId") for _ in range(4)],
-        "deletedClients": clients[1:],
+        "keys": [await made(stack, key_path, None, "keyId"), "fresh-key"],
+        "deletedClients": [clients[1], "fresh-client"],
     }
 
 
@@ -176,7 +179,17 @@ async def run_schemathesis(stack: Stack, tmp: Path, examples: int, seed: int) ->
     config = tmp / "schemathesis.toml"
     config.write_text(config_toml(stack, fuzzer.api_key, ids, examples, seed))
     report = tmp / "report.json"
-    env = {**os.environ, "SCHEMATHESIS_HOOKS": HOOKS.stem, "PYTHONPATH": str(HOOKS.parent)}
+    token = stack.settings.admin_token
+    assert token is not None
+    env = {
+        **os.environ,
+        "SCHEMATHESIS_HOOKS": HOOKS.stem,
+        "PYTHONPATH": str(HOOKS.parent),
+        # for the hooks' before_call, which makes the `fresh-...` ids
+        "ERRAND_FUZZ_BASE_URL": stack.base_url,
+        "ERRAND_FUZZ_API_KEY": fuzzer.api_key,
+        "ERRAND_FUZZ_ADMIN_TOKEN": token.get_secret_value(),
+    }
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         str(SCHEMATHESIS),

@@ -11,6 +11,7 @@ Only 2xx answers are stored: a rejected request leaves the key free to use again
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,8 @@ from starlette.responses import Response
 from errand.api.caller import Caller
 from errand.api.deps import Services
 from errand.errors import FieldError, IdempotencyInProgress, IdempotencyMismatch, InvalidInput
+
+log = logging.getLogger("errand.api")
 
 HEADER = "idempotency-key"
 PENDING_LEASE_S = 60
@@ -109,8 +112,34 @@ async def _run_and_store(
     if not 200 <= response.status_code < 300:
         await redis.eval(_RELEASE, 1, record_key, token)
         return response
-    await redis.set(record_key, done_record(response, fp), ex=svc.settings.idempotency_ttl_seconds)
+    ttl = svc.settings.idempotency_ttl_seconds
+    await store_answers(redis, [(record_key, done_record(response, fp))], ttl)
     return response
+
+
+async def store_answers(redis: Any, records: list[tuple[str, bytes]], ttl_s: int) -> None:
+    """Keep the answers of requests whose jobs were made, for replays.
+
+    The jobs exist, so a record the store refuses (full: SET is refused under
+    maxmemory) must not turn their 2xx into an error: the client would retry and get a
+    second job. Such a key keeps its pending claim for the record's whole life instead
+    (EXPIRE is allowed on a full store): a retry with it gets 409, never a second job.
+    """
+    pipe = redis.pipeline(transaction=False)
+    for record_key, record in records:
+        pipe.set(record_key, record, ex=ttl_s)
+    replies = await pipe.execute(raise_on_error=False)
+    failed = [
+        (key, r) for (key, _), r in zip(records, replies, strict=True) if isinstance(r, Exception)
+    ]
+    if not failed:
+        return
+    log.warning("%d idempotency answer(s) not stored: %s", len(failed), failed[0][1])
+    unstored = [key for key, _ in failed]
+    pipe = redis.pipeline(transaction=False)
+    for record_key in unstored:
+        pipe.expire(record_key, ttl_s)
+    await pipe.execute(raise_on_error=False)
 
 
 def done_record(response: Response, fp: str) -> bytes:

@@ -11,7 +11,6 @@ problem document and does not stop the others.
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +36,6 @@ from errand.queue.producers import NewNotification, notification_specs
 from errand.webhooks.ssrf import check_webhook_destination
 
 router = APIRouter(tags=["notifications"], route_class=ClientRoute)
-log = logging.getLogger("errand.api")
 
 MAX_ITEMS = 1000
 ROUTE_SCOPE = "notifications"  # the Idempotency-Key scope of POST /notifications
@@ -253,7 +251,7 @@ async def _store(
 ) -> None:
     """Answer the created items, and keep the answer of each keyed one for replays: the
     answer POST /notifications gives, so the header route replays it byte for byte."""
-    pipe = svc.redis.pipeline(transaction=False)
+    records: list[tuple[str, bytes]] = []
     for item, job_id in zip(fresh, job_ids, strict=True):
         status_url = f"/notifications/{job_id}"
         status = "scheduled" if item.note.delay_ms() > 0 else "waiting"
@@ -261,13 +259,8 @@ async def _store(
         results[item.index] = {"status": 202, "jobId": job_id, "statusUrl": status_url}
         if item.record_key is not None:
             response = accepted(svc.settings, QueueName.NOTIFICATIONS, status_url, content)
-            record = idempotency.done_record(response, item.fp)
-            pipe.set(item.record_key, record, ex=svc.settings.idempotency_ttl_seconds)
-    # The jobs exist: a record the store refuses (full) must not turn their 202s into a
-    # 503. Its key stays claimed (pending) until the lease ends.
-    unstored = [r for r in await pipe.execute(raise_on_error=False) if isinstance(r, Exception)]
-    if unstored:
-        log.warning("batch: %d replay records not stored: %s", len(unstored), unstored[0])
+            records.append((item.record_key, idempotency.done_record(response, item.fp)))
+    await idempotency.store_answers(svc.redis, records, svc.settings.idempotency_ttl_seconds)
 
 
 def _replayed(answer: dict[str, Any]) -> dict[str, Any]:
