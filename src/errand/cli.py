@@ -129,6 +129,10 @@ def secrets(
         bool,
         typer.Option("--api-key", help="Print only the default client's API key (for scripts)."),
     ] = False,
+    admin_token: Annotated[
+        bool,
+        typer.Option("--admin-token", help="Print only the admin token (for scripts)."),
+    ] = False,
 ) -> None:
     """Print the secrets `errand up` keeps in a data dir: admin token, webhook secret,
     Valkey password and the default client's API key."""
@@ -145,6 +149,9 @@ def secrets(
         raise typer.Exit(1)
     if api_key:
         typer.echo(stored.api_key)
+        return
+    if admin_token:
+        typer.echo(stored.admin_token)
         return
     typer.echo(f"admin token      {stored.admin_token}")
     typer.echo(f"webhook secret   {stored.webhook_secret}")

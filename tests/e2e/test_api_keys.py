@@ -25,9 +25,9 @@ def _statuses(base: str, headers: dict[str, str], n: int) -> list[int]:
         return [http.get(f"/jobs/rep_{'0' * 32}", headers=headers).status_code for _ in range(n)]
 
 
-def _api_key(data_dir: Path, env: dict[str, str]) -> str:
+def _secret(data_dir: Path, env: dict[str, str], which: str = "--api-key") -> str:
     shown = subprocess.run(
-        [sys.executable, "-m", "errand", "secrets", "--api-key", "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "errand", "secrets", which, "--data-dir", str(data_dir)],
         env=env,
         capture_output=True,
         text=True,
@@ -45,9 +45,10 @@ def test_default_client_and_revocation_across_api_processes(tmp_path: Path) -> N
         up = procs.up(port, env, "--api-workers", str(API_PROCESSES))
         banner = wait_log(up, "Press Ctrl-C to stop.")
         wait_ready(base, up)
-        key = _api_key(data_dir, env)
+        key = _secret(data_dir, env)
         stored = load(data_dir)
         assert stored is not None and stored.api_key == key and key.startswith("ek_")
+        assert _secret(data_dir, env, "--admin-token") == stored.admin_token
         assert stat.S_IMODE((data_dir / "secrets.json").stat().st_mode) == 0o600
         assert key not in banner
         api_processes = [p for p in procs.remember_tree(up) if "errand api" in p.cmdline]
@@ -78,5 +79,5 @@ def test_default_client_and_revocation_across_api_processes(tmp_path: Path) -> N
     with processes(tmp_path) as procs:
         up = procs.up(port, env)
         wait_ready(base, up)
-        assert _api_key(data_dir, env) == key
+        assert _secret(data_dir, env) == key
         assert set(_statuses(base, mine, 3)) == {404}

@@ -343,6 +343,9 @@ async def test_dead_lettered_delivery_is_redriven_from_the_dlq(
     assert item["queue"] == "webhooks" and item["name"] == "notification.sent"
     assert item["attemptsMade"] == 3 and item["failedReason"] == "the receiver answered 503"
     assert item["data"]["sourceJobId"] == job_id and item["data"]["url"] == receiver.url("/down")
+    assert item["clientId"] == stack.client_id  # the owner of the job it tells about
+    for route in (f"/jobs/{item['jobId']}", f"/jobs/{item['jobId']}/events"):
+        assert (await stack.http.get(route)).status_code == 404  # a delivery is nobody's job
     source = await get_json(stack, f"/notifications/{job_id}")
     assert source["status"] == "completed" and source["deadLettered"] is False
 

@@ -22,6 +22,7 @@ from errand.errors import JobDeferred, NotFound, PermanentFailure
 from errand.jobids import QueueName
 from errand.processors.job import Processor, RunningJob
 from errand.queue.facade import JobQueues
+from errand.queue.jobhash import client_of
 from errand.queue.outcomes import outcome_of
 from errand.queue.policies import is_last_attempt
 from errand.queue.snapshot import JobSnapshot, JobStatus
@@ -113,6 +114,7 @@ class WebhookEvents:
         delivery_id = delivery_job_id(job_id, event, round_no)
         webhook_id = webhook_id_for(delivery_id)
         data = {
+            "clientId": client_of(snap.data),  # the owner of the job: the DLQ's clientId
             "sourceJobId": job_id,
             "event": str(event),
             "url": str(url),

@@ -18,6 +18,7 @@ from errand.queue.addargs import AddArgs
 from errand.queue.adding import AddCall, JobSpec, JobWriter
 from errand.queue.cancel import CancelOutcome, JobCanceller
 from errand.queue.jobhash import pairs
+from errand.queue.jobindex import LISTED_QUEUES
 from errand.queue.policies import RetryPolicy, retry_policies
 from errand.queue.snapshot import JobSnapshot, snapshot_from
 from errand.redisio.replication import ReplicaBarrier
@@ -171,11 +172,12 @@ class JobQueues:
     async def snapshot(self, job_id: str, owner: str | None = None) -> JobSnapshot:
         """Hash and state of one job, read atomically in one round trip.
 
-        With `owner`, a job of another client is answered exactly like an unknown one.
+        With `owner`, a job of another client, or a webhook delivery (nobody's job: it
+        is part of its source job's view), is answered exactly like an unknown one.
         Raises NotFound for an unknown, removed or foreign id.
         """
         queue = queue_of(job_id)
-        if queue is None:
+        if queue is None or (owner is not None and queue not in LISTED_QUEUES):
             raise NotFound(f"no job with id {job_id!r}")
         keys, states = self.keys, self._snapshot_keys(queue, partition_of(job_id))
         reply = await self._snapshot(
