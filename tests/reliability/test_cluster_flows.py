@@ -22,6 +22,8 @@ FLOWS = [
     "tests/integration/test_notifications.py",
     "tests/integration/test_ownership.py",
     "tests/integration/test_batch.py",
+    # 2,000 long-polls woken at once: one pipelined connection per partition, not one each
+    "tests/integration/test_waiting.py::test_two_thousand_long_polls_share_a_handful_of_redis_connections",
 ]
 
 

@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = connect(settings, pipelined=True)  # one pipelined connection per process
         await warm_up(redis)
-        queues = JobQueues(settings, redis)
+        queues = JobQueues(settings, redis, slot_reads=True)
         events = JobEventHub(settings, queues)
         webhooks = WebhookEvents(settings, redis, queues)
         limits = Limits(redis, queues.keys, settings.max_queue_depth)
@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
             yield
         finally:
             await events.close()
+            await queues.close()
             await redis.aclose()
 
     app_class = ErrandAPI

@@ -22,6 +22,7 @@ from errand.queue.jobindex import LISTED_QUEUES
 from errand.queue.policies import RetryPolicy, retry_policies
 from errand.queue.snapshot import JobSnapshot, snapshot_from
 from errand.redisio.replication import ReplicaBarrier
+from errand.redisio.slotclient import SlotRedis, slot_client
 from errand.settings import Durability, Settings
 
 INDEX_LEAD_MS = 10_000
@@ -46,7 +47,9 @@ class JobQueues:
     """One BullMQ `Queue` per partition of each errand queue, sharing the process's Redis
     pool. Callers name a queue and a job id; the id names the partition."""
 
-    def __init__(self, settings: Settings, redis: Any) -> None:
+    def __init__(self, settings: Settings, redis: Any, slot_reads: bool = False) -> None:
+        """`slot_reads` (the API's): on a cluster, job reads go over one pipelined
+        connection per partition (see `_snapshot_script`); close them with `close()`."""
         self.settings = settings
         self.redis = redis
         self.keys = Keys(settings.queue_prefix, settings.partitions)
@@ -56,6 +59,9 @@ class JobQueues:
         self._state_keys: dict[tuple[QueueName, int], tuple[str, ...]] = {}
         self._adders: dict[tuple[QueueName, int], AddArgs] = {}
         self._snapshot = redis.register_script(_SNAPSHOT)
+        self._slot_reads = slot_reads and isinstance(redis, RedisCluster)
+        self._slot_snapshots: dict[int, Any] = {}
+        self._slot_clients: list[SlotRedis] = []
         # The cancel flag outlives any record of the job it stops.
         flag_ttl_s = max(settings.keep_completed_seconds, settings.keep_failed_seconds) + 3600
         self._canceller = JobCanceller(redis, self.keys, flag_ttl_s)
@@ -180,7 +186,7 @@ class JobQueues:
         if queue is None or (owner is not None and queue not in LISTED_QUEUES):
             raise NotFound(f"no job with id {job_id!r}")
         keys, states = self.keys, self._snapshot_keys(queue, partition_of(job_id))
-        reply = await self._snapshot(
+        reply = await self._snapshot_script(partition_of(job_id))(
             keys=[
                 keys.job(queue, job_id),
                 *states[:4],
@@ -205,6 +211,29 @@ class JobQueues:
         if owner is not None and snap.client_id != owner:
             raise NotFound(f"no job with id {job_id!r}")
         return snap
+
+    def _snapshot_script(self, partition: int) -> Any:
+        """The snapshot script, called through the process's client; with `slot_reads`
+        through a pipelined connection to the master of the partition's slot: redis-py's
+        cluster client takes a connection per command in flight, so 2,000 long-polls
+        woken at once opened 2,000 connections; this way a partition's reads share one."""
+        if not self._slot_reads:
+            return self._snapshot
+        script = self._slot_snapshots.get(partition)
+        if script is None:
+            client = slot_client(self.redis, self.keys.partition_prefix(partition))
+            self._slot_clients.append(client)
+            script = self._slot_snapshots[partition] = client.register_script(_SNAPSHOT)
+        return script
+
+    async def close(self) -> None:
+        """Close the per-partition connections of `slot_reads` (the process's client is
+        its owner's to close)."""
+        clients, self._slot_clients = self._slot_clients, []
+        self._slot_snapshots.clear()
+        for client in clients:
+            with contextlib.suppress(Exception):
+                await client.aclose()
 
     def _snapshot_keys(self, queue: QueueName, partition: int) -> tuple[str, ...]:
         """The state keys the snapshot script reads, built once per queue partition."""
