@@ -24,6 +24,7 @@ LAYERS: list[set[str]] = [
         "settings",
         "keys",
         "jobids",
+        "statuses",
         "errors",
         "clock",
         "logs",

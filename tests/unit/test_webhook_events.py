@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from errand.jobids import QueueName, new_job_id, queue_of
-from errand.queue.snapshot import JobSnapshot, JobStatus
+from errand.queue.snapshot import JobSnapshot
+from errand.statuses import JobStatus
 from errand.webhooks.events import (
     EventType,
     delivery_job_id,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
+from fastapi import Depends
 from starlette.requests import Request
 
 from errand.access.clients import RateLimit
@@ -37,3 +39,7 @@ async def current_caller(request: Request) -> Caller:
     if not isinstance(caller, Caller):
         raise LookupError(f"{request.url.path} is not a client route: nobody authenticated it")
     return caller
+
+
+CallerDep = Annotated[Caller, Depends(current_caller)]
+"""A route parameter that receives the request's `Caller`."""

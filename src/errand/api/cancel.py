@@ -17,7 +17,8 @@ from errand.errors import Conflict, NotFound
 from errand.jobids import QueueName
 from errand.metrics.jobs import record_canceled
 from errand.queue.cancel import CancelOutcome
-from errand.queue.snapshot import JobSnapshot, JobStatus
+from errand.queue.snapshot import JobSnapshot
+from errand.statuses import JobStatus
 
 log = logging.getLogger("errand.api")
 

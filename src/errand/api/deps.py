@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Depends
 from starlette.requests import Request
 
 from errand.api.events import JobEventHub
@@ -28,3 +29,7 @@ async def services(request: Request) -> Services:
     """`async` on purpose: FastAPI runs a plain `def` dependency in a thread pool, per request."""
     svc: Services = request.app.state.services
     return svc
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+"""A route parameter that receives the process's `Services`."""

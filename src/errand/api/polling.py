@@ -12,8 +12,9 @@ from errand.api.http.responses import json_response
 from errand.clock import now_ms
 from errand.errors import QueueFull
 from errand.jobids import QueueName
-from errand.queue.snapshot import JobSnapshot, JobStatus
+from errand.queue.snapshot import JobSnapshot
 from errand.settings import Settings
+from errand.statuses import JobStatus
 
 RETRY_AFTER_CAP_S = 30
 

@@ -29,7 +29,7 @@ from errand.api.idempotency import KEY_PATTERN
 from errand.clock import now_ms
 from errand.jobids import QueueName
 from errand.queue.producers import Timing
-from errand.queue.snapshot import JobStatus
+from errand.statuses import JobStatus
 from errand.webhooks.urls import MAX_URL_LENGTH, URL_PATTERN, check_webhook_url_syntax
 
 USER_ID_MAX = 128

@@ -25,12 +25,10 @@ from errand.client.errors import (
     WaitTimeout,
 )
 from errand.client.models import (
-    FINAL_STATUSES,
     Accepted,
     BatchItem,
     BatchResult,
     FieldError,
-    JobStatus,
     JobView,
     NotificationRequest,
     NotificationView,
@@ -39,6 +37,7 @@ from errand.client.models import (
     Schedule,
     WebhookState,
 )
+from errand.statuses import FINAL_STATUSES, JobStatus
 
 __all__ = [
     "FINAL_STATUSES",

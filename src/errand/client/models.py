@@ -8,26 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
-
-class JobStatus(StrEnum):
-    SCHEDULED = "scheduled"
-    WAITING = "waiting"
-    ACTIVE = "active"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELED = "canceled"
-    EXPIRED = "expired"
-
-
-FINAL_STATUSES = frozenset(
-    {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.EXPIRED}
-)
+from errand.statuses import FINAL_STATUSES, JobStatus
 
 NotificationType = Literal["welcome", "password-reset", "order-confirmed"]
 

@@ -25,8 +25,9 @@ from errand.queue.facade import JobQueues
 from errand.queue.jobhash import client_of
 from errand.queue.outcomes import outcome_of
 from errand.queue.policies import is_last_attempt
-from errand.queue.snapshot import JobSnapshot, JobStatus
+from errand.queue.snapshot import JobSnapshot
 from errand.settings import Settings
+from errand.statuses import JobStatus
 from errand.webhooks.delivery import DeliveryOutcome, DeliveryRequest, deliver
 from errand.webhooks.events import (
     delivery_job_id,

@@ -16,7 +16,7 @@ from errand.errors import Conflict, NotFound
 from errand.jobids import QueueName, partition_of, queue_of
 from errand.queue.facade import JobQueues
 from errand.queue.jobhash import attempts_made, client_of, int_field, json_field
-from errand.queue.snapshot import JobStatus
+from errand.statuses import JobStatus
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from errand.keys import report_dedup_id
 from errand.queue.adding import JobSpec
 from errand.queue.facade import JobQueues
 from errand.queue.policies import NOTIFICATION_PRIORITIES
-from errand.queue.snapshot import JobStatus
+from errand.statuses import JobStatus
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,32 +1,19 @@
-"""Public job statuses and the atomic snapshot of one BullMQ job they are read from."""
+"""The atomic snapshot of one BullMQ job, and the public status it reads as (`errand.statuses`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from errand.jobids import QueueName
 from errand.queue.jobhash import attempts_made, client_of, int_field, json_field, max_attempts
 from errand.queue.outcomes import outcome_of
+from errand.statuses import FINAL_STATUSES, JobStatus
 
 # BullMQ scores delayed jobs as `timestamp * 0x1000 + counter`.
 _DELAY_SCORE_FACTOR = 0x1000
 
 
-class JobStatus(StrEnum):
-    SCHEDULED = "scheduled"
-    WAITING = "waiting"
-    ACTIVE = "active"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELED = "canceled"
-    EXPIRED = "expired"
-
-
-TERMINAL_STATUSES = frozenset(
-    {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.EXPIRED}
-)
 # Final states whose view carries an `error` saying why.
 ERROR_STATUSES = frozenset({JobStatus.FAILED, JobStatus.CANCELED, JobStatus.EXPIRED})
 # States a job may still be canceled from (`POST /jobs/{id}/cancel` answers 200).
@@ -74,7 +61,7 @@ class JobSnapshot:
 
     @property
     def is_final(self) -> bool:
-        return self.status in TERMINAL_STATUSES
+        return self.status in FINAL_STATUSES
 
     @property
     def error(self) -> str | None:
@@ -118,7 +105,7 @@ def snapshot_from(
         max_attempts=max_attempts(json_field(fields, "opts", {})),
         created_ms=int_field(fields, "timestamp"),
         started_ms=int_field(fields, "processedOn"),
-        finished_ms=int_field(fields, "finishedOn") if status in TERMINAL_STATUSES else 0,
+        finished_ms=int_field(fields, "finishedOn") if status in FINAL_STATUSES else 0,
         next_attempt_ms=0 if scheduled else due_ms,
         failed_reason=reason,
         webhook=webhook,

@@ -8,7 +8,8 @@ from typing import Any
 from errand.clock import iso_ms
 from errand.errors import without_addresses
 from errand.jobids import QueueName
-from errand.queue.snapshot import JobSnapshot, JobStatus
+from errand.queue.snapshot import JobSnapshot
+from errand.statuses import JobStatus
 
 
 def job_view(snap: JobSnapshot) -> dict[str, Any]:

@@ -17,8 +17,9 @@ from typing import Any
 
 from errand.clock import iso_ms
 from errand.jobids import QueueName, job_id_of, partition_of
-from errand.queue.snapshot import JobSnapshot, JobStatus
+from errand.queue.snapshot import JobSnapshot
 from errand.queue.views import job_view, notification_view
+from errand.statuses import JobStatus
 
 WEBHOOK_ID_PREFIX = "msg_"
 

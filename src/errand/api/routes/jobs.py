@@ -6,9 +6,9 @@ from fastapi import APIRouter, Depends
 from starlette.requests import Request
 from starlette.responses import Response
 
-from errand.api.caller import Caller, current_caller
+from errand.api.caller import Caller, CallerDep, current_caller
 from errand.api.cancel import cancel_job
-from errand.api.deps import Services, services
+from errand.api.deps import Services, ServicesDep, services
 from errand.api.gate import ClientRoute
 from errand.api.http.responses import json_response
 from errand.api.polling import retry_after_s, status_response
@@ -28,11 +28,7 @@ def job_response(svc: Services, snap: JobSnapshot) -> Response:
 
 @router.get("/jobs/{job_id}", responses=job_status(JobPublic))
 async def get_job(
-    request: Request,
-    job_id: str,
-    wait: WaitSeconds = None,
-    svc: Services = Depends(services),
-    caller: Caller = Depends(current_caller),
+    request: Request, job_id: str, svc: ServicesDep, caller: CallerDep, wait: WaitSeconds = None
 ) -> Response:
     """The job's status; with `?wait=N` a long-poll that answers as soon as it is final."""
     if wait is None:

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends
 from starlette.requests import Request
 from starlette.responses import Response
 
-from errand.api.caller import Caller, current_caller
-from errand.api.deps import Services, services
+from errand.api.caller import Caller, CallerDep, current_caller
+from errand.api.deps import Services, ServicesDep, services
 from errand.api.gate import ClientRoute
 from errand.api.http.body import read_json_object, validate_body
 from errand.api.idempotency import idempotent
@@ -82,11 +82,7 @@ def recipient_limited(cap: int, wait_s: int) -> RecipientLimited:
 
 @router.get("/notifications/{job_id}", responses=job_status(NotificationPublic))
 async def get_notification(
-    request: Request,
-    job_id: str,
-    wait: WaitSeconds = None,
-    svc: Services = Depends(services),
-    caller: Caller = Depends(current_caller),
+    request: Request, job_id: str, svc: ServicesDep, caller: CallerDep, wait: WaitSeconds = None
 ) -> Response:
     """A notification's status, attempts, dead-letter flag and webhook delivery; with
     `?wait=N` a long-poll that answers as soon as it is final."""

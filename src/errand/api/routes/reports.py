@@ -19,7 +19,7 @@ from errand.api.schemas import ReportAccepted, ReportCreate, ReportResult
 from errand.errors import Conflict, NotFound
 from errand.jobids import QueueName, queue_of
 from errand.queue.producers import enqueue_report
-from errand.queue.snapshot import JobStatus
+from errand.statuses import JobStatus
 from errand.webhooks.ssrf import check_webhook_destination
 
 router = APIRouter(tags=["reports"], route_class=ClientRoute)
