@@ -92,7 +92,10 @@ def _answer_from_record(record: dict[str, Any], fp: str) -> Response:
     if record.get("fp") != fp:
         raise mismatch()
     if record.get("state") != "done":
-        raise IdempotencyInProgress("the first request with this Idempotency-Key is still running")
+        raise IdempotencyInProgress(
+            "the first request with this Idempotency-Key has no stored answer: it is still "
+            "running, or it made its job while the store was full (GET /jobs lists it)"
+        )
     return Response(record["body"].encode(), record["status"], headers=record["headers"])
 
 
